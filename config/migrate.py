@@ -1,0 +1,129 @@
+"""Bring the state database to the head of the one Alembic chain, under a lock.
+
+Whichever service starts first migrates; the others wait on the same lock and then only verify
+that the database is at the head this code knows. The lock is the database's own where it has
+one — ``pg_advisory_lock`` on PostgreSQL, ``sp_getapplock`` on SQL Server — and an ``flock`` on a
+file beside the database for SQLite.
+
+Run by hand: ``crmcluster migrate`` (or ``python -m config.migrate URL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from config.database import make_engine, parse_url, sqlite_path
+from config.errors import MigrationError
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+#: pg_advisory_lock key: "crmcluster migrate" folded into a signed 64-bit integer.
+PG_LOCK_KEY = 0x63726D636C7573
+MSSQL_LOCK_RESOURCE = "crmcluster_migrate"
+
+
+def alembic_config(connection: Any = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def _current(sync_conn: Any) -> set[str]:
+    return set(MigrationContext.configure(sync_conn).get_current_heads())
+
+
+def _upgrade(sync_conn: Any) -> None:
+    command.upgrade(alembic_config(sync_conn), "heads")
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(path: Path) -> AsyncIterator[None]:
+    lock_path = path.with_name(path.name + ".migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as fh:
+        await asyncio.to_thread(fcntl.flock, fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+async def _lock(conn: AsyncConnection) -> None:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+    elif dialect == "mssql":
+        await conn.execute(
+            text("EXEC sp_getapplock @Resource = :r, @LockMode = 'Exclusive', @LockOwner = 'Session'"),
+            {"r": MSSQL_LOCK_RESOURCE},
+        )
+
+
+async def _unlock(conn: AsyncConnection) -> None:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+    elif dialect == "mssql":
+        await conn.execute(
+            text("EXEC sp_releaseapplock @Resource = :r, @LockOwner = 'Session'"), {"r": MSSQL_LOCK_RESOURCE}
+        )
+
+
+async def migrate(engine: AsyncEngine) -> set[str]:
+    """Migrate to the heads under the lock, then verify; return the revisions now applied."""
+    heads = head_revisions()
+    path = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
+    file_lock = _sqlite_file_lock(path) if path else contextlib.nullcontext()
+    try:
+        async with file_lock, engine.connect() as conn:
+            await _lock(conn)
+            await conn.commit()
+            try:
+                current = await conn.run_sync(_current)
+                if current != heads:
+                    await conn.run_sync(_upgrade)
+                    await conn.commit()
+                current = await conn.run_sync(_current)
+            finally:
+                await _unlock(conn)
+                await conn.commit()
+    except MigrationError:
+        raise
+    except Exception as exc:
+        raise MigrationError(f"state database migration failed: {type(exc).__name__}: {exc}") from exc
+    if current != heads:
+        raise MigrationError(
+            f"state database is at {sorted(current)} but this crmcluster expects {sorted(heads)}"
+        )
+    return current
+
+
+async def _main(url: str) -> None:
+    engine = make_engine(str(parse_url(url)))
+    try:
+        revs = await migrate(engine)
+    finally:
+        await engine.dispose()
+    print("state database at", ", ".join(sorted(revs)))
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by the two-process test
+    asyncio.run(_main(sys.argv[1]))

@@ -1,0 +1,1 @@
+"""The controller: REST API, cluster registry, upgrade orchestration and dashboard."""

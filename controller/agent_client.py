@@ -1,0 +1,186 @@
+"""Talking to node agents over HTTP with their bearer token (the wire contract is
+:mod:`node_agent.protocol`).
+
+Errors, by what the caller should do:
+
+    AgentError
+    ├── AgentUnreachable     temporary: connection refused, time-out, 5xx; try again later
+    ├── AgentRejected        permanent: the agent refused the request (4xx); ``status``/``body``
+    └── OperationTimeout     the operation did not finish within the step's time-out
+
+    client = AgentClient("http://127.0.0.1:8701", token, transport=transport)
+    record = await client.run("run-1:step-3", Action.STOP_WEB, NoParams(), timeout=120)
+    record.state  # OperationState.SUCCEEDED
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from node_agent.protocol import (
+    Action,
+    NodeStatus,
+    OperationRecord,
+    Params,
+    params_for_wire,
+)
+
+
+class AgentError(Exception):
+    pass
+
+
+class AgentUnreachable(AgentError):
+    retry_after = 1.0
+
+
+class AgentRejected(AgentError):
+    def __init__(self, message: str, *, status: int, body: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class OperationTimeout(AgentError):
+    pass
+
+
+class AgentClient:
+    """One agent. ``transport`` may be injected (``httpx.ASGITransport`` in tests)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+            timeout=timeout,
+        )
+        self._clock = clock
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = await self._client.request(method, path, **kw)
+        except (httpx.TransportError, OSError) as exc:
+            raise AgentUnreachable(f"agent {self.base_url} unreachable: {type(exc).__name__}") from exc
+        if resp.status_code >= 500:
+            raise AgentUnreachable(f"agent {self.base_url} answered {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"error": {"message": resp.text[:200]}}
+        if resp.status_code >= 400:
+            msg = body.get("error", {}).get("message") if isinstance(body, dict) else None
+            raise AgentRejected(
+                f"agent {self.base_url} refused {method} {path}: {msg or resp.status_code}",
+                status=resp.status_code,
+                body=body,
+            )
+        return body
+
+    async def status(self) -> NodeStatus:
+        return NodeStatus.model_validate(await self._request("GET", "/v1/status"))
+
+    async def submit(
+        self, op_id: str, action: Action | str, params: Params | dict[str, Any]
+    ) -> OperationRecord:
+        wire = params_for_wire(params) if isinstance(params, Params) else params
+        body = await self._request(
+            "POST", "/v1/operations", json={"op_id": op_id, "action": str(action), "params": wire}
+        )
+        return OperationRecord.model_validate(body)
+
+    async def operation(self, op_id: str) -> OperationRecord | None:
+        """The record of ``op_id``, or None when the agent has never seen it."""
+        try:
+            body = await self._request("GET", f"/v1/operations/{op_id}")
+        except AgentRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return OperationRecord.model_validate(body)
+
+    async def cancel(self, op_id: str) -> OperationRecord:
+        return OperationRecord.model_validate(await self._request("POST", f"/v1/operations/{op_id}/cancel"))
+
+    async def wait(self, op_id: str, *, timeout: float, poll: float = 0.2) -> OperationRecord:
+        """Poll until the operation finishes; :class:`OperationTimeout` after ``timeout`` seconds."""
+        deadline = self._clock() + timeout
+        while True:
+            record = await self.operation(op_id)
+            if record is None:
+                raise AgentRejected(
+                    f"agent {self.base_url} does not know operation {op_id}", status=404, body=None
+                )
+            if record.state.finished:
+                return record
+            if self._clock() >= deadline:
+                raise OperationTimeout(
+                    f"operation {op_id} ({record.action}) still {record.state} after {timeout:.0f}s"
+                )
+            await asyncio.sleep(poll)
+
+    async def run(
+        self,
+        op_id: str,
+        action: Action | str,
+        params: Params | dict[str, Any],
+        *,
+        timeout: float,
+        poll: float = 0.2,
+    ) -> OperationRecord:
+        """Submit (or find, when ``op_id`` was already sent) and wait for the operation to finish.
+
+        Looking the op id up first means a controller that restarts mid-step never sends an
+        operation twice; the agent also deduplicates by op id.
+        """
+        existing = await self.operation(op_id)
+        if existing is None:
+            await self.submit(op_id, action, params)
+        return await self.wait(op_id, timeout=timeout, poll=poll)
+
+
+class AgentPool:
+    """Clients by agent URL, sharing one token and (in tests) one transport factory."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        transport_for: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._token = token
+        self._transport_for = transport_for or (lambda _url: None)
+        self._timeout = timeout
+        self._clients: dict[str, AgentClient] = {}
+
+    def client(self, agent_url: str) -> AgentClient:
+        c = self._clients.get(agent_url)
+        if c is None:
+            c = AgentClient(
+                agent_url, self._token, transport=self._transport_for(agent_url), timeout=self._timeout
+            )
+            self._clients[agent_url] = c
+        return c
+
+    async def aclose(self) -> None:
+        for c in self._clients.values():
+            await c.aclose()
+        self._clients.clear()

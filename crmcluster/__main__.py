@@ -1,0 +1,3 @@
+from crmcluster.cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""``crmcluster``: run the services, the demo, and talk to a controller.
+
+Errors are one clear line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from config.errors import ConfigError, MigrationError
+from crmcluster.services import PortInUse, serve, setup_logging
+
+app = typer.Typer(
+    name="crmcluster",
+    help="Run and operate multi-server Sage CRM: controller, node agents, login balancer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"crmcluster: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def migrate(
+    url: Annotated[str | None, typer.Option(help="State database URL (default: settings).")] = None,
+) -> None:
+    """Bring the state database schema up to date (services also do this at start)."""
+    from config.database import make_engine
+    from config.migrate import migrate as run_migrate
+    from config.settings import CommonSettings, load_settings
+
+    settings = load_settings(CommonSettings)
+
+    async def _run() -> set[str]:
+        engine = make_engine(url or settings.state_url)
+        try:
+            return await run_migrate(engine)
+        finally:
+            await engine.dispose()
+
+    revs = asyncio.run(_run())
+    typer.echo("state database at " + ", ".join(sorted(revs)))
+
+
+@app.command()
+def controller(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] = 8700) -> None:
+    """Run the controller (REST API, registry, upgrades, dashboard)."""
+    from controller.app import create_app
+
+    from config.settings import ControllerSettings, load_settings
+
+    settings = load_settings(ControllerSettings)
+    setup_logging(settings.log_level)
+    serve(create_app(settings), host=host, port=port, log_level=settings.log_level)
+
+
+@app.command()
+def balancer(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] = 8080) -> None:
+    """Run the login balancer."""
+    from balancer.app import create_app
+
+    from config.settings import BalancerSettings, load_settings
+
+    settings = load_settings(BalancerSettings)
+    setup_logging(settings.log_level)
+    serve(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=settings.access_log,
+        log_level=settings.log_level,
+    )
+
+
+@app.command()
+def agent(
+    name: Annotated[str | None, typer.Option(help="This web server's name, as in ServerNames.")] = None,
+    driver: Annotated[str | None, typer.Option(help="Host driver: windows or sandbox.")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Agent state and sandbox root.")] = None,
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8701,
+) -> None:
+    """Run a node agent on a web server."""
+    from node_agent.app import create_app
+
+    from config.settings import AgentSettings, load_settings
+
+    overrides: dict[str, object] = {}
+    if name:
+        overrides["name"] = name
+    if driver:
+        overrides["driver"] = driver
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    settings = load_settings(AgentSettings, **overrides)
+    if not settings.name:
+        raise fail("CRMCLUSTER_NAME: required (or --name), not set", 2)
+    setup_logging(settings.log_level)
+    serve(create_app(settings), host=host, port=port, log_level=settings.log_level)
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (demo, client commands)."""
+    import importlib
+
+    for module in ("crmcluster.demo", "crmcluster.client_commands"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # pragma: no cover - while the module is being built
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("crmcluster: aborted", err=True)
+        sys.exit(130)
+    except (ConfigError, MigrationError, PortInUse) as exc:
+        typer.echo(f"crmcluster: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected: one line
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        typer.echo(f"crmcluster: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""The agent's wire contract, shared by the agent and the controller (DESIGN.md "Agent contract").
+
+    GET  /v1/status                       -> NodeStatus
+    POST /v1/operations                   OperationRequest -> 202 OperationRecord
+    GET  /v1/operations/{op_id}           -> OperationRecord
+    POST /v1/operations/{op_id}/cancel    -> OperationRecord
+    controller: POST /api/v1/agents/{name}/heartbeat   Heartbeat
+
+Every request carries ``Authorization: Bearer <agent token>``. The same ``op_id`` twice is the same
+operation, never run twice. Params are validated per action by :func:`parse_params` (unknown
+params refused); paths are *relative* to the roots the agent is configured with (see
+:data:`RelPath`), library paths are UNC (:data:`UncPath`). Secrets in params (``license_key``,
+``database.password``) are :class:`~pydantic.SecretStr` and never echoed in a record.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from config.sysparams import is_unc
+from config.vocabulary import KNOWN_VERSIONS
+
+PROTOCOL_VERSION = 1
+
+
+class Action(StrEnum):
+    STOP_WEB = "stop_web"
+    START_WEB = "start_web"
+    STOP_TOMCAT = "stop_tomcat"
+    START_TOMCAT = "start_tomcat"
+    INSTALL_SERVICE = "install_service"
+    UNINSTALL_SERVICE = "uninstall_service"
+    START_SERVICE = "start_service"
+    STOP_SERVICE = "stop_service"
+    BACKUP_PROGRAM_FILES = "backup_program_files"
+    BACKUP_REGISTRY = "backup_registry"
+    BACKUP_DATABASE = "backup_database"
+    BACKUP_VIEWS = "backup_views"
+    RESTORE_PROGRAM_FILES = "restore_program_files"
+    RESTORE_REGISTRY = "restore_registry"
+    RESTORE_DATABASE = "restore_database"
+    REGISTER_DLL = "register_dll"
+    REDIRECT_WEBSITE = "redirect_website"
+    RUN_INSTALLER = "run_installer"
+    READ_UPGRADE_LOG = "read_upgrade_log"
+    DISABLE_TRIGGERS = "disable_triggers"
+    ENABLE_TRIGGERS = "enable_triggers"
+    DISABLE_EXCHANGE_INTEGRATION = "disable_exchange_integration"
+    ENABLE_EXCHANGE_INTEGRATION = "enable_exchange_integration"
+    INSTALL_REPLICATION_ENGINE = "install_replication_engine"
+    REMOVE_REPLICATION_ENGINE = "remove_replication_engine"
+    RELOAD_METADATA = "reload_metadata"
+    WARMUP_LOGON = "warmup_logon"
+    CHECK_LICENSE = "check_license"
+    PROBE_LIBRARY = "probe_library"
+    FINGERPRINT_RECORDS = "fingerprint_records"
+    DATABASE_SESSIONS = "database_sessions"
+    #: Added to DESIGN.md's table: the preflight lists ``_dta_index_``/``_dta_stat_`` objects.
+    LIST_DTA_OBJECTS = "list_dta_objects"
+
+
+class OperationState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (OperationState.PENDING, OperationState.RUNNING)
+
+
+CrmService = Literal["indexer", "escalation", "email_manager", "integration"]
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _relative_path(value: str) -> str:
+    """A path relative to one of the agent's roots: no absolute, drive, UNC, device or ``..`` forms."""
+    if not value or len(value) > 260:
+        raise ValueError("path must be 1 to 260 characters")
+    if any(ord(c) < 32 for c in value) or any(c in value for c in '<>"|?*'):
+        raise ValueError("path holds characters a Windows path may not")
+    norm = value.replace("\\", "/")
+    if norm.startswith("/") or _DRIVE.match(norm):
+        raise ValueError("path must be relative to the agent's configured root, not absolute")
+    parts = [p for p in norm.split("/") if p]
+    if any(p in ("..", ".") for p in parts) or ":" in norm:
+        raise ValueError("path must not contain '..', '.' or ':' components")
+    return "/".join(parts)
+
+
+def _unc_path(value: str) -> str:
+    if not is_unc(value):
+        raise ValueError("must be a UNC path like \\\\server\\share\\folder")
+    return value
+
+
+RelPath = Annotated[str, AfterValidator(_relative_path)]
+UncPath = Annotated[str, AfterValidator(_unc_path)]
+OpId = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+Version = Literal["7.2", "7.3", "2017 R1"]
+assert set(KNOWN_VERSIONS) == {"7.2", "7.3", "2017 R1"}
+
+
+class Params(BaseModel):
+    """Base of every action's params: unknown params are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    pass
+
+
+class ServiceParams(Params):
+    service: CrmService
+
+
+class BackupParams(Params):
+    destination: RelPath | None = None
+
+
+class RestoreParams(Params):
+    source: RelPath
+
+
+class DllPathParams(Params):
+    path: RelPath | None = None
+
+
+class DatabaseLogin(Params):
+    server: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._\\-]+$")]
+    port: int = Field(1433, ge=1, le=65535)
+    user: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@\\-]+$")]
+    password: SecretStr
+
+
+class RunInstallerParams(Params):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    mode: Literal["upgrade", "add_node"]
+    version: Version
+    license_key: SecretStr
+    database: DatabaseLogin | None = None
+    backup: bool = False
+    backup_location: RelPath | None = None
+    #: Wire name ``register`` (a pydantic attribute name, hence the alias): register the install.
+    register_install: bool = Field(False, alias="register")
+
+
+class LicenseParams(Params):
+    license_key: SecretStr
+
+
+class LibraryParams(Params):
+    path: UncPath | None = None
+
+
+class FingerprintParams(Params):
+    ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=1000)
+
+
+ACTION_PARAMS: dict[Action, type[Params]] = {
+    Action.STOP_WEB: NoParams,
+    Action.START_WEB: NoParams,
+    Action.STOP_TOMCAT: NoParams,
+    Action.START_TOMCAT: NoParams,
+    Action.INSTALL_SERVICE: ServiceParams,
+    Action.UNINSTALL_SERVICE: ServiceParams,
+    Action.START_SERVICE: ServiceParams,
+    Action.STOP_SERVICE: ServiceParams,
+    Action.BACKUP_PROGRAM_FILES: BackupParams,
+    Action.BACKUP_REGISTRY: BackupParams,
+    Action.BACKUP_DATABASE: BackupParams,
+    Action.BACKUP_VIEWS: BackupParams,
+    Action.RESTORE_PROGRAM_FILES: RestoreParams,
+    Action.RESTORE_REGISTRY: RestoreParams,
+    Action.RESTORE_DATABASE: RestoreParams,
+    Action.REGISTER_DLL: DllPathParams,
+    Action.REDIRECT_WEBSITE: DllPathParams,
+    Action.RUN_INSTALLER: RunInstallerParams,
+    Action.READ_UPGRADE_LOG: NoParams,
+    Action.DISABLE_TRIGGERS: NoParams,
+    Action.ENABLE_TRIGGERS: NoParams,
+    Action.DISABLE_EXCHANGE_INTEGRATION: NoParams,
+    Action.ENABLE_EXCHANGE_INTEGRATION: NoParams,
+    Action.INSTALL_REPLICATION_ENGINE: NoParams,
+    Action.REMOVE_REPLICATION_ENGINE: NoParams,
+    Action.RELOAD_METADATA: NoParams,
+    Action.WARMUP_LOGON: NoParams,
+    Action.CHECK_LICENSE: LicenseParams,
+    Action.PROBE_LIBRARY: LibraryParams,
+    Action.FINGERPRINT_RECORDS: FingerprintParams,
+    Action.DATABASE_SESSIONS: NoParams,
+    Action.LIST_DTA_OBJECTS: NoParams,
+}
+assert set(ACTION_PARAMS) == set(Action)
+
+
+class ParamsError(ValueError):
+    """Params that do not fit the action; ``details`` lists each problem (``loc``, ``msg``)."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+def parse_params(action: str, params: dict[str, Any] | None) -> Params:
+    """Validate ``params`` for ``action``; raise :class:`ParamsError` naming what is wrong."""
+    try:
+        act = Action(action)
+    except ValueError:
+        raise ParamsError(
+            f"unknown action {action!r}", [{"loc": ["action"], "msg": "unknown action"}]
+        ) from None
+    try:
+        return ACTION_PARAMS[act].model_validate(params or {})
+    except ValidationError as exc:
+        details = [
+            {"loc": ["params", *[str(p) for p in e["loc"]]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        first = details[0]
+        where = ".".join(first["loc"][1:]) or "params"
+        raise ParamsError(f"{act.value}: {where}: {first['msg']}", details) from None
+
+
+def params_for_wire(params: Params) -> dict[str, Any]:
+    """Params as JSON to send to an agent, secrets revealed (the wire is authenticated)."""
+
+    def reveal(v: Any) -> Any:
+        if isinstance(v, SecretStr):
+            return v.get_secret_value()
+        if isinstance(v, dict):
+            return {k: reveal(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [reveal(x) for x in v]
+        return v
+
+    return dict(reveal(params.model_dump(mode="python", exclude_none=True, by_alias=True)))
+
+
+class OperationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    op_id: OpId
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperationRecord(BaseModel):
+    """An operation as the agent reports it. ``params`` are shown with secrets masked."""
+
+    op_id: str
+    action: Action
+    state: OperationState
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: float = Field(0.0, ge=0.0, le=1.0)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class ServiceStatus(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    NOT_INSTALLED = "not_installed"
+    UNKNOWN = "unknown"
+
+
+class NodeStatus(BaseModel):
+    """The node's observed state (``GET /v1/status``)."""
+
+    name: str
+    install_name: str
+    version: str | None
+    roles: list[str] = Field(default_factory=list)
+    web: ServiceStatus
+    tomcat: ServiceStatus
+    services: dict[str, ServiceStatus] = Field(default_factory=dict)
+    replication_engine: bool
+    exchange_integration: bool | None = None
+    library_reachable: bool | None = None
+    free_disk_bytes: int | None = None
+    last_iis_start: datetime | None = None
+    web_url: str | None = None
+    logged_on: int | None = None
+    driver: str
+    protocol: int = PROTOCOL_VERSION
+
+
+class Heartbeat(BaseModel):
+    status: NodeStatus
+    agent_url: str | None = None
+    sent_at: datetime
