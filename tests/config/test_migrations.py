@@ -1,0 +1,131 @@
+"""The state schema: one Alembic chain, migrated under a lock by whichever service starts first."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.dialects import mssql
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import CreateTable
+
+from config import state_schema
+from config.crm_schema import NotEmbeddedDatabase, create_embedded_crm_tables, crm_tables
+from config.database import make_engine
+from config.errors import MigrationError
+from config.migrate import head_revisions, migrate
+
+
+async def table_names(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+
+
+async def test_migrates_to_head_and_matches_the_model(engine: AsyncEngine) -> None:
+    revs = await migrate(engine)
+    assert revs == head_revisions()
+    names = await table_names(engine)
+    assert set(state_schema.metadata.tables) <= names
+    assert "alembic_version" in names
+    # Columns in the database are the ones code queries through.
+    async with engine.connect() as conn:
+        for table in state_schema.metadata.sorted_tables:
+            cols = await conn.run_sync(
+                lambda c, t=table.name: {col["name"] for col in inspect(c).get_columns(t)}
+            )
+            assert set(table.c.keys()) == cols, table.name
+
+
+async def test_second_migrate_is_a_verified_no_op(migrated_engine: AsyncEngine) -> None:
+    async with migrated_engine.begin() as conn:
+        await conn.execute(
+            state_schema.nodes.insert().values(
+                name="crm1", state="up", roles=["database"], updated_at=state_schema.utcnow()
+            )
+        )
+    assert await migrate(migrated_engine) == head_revisions()
+    async with migrated_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM nodes"))).scalar_one() == 1
+
+
+async def test_concurrent_migrations_in_one_process(db_url: str) -> None:
+    engines = [make_engine(db_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(e) for e in engines))
+    finally:
+        for e in engines:
+            await e.dispose()
+    assert all(r == head_revisions() for r in results)
+
+
+def test_two_processes_migrating_the_same_database_at_once(db_url: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "config.migrate", db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "state database at" in out
+
+    async def _check() -> None:
+        eng = make_engine(db_url)
+        try:
+            async with eng.connect() as conn:
+                rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+        finally:
+            await eng.dispose()
+        assert set(rows) == head_revisions()
+        assert len(rows) == len(head_revisions())
+
+    asyncio.run(_check())
+
+
+async def test_unknown_revision_in_database_is_refused(migrated_engine: AsyncEngine) -> None:
+    async with migrated_engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    with pytest.raises(MigrationError):
+        await migrate(migrated_engine)
+
+
+async def test_crm_tables_are_created_for_embedded_databases_only(engine: AsyncEngine) -> None:
+    tables = crm_tables()
+    await create_embedded_crm_tables(engine, tables)
+    assert {"Custom_SysParams", "Activity", "Users", "Company"} <= await table_names(engine)
+
+    class FakeMssql:
+        class dialect:
+            name = "mssql"
+
+    with pytest.raises(NotEmbeddedDatabase):
+        await create_embedded_crm_tables(FakeMssql(), tables)  # type: ignore[arg-type]
+
+
+def test_state_and_crm_statements_compile_for_sql_server() -> None:
+    dialect = mssql.dialect()
+    for table in [*state_schema.metadata.sorted_tables, *crm_tables().metadata.sorted_tables]:
+        ddl = str(CreateTable(table).compile(dialect=dialect))
+        assert f"CREATE TABLE [{table.name}]" in ddl or f"CREATE TABLE {table.name}" in ddl
+    # The sysparams read used by every service, as SQL Server will run it.
+    from sqlalchemy import select
+
+    t = crm_tables()
+    stmt = select(t.parm("parm_name"), t.parm("parm_value")).where(t.parm("parm_deleted").is_(None))
+    sql = str(stmt.compile(dialect=dialect))
+    assert "[Custom_SysParams]" in sql and "[Parm_Deleted] IS NULL" in sql
+
+
+def test_mssql_engine_url_uses_aioodbc() -> None:
+    from config.database import parse_url
+
+    url = parse_url("mssql://crm:pw@sql1:1433/CRM?driver=ODBC+Driver+18+for+SQL+Server")
+    assert url.drivername == "mssql+aioodbc"
+    assert url.query["driver"] == "ODBC Driver 18 for SQL Server"
