@@ -158,6 +158,16 @@ class ControllerSettings(CommonSettings):
         default_factory=lambda: {"7.2": ["2017 R1"], "7.3": ["2017 R1"]}
     )
     balancer_url: str | None = None
+    #: Per-node Tomcat pool sizes that differ from ``tomcat_pool_size`` (``{"crm2": 20}``).
+    tomcat_pool_sizes: dict[str, int] = Field(default_factory=dict)
+    #: Seconds a short agent operation (stop/start, probe, reload, install service …) may run.
+    operation_timeout: float = Field(120.0, gt=0, le=3600)
+    #: Seconds an HTTP request to an agent may take.
+    agent_request_timeout: float = Field(10.0, gt=0, le=300)
+    #: Seconds a drain waits for logged-on users to reach zero before it completes anyway.
+    drain_timeout: float = Field(600.0, ge=0, le=7 * 24 * 3600)
+    #: Seconds between passes of the heartbeat watch (down detection, logged-on counts).
+    sweep_interval: float = Field(1.0, gt=0, le=60)
 
     @field_validator("admin_token", "agent_token", "operator_token")
     @classmethod
@@ -174,16 +184,96 @@ class ControllerSettings(CommonSettings):
 
 
 class AgentSettings(CommonSettings):
+    """The node agent (docs/agent.md lists every setting with its meaning)."""
+
     agent_token: SecretStr
     controller_url: str | None = None
     name: str | None = None
     driver: Literal["windows", "sandbox"] = "sandbox"
     heartbeat_interval: float = Field(5.0, gt=0, le=600)
+    #: Longest wait between heartbeats while the controller does not answer (back-off cap).
+    heartbeat_max_backoff: float = Field(60.0, gt=0, le=3600)
+    #: The URL the agent advertises in heartbeats (``http://127.0.0.1:8701``).
+    agent_url: str | None = None
+    #: Where backups go; relative ``destination``/``source`` params resolve under it.
+    #: Default: ``<data dir>/backups`` (sandbox) or ``D:\CRMBackups`` (windows; set it).
+    backup_root: str | None = None
+    #: Seconds between looks at the IIS start time (an IIS reset or app-pool recycle
+    #: triggers a warm-up logon).
+    iis_watch_interval: float = Field(2.0, gt=0, le=600)
+    #: The user the warm-up logon signs in as, and its password (windows: required for warm-up).
+    warmup_user: str = Field("Admin", min_length=1, max_length=100)
+    warmup_password: SecretStr | None = None
+    #: Finished operations older than this are dropped from the journal at start.
+    journal_keep_days: int = Field(30, ge=1, le=3650)
+
+    # Sandbox driver -----------------------------------------------------------------------------
+    sandbox_version: Literal["7.2", "7.3"] = "7.3"
+    sandbox_roles: str = ""
+    sandbox_web_port: int = Field(0, ge=0, le=65535)
+    sandbox_library_root: Path | None = None
+    sandbox_faults: str = ""
+    #: A node's database sessions count only while it refreshed them within this many seconds.
+    sandbox_session_ttl: float = Field(30.0, gt=0, le=3600)
+
+    # Windows driver -----------------------------------------------------------------------------
+    windows_programs_root: str = r"C:\Program Files (x86)\Sage\CRM"
+    windows_site: str = "Default Web Site"
+    windows_sql_backup_dir: str | None = None
+    #: The installer's command line as a JSON list; ``{placeholders}`` are filled per run.
+    windows_installer_command: list[str] = Field(
+        default_factory=lambda: [
+            r"C:\CRMSetup\Setup.exe",
+            "/s",
+            "/mode={mode}",
+            "/install={install}",
+            "/version={version}",
+            "/license={license_key}",
+            "/dbserver={db_server}",
+            "/dbport={db_port}",
+            "/dbuser={db_user}",
+            "/dbpassword={db_password}",
+            "/backup={backup}",
+            "/backuplocation={backup_location}",
+            "/register={register}",
+        ]
+    )
+    windows_services: dict[str, str] = Field(
+        default_factory=lambda: {
+            "indexer": "CRMIndexerService",
+            "escalation": "CRMEscalationService",
+            "email_manager": "CRMEmailManagerService",
+            "integration": "CRMIntegrationService",
+        }
+    )
 
     @field_validator("agent_token")
     @classmethod
     def _tokens(cls, v: SecretStr | None) -> SecretStr | None:
         return _check_token(v, what="token")
+
+    @field_validator("sandbox_roles")
+    @classmethod
+    def _roles(cls, v: str) -> str:
+        from config.vocabulary import Role
+
+        known = {r.value for r in Role}
+        roles = [r.strip() for r in v.split(",") if r.strip()]
+        bad = [r for r in roles if r not in known]
+        if bad:
+            raise ValueError(f"unknown role {bad[0]!r}; known: {', '.join(sorted(known))}")
+        return ",".join(roles)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$", v):
+            raise ValueError("must be a server name: letters, digits, - and _ (63 at most)")
+        return v
+
+    @property
+    def roles(self) -> list[str]:
+        return [r for r in self.sandbox_roles.split(",") if r]
 
 
 class BalancerSettings(CommonSettings):
@@ -200,6 +290,13 @@ class BalancerSettings(CommonSettings):
     pending_ttl: float = Field(30.0, gt=0, le=3600)
     slow_start: float = Field(30.0, ge=0, le=3600)
     retry_after: int = Field(5, ge=1, le=3600)
+    #: Largest logon form body read (to find User_Logon for sticky logons); larger ones get 413.
+    max_form_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    #: Time-out of one background database read; past it the pool is marked stale.
+    db_timeout: float = Field(2.0, gt=0, le=60)
+    #: ``background`` (default): counts refreshed by a loop, no database round trip per logon.
+    #: ``per_logon``: re-read Activity before every decision (slower; kept to measure against).
+    counts_mode: Literal["background", "per_logon"] = "background"
 
     @field_validator("admin_token")
     @classmethod

@@ -1,0 +1,89 @@
+"""Logged-on users per server, read from the CRM database's ``Activity`` table.
+
+A user is logged on to server S while an ``Activity`` row for S has ``Acty_Logoff`` NULL and a
+logon time younger than the session time-out (DESIGN.md "Users, sessions and companies"). One
+read gives a consistent :class:`ActivitySnapshot` as of the highest row id it saw:
+
+- ``logged_on``: distinct users with an open session, per server;
+- ``sessions``: user logon name -> the server of that user's newest open session (sticky logons);
+- ``new_rows``: rows (open or not) per server with an id above the previous snapshot's, which
+  retire pending logons (see :mod:`balancer.pending`).
+
+Every query is bounded by that highest id, so a row written while the read runs is counted by
+the next snapshot, together with the pending logon it retires, never by one without the other.
+Server and logon names are lower-cased; rows of servers not in ``ServerNames`` are returned and
+ignored by the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from config.crm_schema import CrmTables
+
+
+@dataclass(frozen=True)
+class ActivitySnapshot:
+    last_id: int
+    logged_on: dict[str, int] = field(default_factory=dict)
+    sessions: dict[str, str] = field(default_factory=dict)
+    new_rows: dict[str, int] = field(default_factory=dict)
+
+
+class ActivityReader:
+    """Reads :class:`ActivitySnapshot` through the configured table and column names."""
+
+    def __init__(self, tables: CrmTables, *, session_timeout: timedelta) -> None:
+        self.tables = tables
+        self.session_timeout = session_timeout
+        t = tables
+        self._id = t.acty("acty_id")
+        self._server = t.acty("acty_server_name")
+        self._user = t.acty("acty_user_id")
+        self._logon_time = t.acty("acty_logon_time")
+        self._logoff = t.acty("acty_logoff")
+        self._user_id = t.users.c[t.names.user_id]
+        self._user_logon = t.users.c[t.names.user_logon]
+
+    async def read(self, conn: AsyncConnection, *, since_id: int | None, now: datetime) -> ActivitySnapshot:
+        """The snapshot as of now (``now`` in the CRM database's time zone, naive)."""
+        top: Any = (await conn.execute(select(func.max(self._id)))).scalar()
+        last_id = int(top) if top is not None else 0
+        if since_id is not None and last_id < since_id:
+            # Rows were deleted (a restored database): start counting new rows from here.
+            since_id = last_id
+        new_rows: dict[str, int] = {}
+        if since_id is not None and last_id > since_id:
+            rows = await conn.execute(
+                select(self._server, func.count())
+                .where(self._id > since_id, self._id <= last_id)
+                .group_by(self._server)
+            )
+            for server, n in rows:
+                key = str(server).strip().lower()
+                new_rows[key] = new_rows.get(key, 0) + int(n)
+        cutoff = now - self.session_timeout
+        rows = await conn.execute(
+            select(self._server, self._user, self._user_logon)
+            .select_from(self.tables.activity.outerjoin(self.tables.users, self._user_id == self._user))
+            .where(self._logoff.is_(None), self._logon_time >= cutoff, self._id <= last_id)
+            .order_by(self._id)
+        )
+        users: dict[str, set[object]] = {}
+        sessions: dict[str, str] = {}
+        for server, user_id, logon in rows:
+            key = str(server).strip().lower()
+            users.setdefault(key, set()).add(user_id)
+            if logon:
+                sessions[str(logon).strip().lower()] = key  # ordered by id: the newest wins
+        return ActivitySnapshot(
+            last_id=last_id,
+            logged_on={k: len(v) for k, v in users.items()},
+            sessions=sessions,
+            new_rows=new_rows,
+        )

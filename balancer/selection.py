@@ -1,0 +1,102 @@
+"""Choosing the server for a logon: the guide's "fewest logged-on users", with slow start.
+
+Every available server is scanned (clusters are a handful of servers; no sampling). A server's
+*load* is its logged-on users (``Activity``) plus its pending logons; its *score* is
+
+    score = (load + 1) / weight
+
+and the lowest score wins; on equal scores the earlier server in ``ServerNames`` wins. With every
+weight at 1 (the normal case) this is exactly the guide's rule, and three servers with four
+users logging on in turn get servers 1, 2, 3, 1.
+
+**Slow start.** A server that comes back (its health checks rise again, or the controller sets it
+``up`` again) or that is newly added to ``ServerNames`` starts with a small weight that grows
+linearly to 1 over ``slow_start`` seconds (HAProxy's ``slowstart``). Since the score divides by
+the weight, such a server takes a logon only while ``load + 1 <= weight x (others' load + 1)``:
+it is filled up to its share gradually instead of taking every logon of a storm because it is
+empty. The controller's ``nodes.weight`` (0..1) caps the weight the same way, so the controller
+can hold a server in slow start for as long as it likes. Weights never go below
+:data:`MIN_WEIGHT`: a lone available server is always chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from balancer.pending import PendingLogons
+
+#: The floor of a server's weight, so a server in slow start is never divided by zero and a lone
+#: server always takes logons.
+MIN_WEIGHT = 0.01
+
+#: Node states (from the state DB) that let a server take logons. ``None``: no row, own checks only.
+ROUTABLE_STATES = frozenset({"up", None})
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    """One configured server as the hot path sees it."""
+
+    name: str
+    key: str  # lower-cased name, how Activity rows and node rows are matched
+    index: int
+    fqdn: str
+    location: bytes  # the full Location header value, without the query string
+    node_state: str | None = None
+    node_weight: float = 1.0
+    health_up: bool = True
+    logged_on: int = 0
+    ramp_start: float | None = None  # monotonic time the slow start began; None: not ramping
+    name_header: bytes = field(default=b"")
+
+    def __post_init__(self) -> None:
+        self.name_header = self.name.encode("ascii")
+
+    @property
+    def routable(self) -> bool:
+        return self.health_up and self.node_state in ROUTABLE_STATES
+
+    @property
+    def state(self) -> str:
+        """The state shown in ``/api/v1/servers``: the controller's word, else our checks'."""
+        if self.node_state is not None and self.node_state != "up":
+            return self.node_state
+        return "up" if self.health_up else "down"
+
+    def weight(self, *, now: float, slow_start: float) -> float:
+        """The weight this server has now: the slow-start ramp capped by the controller's weight."""
+        w = min(self.node_weight, 1.0)
+        if self.ramp_start is not None:
+            if slow_start <= 0 or now - self.ramp_start >= slow_start:
+                self.ramp_start = None
+            else:
+                w = min(w, (now - self.ramp_start) / slow_start)
+        return max(w, MIN_WEIGHT)
+
+
+def least_loaded(
+    slots: Sequence[Slot], pending: PendingLogons, *, now: float, slow_start: float
+) -> Slot | None:
+    """The routable slot with the lowest score (ties: earlier in ``slots``), or None."""
+    best: Slot | None = None
+    best_score = 0.0
+    for slot in slots:
+        if not slot.routable:
+            continue
+        load = slot.logged_on + pending.count(slot.key)
+        if slot.node_weight >= 1.0 and slot.ramp_start is None:
+            score = float(load + 1)
+        else:
+            score = (load + 1) / slot.weight(now=now, slow_start=slow_start)
+        if best is None or score < best_score:
+            best, best_score = slot, score
+    return best
+
+
+def first_available(slots: Sequence[Slot]) -> Slot | None:
+    """With ``DoLoadBalancing`` true Sage balances by itself: the first routable server."""
+    for slot in slots:
+        if slot.routable:
+            return slot
+    return None
