@@ -1,0 +1,87 @@
+"""``/api/v1/servers`` (token when set), ``/healthz``, ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.balancer.conftest import Crm, set_node
+
+TOKEN = "balancer-admin-0123456789abcdef"
+
+
+async def test_servers_view(make_balancer: Any, crm: Crm) -> None:
+    await crm.logon("a", "crm2")
+    await set_node(crm.engine, "crm3", "draining")
+    async with make_balancer() as b:
+        await b.route(["u1"])
+        body = (await b.client.get("/api/v1/servers")).json()
+        assert body == {
+            "servers": [
+                {
+                    "name": "crm1",
+                    "fqdn": "crm1.example.com",
+                    "state": "up",
+                    "weight": 1.0,
+                    "logged_on": 0,
+                    "pending": 1,
+                },
+                {
+                    "name": "crm2",
+                    "fqdn": "crm2.example.com:8443",
+                    "state": "up",
+                    "weight": 1.0,
+                    "logged_on": 1,
+                    "pending": 0,
+                },
+                {
+                    "name": "crm3",
+                    "fqdn": "crm3.example.com",
+                    "state": "draining",
+                    "weight": 1.0,
+                    "logged_on": 0,
+                    "pending": 0,
+                },
+            ],
+            "stale": False,
+        }
+
+
+async def test_servers_needs_the_admin_token_when_one_is_set(make_balancer: Any) -> None:
+    async with make_balancer(admin_token=TOKEN) as b:
+        r = await b.client.get("/api/v1/servers")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        r = await b.client.get("/api/v1/servers", headers={"authorization": "Bearer wrong-token-0123456789"})
+        assert r.status_code == 401
+        r = await b.client.get("/api/v1/servers", headers={"authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200
+        # the logon routes, /healthz and /metrics need no token
+        assert (await b.logon()).status_code == 307
+        assert (await b.client.get("/healthz")).status_code == 200
+        assert (await b.client.get("/metrics")).status_code == 200
+
+
+async def test_metrics(make_balancer: Any, crm: Crm) -> None:
+    await crm.logon("alice", "crm2")
+    async with make_balancer() as b:
+        await b.route(["u1", "u2", "alice"])
+        text = (await b.client.get("/metrics")).text
+        for line in (
+            'crmcluster_balancer_logons_routed_total{server="crm1"} 1.0',
+            'crmcluster_balancer_logons_routed_total{server="crm2"} 1.0',
+            'crmcluster_balancer_logons_routed_total{server="crm3"} 1.0',
+            'crmcluster_balancer_decisions_total{reason="least_loaded"} 2.0',
+            'crmcluster_balancer_decisions_total{reason="sticky"} 1.0',
+            'crmcluster_balancer_pending{server="crm3"} 1.0',
+            'crmcluster_balancer_logged_on{server="crm2"} 1.0',
+            'crmcluster_balancer_server_up{server="crm1"} 1.0',
+            'crmcluster_balancer_db_errors_total{db="crm"} 0.0',
+            "crmcluster_balancer_decision_seconds_count 3.0",
+            "crmcluster_balancer_stale 0.0",
+        ):
+            assert line in text, line
+
+
+async def test_unknown_api_route_is_a_json_404(make_balancer: Any) -> None:
+    async with make_balancer() as b:
+        r = await b.client.get("/api/v1/nothing")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

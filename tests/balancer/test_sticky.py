@@ -1,0 +1,76 @@
+"""Sticky logons by User_Logon; passwords never logged, stored or echoed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tests.balancer.conftest import LOGON, Crm
+
+
+async def test_a_user_with_an_open_session_goes_back_to_its_server(make_balancer: Any, crm: Crm) -> None:
+    await crm.logon("alice", "crm3")
+    await crm.logon("x", "crm3")
+    async with make_balancer() as b:
+        assert await b.route(["bob"]) == ["crm1"]
+        assert await b.route(["alice", "ALICE ", "bob"]) == ["crm3", "crm3", "crm2"]
+        metrics = (await b.client.get("/metrics")).text
+        assert 'crmcluster_balancer_decisions_total{reason="sticky"} 2.0' in metrics
+
+
+async def test_the_newest_open_session_wins(make_balancer: Any, crm: Crm) -> None:
+    await crm.logon("alice", "crm1")
+    await crm.logon("alice", "crm2")
+    async with make_balancer() as b:
+        assert await b.route(["alice"]) == ["crm2"]
+
+
+async def test_no_sticky_after_logoff_or_to_an_unavailable_server(make_balancer: Any, crm: Crm) -> None:
+    await crm.logon("alice", "crm3")
+    await crm.logon("carol", "crm2")
+    await crm.logoff("carol")
+    async with make_balancer() as b:
+        assert await b.route(["carol"]) == ["crm1"]
+        b.health.down.add("crm3.example.com")
+        await b.refresher.check_health()
+        assert await b.route(["alice"]) == ["crm2"]
+
+
+async def test_a_get_is_never_sticky(make_balancer: Any, crm: Crm) -> None:
+    await crm.logon("alice", "crm3")
+    async with make_balancer() as b:
+        r = await b.client.get(LOGON, params={"User_Logon": "alice"})
+        assert r.headers["x-crm-server"] == "crm1"
+
+
+async def test_sticky_form_field_among_others_and_with_encoding(make_balancer: Any, crm: Crm) -> None:
+    await crm.logon("j.doe@example.com", "crm2")
+    async with make_balancer() as b:
+        r = await b.client.post(
+            LOGON,
+            content=b"Mode=1&user_logon=j.doe%40example.com&Password=a%26b%3Dc",
+            headers={"content-type": "application/x-www-form-urlencoded; charset=utf-8"},
+        )
+        assert r.headers["x-crm-server"] == "crm2"
+
+
+async def test_passwords_are_never_logged_or_shown(
+    make_balancer: Any, crm: Crm, caplog: pytest.LogCaptureFixture
+) -> None:
+    await crm.logon("alice", "crm2")
+    password = "Tr0ub4dor-and-3"
+    caplog.set_level(logging.DEBUG)
+    async with make_balancer(access_log=True) as b:
+        r = await b.client.post(LOGON, data={"User_Logon": "alice", "Password": password})
+        assert r.status_code == 307
+        r2 = await b.client.post(LOGON, data={"User_Logon": "x" * 300, "Password": password})
+        assert r2.status_code == 400
+        pages = [r.text, r2.text, str(r.headers), str(r2.headers)]
+        pages.append((await b.client.get("/metrics")).text)
+        pages.append((await b.client.get("/api/v1/servers")).text)
+        pool = b.ctx.pool
+        pages.append(repr(pool.sessions) + repr(pool.pending.counts()))
+    assert all(password not in p for p in pages)
+    assert password not in caplog.text
