@@ -1,12 +1,19 @@
-"""The controller's ASGI app, built once from its settings by :func:`create_app`."""
+"""The controller's ASGI app, built once from its settings by :func:`create_app`.
+
+The lifespan migrates the state database (under the shared lock), builds the
+:class:`~controller.context.ControllerContext`, marks jobs a previous process left running as
+``interrupted`` and starts the supervised heartbeat watch (down detection, logged-on counts).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
 
 from config.api_errors import install_error_handlers
 from config.crm_schema import create_embedded_crm_tables, crm_tables
@@ -14,17 +21,27 @@ from config.database import make_engine
 from config.migrate import migrate
 from config.secrets import SecretBox, register_secret
 from config.settings import ControllerSettings
+from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
+from controller import cluster, heartbeats
 from controller.agent_client import AgentPool
 from controller.context import ControllerContext
+from controller.errors import API_ERRORS
 
 
 def create_app(
     settings: ControllerSettings,
     *,
     agent_transport_for: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
+    clock: Callable[[], datetime] | None = None,
+    watch: bool = True,
 ) -> FastAPI:
-    """Build the controller. ``agent_transport_for(url)`` lets tests reach agents in-process."""
+    """Build the controller.
+
+    ``agent_transport_for(url)`` lets tests reach agents in-process; ``clock`` (naive UTC) moves
+    time for heartbeat time-outs and drains; ``watch=False`` leaves the heartbeat watch loop off
+    so a test drives :func:`controller.heartbeats.sweep` itself.
+    """
     for secret in (settings.admin_token, settings.agent_token, settings.operator_token, settings.secret_key):
         register_secret(secret)
     assert settings.secret_key is not None  # ControllerSettings requires it
@@ -43,24 +60,59 @@ def create_app(
             crm_engine=crm_engine,
             crm_tables=tables,
             sysparams=SysParamsStore(tables, settings.sysparam_row_names()),
-            agents=AgentPool(settings.agent_token.get_secret_value(), transport_for=agent_transport_for),
+            agents=AgentPool(
+                settings.agent_token.get_secret_value(),
+                transport_for=agent_transport_for,
+                timeout=settings.agent_request_timeout,
+            ),
             box=SecretBox(settings.secret_key),  # type: ignore[arg-type]
+            clock=clock or utcnow,
         )
         app.state.ctx = ctx
+        await ctx.jobs.interrupt_running()
+        if watch:
+            ctx.tasks.start("heartbeat-watch", lambda: heartbeats.watch(ctx), restart=True)
         try:
             yield
         finally:
-            await ctx.tasks.shutdown(timeout=5)
+            await ctx.tasks.cancel_all()
             await ctx.agents.aclose()
             await state_engine.dispose()
             if crm_engine is not state_engine:
                 await crm_engine.dispose()
 
-    app = FastAPI(title="crmcluster controller", version="0.1.0", lifespan=lifespan)
-    install_error_handlers(app)
+    app = FastAPI(
+        title="crmcluster controller",
+        version="0.1.0",
+        description="Runs a multi-server Sage CRM cluster: registry, multi-server operations, upgrades.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app, extra=API_ERRORS)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Response:
+        ctx: ControllerContext | None = getattr(app.state, "ctx", None)
+        if ctx is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "tasks": ctx.tasks.names})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        ctx: ControllerContext = app.state.ctx
+        try:
+            await cluster.view(ctx)  # refreshes the node and warning gauges
+        except Exception:  # noqa: S110 - a scrape still answers with the counters
+            pass
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # --- routers ---
+    from controller.api import cluster as cluster_api
+    from controller.api import nodes as nodes_api
+    from controller.api import operations as operations_api
+
+    app.include_router(cluster_api.router)
+    app.include_router(nodes_api.router)
+    app.include_router(operations_api.router)
+    # --- end of routers ---
 
     return app

@@ -1,8 +1,16 @@
-"""What the controller's routes and background loops share, built once in ``create_app``."""
+"""What the controller's routes and background loops share, built once in ``create_app``.
+
+Beside the engines and the agent pool it holds the services built on them — the node registry,
+the audit trail, the session counter — all sharing one injected ``clock`` (naive UTC, as the state
+database stores times) so tests move time without sleeping.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -10,8 +18,14 @@ from config.aiotasks import TaskSupervisor
 from config.crm_schema import CrmTables
 from config.secrets import SecretBox
 from config.settings import ControllerSettings
+from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
 from controller.agent_client import AgentPool
+from controller.audit import AuditTrail
+from controller.jobs import JobStore
+from controller.metrics import ControllerMetrics
+from controller.registry import NodeRegistry
+from controller.sessions import SessionCounter
 
 
 @dataclass
@@ -24,3 +38,24 @@ class ControllerContext:
     agents: AgentPool
     box: SecretBox
     tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("controller"))
+    clock: Callable[[], datetime] = utcnow
+    metrics: ControllerMetrics = field(default_factory=ControllerMetrics)
+    registry: NodeRegistry = field(init=False)
+    audit: AuditTrail = field(init=False)
+    jobs: JobStore = field(init=False)
+    sessions: SessionCounter = field(init=False)
+    #: Held while a change moves a role between nodes (Replication Engine, services, join, remove):
+    #: one such change at a time, so two Replication Engines can never be installed concurrently.
+    placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.registry = NodeRegistry(self.state_engine, clock=self.clock)
+        self.jobs = JobStore(self.state_engine, clock=self.clock)
+        self.audit = AuditTrail(self.state_engine, clock=self.clock, on_record=self.metrics.audited)
+        self.sessions = SessionCounter(
+            self.crm_engine,
+            self.crm_tables,
+            timeout_minutes=self.settings.session_timeout_minutes,
+            tz=self.settings.crm_timezone,
+            clock=self.clock,
+        )

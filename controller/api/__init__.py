@@ -1,0 +1,1 @@
+"""The controller's REST API under ``/api/v1`` (DESIGN.md "Controller contract"), one router per concept."""

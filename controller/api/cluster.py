@@ -1,0 +1,56 @@
+"""``GET /cluster``, ``PUT /cluster/config`` and the agents' heartbeat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from config.database import unavailable_errors
+from controller import cluster, heartbeats, invariants
+from controller.deps import AdminActor, AgentAuth, Context
+from node_agent.protocol import Heartbeat
+
+router = APIRouter(prefix="/api/v1", tags=["cluster"])
+
+
+class ConfigChange(BaseModel):
+    """A partial change of the multi-server settings: only the fields sent are changed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server_names: list[str] | None = None
+    fq_server_names: list[str] | None = None
+    do_load_balancing: bool | None = None
+    dtls_server_name: str | None = None
+    http_port: int | None = None
+    outlook_port: int | None = None
+    doc_store: str | None = None
+    doc_templates: str | None = None
+
+
+@router.get("/cluster")
+async def get_cluster(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+    """The registered nodes, the multi-server settings, and every violated invariant."""
+    return await cluster.view(ctx)
+
+
+@router.put("/cluster/config")
+async def put_config(body: ConfigChange, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Change the multi-server settings in Custom_SysParams (validated against the whole config)."""
+    changes = body.model_dump(exclude_unset=True)
+    async with ctx.audit.change(actor, "cluster.config", target="Custom_SysParams", details=changes) as entry:
+        with unavailable_errors("CRM database"):
+            async with ctx.crm_engine.begin() as conn:
+                config = await ctx.sysparams.write(conn, changes)
+        entry.message = "changed " + ", ".join(sorted(changes)) if changes else "nothing to change"
+    warnings = invariants.check(await ctx.registry.list_nodes(), config)
+    return {"sysparams": config.model_dump(), "warnings": invariants.as_json(warnings)}
+
+
+@router.post("/agents/{name}/heartbeat")
+async def heartbeat(name: str, body: Heartbeat, ctx: Context, _auth: AgentAuth) -> dict[str, Any]:
+    """An agent's heartbeat: records its observed status; answers the state the controller holds."""
+    rec = await heartbeats.receive(ctx, name, body)
+    return {"state": rec.state, "fenced": rec.fenced}

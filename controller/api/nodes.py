@@ -1,0 +1,152 @@
+"""Nodes: register, join, remove, drain/undrain; and the jobs that carry multi-step changes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from config.vocabulary import Role
+from controller import drain, membership
+from controller.deps import AdminActor, Context, OperatorActor
+from controller.errors import InvalidChange
+from node_agent.protocol import Version
+
+router = APIRouter(prefix="/api/v1", tags=["nodes"])
+
+NodeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")]
+
+
+class NodeRegistration(BaseModel):
+    """``join: false`` registers an installed web server as it is; ``join: true`` adds a new one
+    the guide's way (needs the ``license_key``; ``version`` defaults to the cluster's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: NodeName
+    agent_url: str = Field(min_length=8, max_length=500)
+    fqdn: str | None = Field(None, max_length=255)
+    roles: list[Role] = []
+    join: bool = False
+    license_key: SecretStr | None = None
+    version: Version | None = None
+
+    @field_validator("agent_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or any(c.isspace() for c in v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+class DrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Seconds to wait for logged-on users to leave (default: the controller's drain_timeout).
+    timeout: float | None = Field(None, ge=0, le=7 * 24 * 3600)
+
+
+@router.get("/nodes")
+async def list_nodes(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+    return {"nodes": [n.public() for n in await ctx.registry.list_nodes()]}
+
+
+@router.get("/nodes/{name}")
+async def get_node(name: str, ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+    rec = await ctx.registry.get(name)
+    return rec.public() | {"observed": rec.observed}
+
+
+@router.post("/nodes", status_code=201)
+async def add_node(
+    body: NodeRegistration, ctx: Context, actor: AdminActor, response: Response
+) -> dict[str, Any]:
+    """Register (``join: false``: 201 new, 200 updated) or join (``join: true``: 202 with the job)."""
+    roles = [r.value for r in body.roles]
+    details = body.model_dump(mode="json", exclude={"license_key"})
+    if not body.join:
+        async with ctx.audit.change(actor, "nodes.register", target=body.name, details=details) as entry:
+            rec, created = await membership.register_existing(
+                ctx, name=body.name, agent_url=body.agent_url, fqdn=body.fqdn, roles=roles
+            )
+            entry.message = "registered" if created else "registration updated"
+        response.status_code = 201 if created else 200
+        return rec.public()
+    if body.license_key is None:
+        raise InvalidChange("license_key: required to join a web server (the installer asks for it)")
+    async with ctx.audit.change(actor, "nodes.join", target=body.name, details=details) as entry:
+        job = await membership.start_join(
+            ctx,
+            name=body.name,
+            agent_url=body.agent_url,
+            fqdn=body.fqdn,
+            roles=roles,
+            license_key=body.license_key,
+            version=body.version,
+        )
+        entry.message = f"join started as job {job['id']}"
+    response.status_code = 202
+    return job
+
+
+@router.delete("/nodes/{name}", status_code=202)
+async def remove_node(
+    name: str,
+    ctx: Context,
+    actor: AdminActor,
+    drain_timeout: Annotated[float | None, Query(ge=0, le=7 * 24 * 3600)] = None,
+) -> dict[str, Any]:
+    """Drain the node, take it out of ServerNames/FQServerNames and forget it (202 with the job)."""
+    async with ctx.audit.change(
+        actor, "nodes.remove", target=name, details={"drain_timeout": drain_timeout}
+    ) as e:
+        job = await membership.start_remove(ctx, name, drain_timeout=drain_timeout)
+        e.message = f"removal started as job {job['id']}"
+    return job
+
+
+@router.post("/nodes/{name}/drain", status_code=202)
+async def drain_node(
+    name: str, ctx: Context, actor: OperatorActor, body: DrainRequest | None = None
+) -> dict[str, Any]:
+    """Stop new logons to the node now; the job completes when its users reach zero or time out."""
+    timeout = body.timeout if body else None
+    async with ctx.audit.change(actor, "nodes.drain", target=name, details={"timeout": timeout}) as e:
+        job = await drain.start_drain(ctx, name, timeout=timeout)
+        e.message = f"draining as job {job['id']}"
+    return job
+
+
+@router.post("/nodes/{name}/undrain")
+async def undrain_node(name: str, ctx: Context, actor: OperatorActor) -> dict[str, Any]:
+    async with ctx.audit.change(actor, "nodes.undrain", target=name) as e:
+        rec = await drain.undrain(ctx, name)
+        e.message = f"now {rec.state}"
+    return rec.public()
+
+
+@router.get("/jobs")
+async def list_jobs(
+    ctx: Context,
+    _actor: AdminActor,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    return {"jobs": await ctx.jobs.list(kind=kind, limit=limit)}
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+    return await ctx.jobs.get(job_id)
+
+
+@router.get("/audit")
+async def list_audit(
+    ctx: Context,
+    _actor: AdminActor,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """The audit trail, newest first (who, what, when, result; secrets redacted)."""
+    return {"entries": await ctx.audit.list(limit=limit, before_id=before_id)}

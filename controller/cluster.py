@@ -1,0 +1,56 @@
+"""The cluster as ``GET /api/v1/cluster`` shows it: the registry's nodes, the multi-server settings
+read from ``Custom_SysParams``, and every violated invariant as a warning.
+
+    {"nodes": [{name, fqdn, agent_url, roles, state, weight, version, logged_on, last_heartbeat}],
+     "sysparams": {server_names, fq_server_names, do_load_balancing, dtls_server_name, http_port,
+                   outlook_port, doc_store, doc_templates},
+     "warnings": [{code, message, nodes}]}
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from config.database import unavailable_errors
+from config.errors import DatabaseUnavailable
+from config.sysparams import ClusterConfig
+from controller import invariants
+from controller.context import ControllerContext
+from controller.registry import NodeRecord
+
+log = logging.getLogger("crmcluster.controller")
+
+
+async def read_config(ctx: ControllerContext) -> ClusterConfig:
+    with unavailable_errors("CRM database"):
+        async with ctx.crm_engine.connect() as conn:
+            return await ctx.sysparams.read(conn)
+
+
+async def nodes_with_counts(ctx: ControllerContext) -> list[NodeRecord]:
+    """The registered nodes with logged-on users counted now (the stored count if the CRM DB is away)."""
+    nodes = await ctx.registry.list_nodes()
+    try:
+        counts = {k.lower(): v for k, v in (await ctx.sessions.counts()).items()}
+    except DatabaseUnavailable as exc:
+        log.warning("cannot count logged-on users: %s", exc)
+        return nodes
+    return [replace(n, logged_on=counts.get(n.name.lower(), 0)) for n in nodes]
+
+
+async def view(ctx: ControllerContext) -> dict[str, Any]:
+    nodes = await nodes_with_counts(ctx)
+    config = await read_config(ctx)
+    warnings = invariants.check(nodes, config)
+    ctx.metrics.refresh(nodes, [w.code for w in warnings])
+    return {
+        "nodes": [n.public() for n in nodes],
+        "sysparams": config.model_dump(),
+        "warnings": invariants.as_json(warnings),
+    }
+
+
+async def warnings(ctx: ControllerContext) -> list[invariants.ClusterWarning]:
+    return invariants.check(await ctx.registry.list_nodes(), await read_config(ctx))

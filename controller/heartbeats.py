@@ -1,0 +1,61 @@
+"""Heartbeats in, liveness out.
+
+Agents push ``POST /api/v1/agents/{name}/heartbeat`` (a :class:`~node_agent.protocol.Heartbeat`)
+every few seconds; each one records the node's observed status and, unless the node is in a held
+state, sets it ``up`` (IIS running) or ``down``. :func:`watch` — a supervised loop — makes every
+``up`` node that has been silent for ``heartbeat_timeout`` seconds ``down``, and keeps the stored
+logged-on counts current. Both read time from the context's clock, so :func:`sweep` is tested by
+moving a fake clock rather than by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from config.errors import DatabaseUnavailable
+from controller.context import ControllerContext
+from controller.errors import InvalidChange
+from controller.registry import NodeRecord
+from node_agent.protocol import Heartbeat
+
+log = logging.getLogger("crmcluster.controller.heartbeats")
+
+
+async def receive(ctx: ControllerContext, name: str, heartbeat: Heartbeat) -> NodeRecord:
+    if heartbeat.status.name.lower() != name.lower():
+        raise InvalidChange(
+            f"heartbeat for {name!r} carries the status of {heartbeat.status.name!r}",
+            details={"node": name, "status_name": heartbeat.status.name},
+        )
+    rec = await ctx.registry.observe(name, heartbeat.status, agent_url=heartbeat.agent_url)
+    ctx.metrics.heartbeats.labels(name).inc()
+    if rec.fenced:
+        from controller.replication_engine import enforce_fence
+
+        enforce_fence(ctx, rec)
+    return rec
+
+
+async def sweep(ctx: ControllerContext) -> list[str]:
+    """One pass: silent nodes go ``down``; logged-on counts refreshed. Returns the nodes marked down."""
+    down = await ctx.registry.mark_silent_down(heartbeat_timeout=ctx.settings.heartbeat_timeout)
+    for name in down:
+        log.warning("node %s: no heartbeat for %.0fs; marked down", name, ctx.settings.heartbeat_timeout)
+    try:
+        counts = await ctx.sessions.counts()
+    except DatabaseUnavailable as exc:
+        log.warning("cannot count logged-on users: %s", exc)
+    else:
+        await ctx.registry.set_logged_on(counts)
+    return down
+
+
+async def watch(ctx: ControllerContext) -> None:
+    """Run :func:`sweep` every ``sweep_interval`` seconds until cancelled."""
+    while True:
+        try:
+            await sweep(ctx)
+        except DatabaseUnavailable as exc:
+            log.warning("heartbeat watch: state database unavailable: %s", exc)
+        await asyncio.sleep(ctx.settings.sweep_interval)

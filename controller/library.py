@@ -1,0 +1,70 @@
+"""The shared document library (the guide: a UNC network path every web server can reach, set as
+"Physical root directory for mail merged documents" — ``DocStore`` — and "Default document
+templates location for mail merge" — ``DocTemplates``).
+
+Verification has every registered node write, read back and delete a probe file under each path
+(the agent's ``probe_library``); the answer lists each node's result, so one server that cannot
+write the share is named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from controller.cluster import read_config
+from controller.context import ControllerContext
+from controller.errors import InvalidChange
+from controller.jobs import StepError, new_op_id, run_agent_op
+from controller.registry import NodeRecord
+from node_agent.protocol import Action, LibraryParams
+
+
+async def get(ctx: ControllerContext) -> dict[str, Any]:
+    config = await read_config(ctx)
+    return {"doc_store": config.doc_store, "doc_templates": config.doc_templates}
+
+
+async def set_paths(ctx: ControllerContext, changes: dict[str, str | None]) -> dict[str, Any]:
+    async with ctx.crm_engine.begin() as conn:
+        config = await ctx.sysparams.write(conn, changes)
+    return {"doc_store": config.doc_store, "doc_templates": config.doc_templates}
+
+
+async def _probe(ctx: ControllerContext, node: NodeRecord, path: str) -> dict[str, Any]:
+    try:
+        result = await run_agent_op(
+            ctx, node, Action.PROBE_LIBRARY, LibraryParams(path=path), op_id=new_op_id("library")
+        )
+    except StepError as exc:
+        return {"path": path, "ok": False, "message": str(exc)}
+    ok = bool(result.get("ok", True))
+    return {
+        "path": path,
+        "ok": ok,
+        "message": result.get("message") or ("ok" if ok else "failed"),
+        "result": result,
+    }
+
+
+async def verify(ctx: ControllerContext, paths: list[str] | None = None) -> dict[str, Any]:
+    """Every node probes every path (default: DocStore and DocTemplates as set)."""
+    if not paths:
+        config = await read_config(ctx)
+        paths = [p for p in (config.doc_store, config.doc_templates) if p]
+        if not paths:
+            raise InvalidChange("no library path is set: PUT /api/v1/library with doc_store first")
+    nodes = await ctx.registry.list_nodes()
+
+    async def node_result(n: NodeRecord) -> dict[str, Any]:
+        probes = [await _probe(ctx, n, p) for p in paths]
+        failed = [p for p in probes if not p["ok"]]
+        return {
+            "name": n.name,
+            "ok": not failed,
+            "message": failed[0]["message"] if failed else "wrote, read back and deleted a probe file",
+            "probes": probes,
+        }
+
+    results = await asyncio.gather(*(node_result(n) for n in nodes))
+    return {"paths": paths, "ok": all(r["ok"] for r in results) and bool(results), "nodes": list(results)}

@@ -1,0 +1,314 @@
+"""Who is in the cluster: registering an existing web server, joining a new one the guide's way,
+and removing one.
+
+**Join** (the guide's "Installing multi-server Sage CRM", Replication-Engine-safe), one persisted
+step each, stopping at the first failure and naming it:
+
+1. disable Exchange integration on the primary (the node holding the Replication Engine);
+2. install the node: the installer in add-node mode — no database, not registered, the same
+   install name and database server;
+3. stop the new node's Tomcat;  4. remove its Replication Engine war and folder;
+5. see it gone (the agent's status no longer reports one);  6. start Tomcat;
+7. enable Exchange integration on the primary;
+8. add the node to ServerNames and FQServerNames;  9. put it in rotation.
+
+If a step fails after integration was disabled, integration is enabled again on the primary (a
+compensating step in the same job) and the node stays registered in ``maintenance``.
+
+**Remove**: the node is drained first (no new logons, users leave or the drain times out), then
+taken out of ServerNames/FQServerNames and forgotten. The database server, the Replication Engine
+holder, the holder of a CRM service or the DTLS server cannot be removed until that is moved.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import SecretStr
+
+from config.sysparams import ClusterConfig
+from config.vocabulary import CRM_SERVICES, NodeState, Role
+from controller.agent_client import AgentError
+from controller.cluster import read_config
+from controller.context import ControllerContext
+from controller.drain import DRAIN_STEP, drain_step
+from controller.errors import AgentsUnavailable, ClusterBusy, InvalidChange
+from controller.jobs import StepError, StepSpec, agent_step, run_steps
+from controller.registry import NodeRecord, fqdn_from_web_url
+from node_agent.protocol import Action, NodeStatus, RunInstallerParams
+
+log = logging.getLogger("crmcluster.controller.membership")
+
+JOIN_STEPS = (
+    "disable_exchange_integration",
+    "run_installer",
+    "stop_tomcat",
+    "remove_replication_engine",
+    "verify_replication_engine_removed",
+    "start_tomcat",
+    "enable_exchange_integration",
+    "add_to_server_names",
+    "put_in_rotation",
+)
+
+
+async def agent_status(ctx: ControllerContext, agent_url: str) -> NodeStatus | None:
+    try:
+        return await ctx.agents.client(agent_url).status()
+    except AgentError as exc:
+        log.info("agent %s: %s", agent_url, exc)
+        return None
+
+
+def _check_fqdn(name: str, fqdn: str) -> None:
+    ClusterConfig.checked(server_names=[name], fq_server_names=[fqdn])
+
+
+async def register_existing(
+    ctx: ControllerContext, *, name: str, agent_url: str, fqdn: str | None, roles: list[str]
+) -> tuple[NodeRecord, bool]:
+    """Register an installed web server as it is (or update its registration); ``(node, created)``.
+
+    The agent is asked for its status when it answers: it must report the same name, and its
+    observations (roles, version, web server address) are taken as a first heartbeat.
+    """
+    if fqdn is not None:
+        _check_fqdn(name, fqdn)
+    status = await agent_status(ctx, agent_url)
+    if status is not None and status.name.lower() != name.lower():
+        raise InvalidChange(
+            f"the agent at {agent_url} is {status.name!r}, not {name!r}",
+            details={"agent_url": agent_url, "agent_name": status.name},
+        )
+    if fqdn is None and status is not None:
+        fqdn = fqdn_from_web_url(status.web_url)
+    for kind in ("join", "remove"):
+        if await ctx.jobs.running(kind=kind, target=name):
+            raise ClusterBusy(f"a {kind} of {name} is running", details={"node": name})
+    rec, created = await ctx.registry.register(name=name, agent_url=agent_url, fqdn=fqdn, roles=roles)
+    if status is not None:
+        rec = await ctx.registry.observe(name, status, agent_url=agent_url)
+    return rec, created
+
+
+def primary_node(nodes: list[NodeRecord]) -> NodeRecord | None:
+    """The node holding the Replication Engine (the guide's primary), else the database server."""
+    for n in nodes:
+        if n.has_replication_engine and not n.fenced:
+            return n
+    for n in nodes:
+        if n.is_database:
+            return n
+    return None
+
+
+def cluster_version(nodes: list[NodeRecord]) -> str | None:
+    versions = {n.version for n in nodes if n.version}
+    return versions.pop() if len(versions) == 1 else None
+
+
+async def start_join(
+    ctx: ControllerContext,
+    *,
+    name: str,
+    agent_url: str,
+    fqdn: str | None,
+    roles: list[str],
+    license_key: SecretStr,
+    version: str | None,
+) -> dict[str, Any]:
+    """Check what the join needs, register the node in ``maintenance`` and start the join job."""
+    if await ctx.registry.find(name) is not None:
+        raise ClusterBusy(f"node {name} is already registered", details={"node": name})
+    nodes = await ctx.registry.list_nodes()
+    primary = primary_node(nodes)
+    if primary is None:
+        raise InvalidChange("no primary server (Replication Engine or database holder) is registered")
+    target_version = version or cluster_version(nodes)
+    if target_version is None:
+        raise InvalidChange(
+            "the cluster's nodes do not agree on one CRM version; give 'version' for the new node",
+            details={"versions": sorted({n.version or "?" for n in nodes})},
+        )
+    if Role.DATABASE in roles or Role.REPLICATION_ENGINE in roles:
+        raise InvalidChange("a joining web server holds neither the database nor the Replication Engine")
+    status = await agent_status(ctx, agent_url)
+    if status is None:
+        raise AgentsUnavailable(f"the agent at {agent_url} does not answer", details={"agent_url": agent_url})
+    if status.name.lower() != name.lower():
+        raise InvalidChange(f"the agent at {agent_url} is {status.name!r}, not {name!r}")
+    fqdn = fqdn or fqdn_from_web_url(status.web_url)
+    if fqdn is None:
+        raise InvalidChange("give 'fqdn' (host[:port] of the new web server)")
+    _check_fqdn(name, fqdn)
+    config = await read_config(ctx)
+    if name.lower() in (s.lower() for s in config.server_names):
+        raise ClusterBusy(f"{name} is already in ServerNames", details={"node": name})
+
+    rec, _ = await ctx.registry.register(
+        name=name, agent_url=agent_url, fqdn=fqdn, roles=roles, state=NodeState.MAINTENANCE
+    )
+    installer = RunInstallerParams.model_validate(
+        {
+            "mode": "add_node",
+            "version": target_version,
+            "license_key": license_key,
+            "backup": False,
+            "register": False,
+        }
+    )
+    job_id = await ctx.jobs.create(
+        "join",
+        target=name,
+        params={"agent_url": agent_url, "fqdn": fqdn, "version": target_version, "primary": primary.name},
+        steps=[(primary.name if s.endswith("exchange_integration") else name, s) for s in JOIN_STEPS],
+    )
+    op_timeout = ctx.settings.step_timeout
+    steps = [
+        agent_step(ctx, primary, Action.DISABLE_EXCHANGE_INTEGRATION),
+        agent_step(ctx, rec, Action.RUN_INSTALLER, installer, timeout=op_timeout),
+        agent_step(ctx, rec, Action.STOP_TOMCAT),
+        agent_step(ctx, rec, Action.REMOVE_REPLICATION_ENGINE),
+        _verify_no_replication_engine(ctx, rec),
+        agent_step(ctx, rec, Action.START_TOMCAT),
+        agent_step(ctx, primary, Action.ENABLE_EXCHANGE_INTEGRATION),
+        _add_to_server_names(ctx, name, fqdn),
+        _put_in_rotation(ctx, rec),
+    ]
+    compensate = [agent_step(ctx, primary, Action.ENABLE_EXCHANGE_INTEGRATION)]
+
+    async def run() -> None:
+        async with ctx.placement_lock:
+            await run_steps(ctx, job_id, steps, compensate=compensate, kind="join")
+
+    ctx.tasks.start(f"job-{job_id}", run)
+    return await ctx.jobs.get(job_id)
+
+
+def _verify_no_replication_engine(ctx: ControllerContext, rec: NodeRecord) -> StepSpec:
+    async def run(_op_id: str) -> dict[str, Any]:
+        assert rec.agent_url
+        status = await agent_status(ctx, rec.agent_url)
+        if status is None:
+            raise StepError(f"agent of {rec.name} does not answer")
+        await ctx.registry.observe(rec.name, status, heartbeat=False)
+        if status.replication_engine:
+            raise StepError(f"{rec.name} still reports a Replication Engine after its removal")
+        return {"replication_engine": False}
+
+    return StepSpec(action="verify_replication_engine_removed", node=rec.name, run=run)
+
+
+def _add_to_server_names(ctx: ControllerContext, name: str, fqdn: str) -> StepSpec:
+    async def run(_op_id: str) -> dict[str, Any]:
+        async with ctx.crm_engine.begin() as conn:
+            config = await ctx.sysparams.read(conn)
+            names = list(config.server_names)
+            fq = list(config.fq_server_names) or [config.fq_for(s) for s in names]
+            if name.lower() not in (s.lower() for s in names):
+                names.append(name)
+                fq.append(fqdn)
+            new = await ctx.sysparams.write(conn, {"server_names": names, "fq_server_names": fq})
+        return {"server_names": new.server_names, "fq_server_names": new.fq_server_names}
+
+    return StepSpec(action="add_to_server_names", node=name, run=run)
+
+
+def _put_in_rotation(ctx: ControllerContext, rec: NodeRecord) -> StepSpec:
+    async def run(_op_id: str) -> dict[str, Any]:
+        assert rec.agent_url
+        status = await agent_status(ctx, rec.agent_url)
+        if status is not None:
+            await ctx.registry.observe(rec.name, status)
+        node = await ctx.registry.release(rec.name, heartbeat_timeout=ctx.settings.heartbeat_timeout)
+        return {"state": node.state}
+
+    return StepSpec(action="put_in_rotation", node=rec.name, run=run)
+
+
+# Removing a node ----------------------------------------------------------------------------------
+def _held_roles(rec: NodeRecord, config: ClusterConfig) -> list[str]:
+    held = []
+    if rec.is_database:
+        held.append("database")
+    if rec.has_replication_engine and not rec.fenced:
+        held.append("replication_engine")
+    held += [s for s in CRM_SERVICES if rec.has_service(s)]
+    if config.dtls_server_name and config.dtls_server_name.lower() == rec.name.lower():
+        held.append("dtls")
+    return held
+
+
+async def start_remove(ctx: ControllerContext, name: str, *, drain_timeout: float | None) -> dict[str, Any]:
+    rec = await ctx.registry.get(name)
+    config = await read_config(ctx)
+    held = _held_roles(rec, config)
+    if held:
+        raise ClusterBusy(
+            f"{name} holds {', '.join(held)}; move that first (the database server cannot be removed)",
+            details={"node": name, "roles": held},
+        )
+    if rec.state == NodeState.UPGRADING:
+        raise ClusterBusy(f"node {name} is being upgraded", details={"node": name})
+    for kind in ("join", "remove"):
+        if await ctx.jobs.running(kind=kind, target=name):
+            raise ClusterBusy(f"a {kind} of {name} is already running", details={"node": name})
+    wait = ctx.settings.drain_timeout if drain_timeout is None else drain_timeout
+    if rec.state not in (NodeState.DRAINING, NodeState.MAINTENANCE):
+        await ctx.registry.hold(name, NodeState.DRAINING)
+    job_id = await ctx.jobs.create(
+        "remove",
+        target=name,
+        params={"drain_timeout": wait},
+        steps=[(name, DRAIN_STEP), (name, "remove_from_server_names"), (name, "forget_node")],
+    )
+    steps = [
+        _drain_if_needed(ctx, name, timeout=wait),
+        _remove_from_server_names(ctx, name),
+        _forget(ctx, name),
+    ]
+
+    async def run() -> None:
+        async with ctx.placement_lock:
+            await run_steps(ctx, job_id, steps, kind="remove")
+
+    ctx.tasks.start(f"job-{job_id}", run)
+    return await ctx.jobs.get(job_id)
+
+
+def _drain_if_needed(ctx: ControllerContext, name: str, *, timeout: float) -> StepSpec:
+    inner = drain_step(ctx, name, timeout=timeout)
+
+    async def run(op_id: str) -> dict[str, Any] | None:
+        rec = await ctx.registry.get(name)
+        if rec.state == NodeState.MAINTENANCE:
+            return {"logged_on": await ctx.sessions.count(name), "already_drained": True}
+        result = await inner.run(op_id)
+        if result and result.get("undrained"):
+            raise StepError(f"{name} was undrained while it was being removed")
+        return result
+
+    return StepSpec(action=DRAIN_STEP, node=name, run=run)
+
+
+def _remove_from_server_names(ctx: ControllerContext, name: str) -> StepSpec:
+    async def run(_op_id: str) -> dict[str, Any]:
+        async with ctx.crm_engine.begin() as conn:
+            config = await ctx.sysparams.read(conn)
+            pairs = [(s, config.fq_for(s)) for s in config.server_names if s.lower() != name.lower()]
+            changes: dict[str, Any] = {"server_names": [p[0] for p in pairs]}
+            if config.fq_server_names:
+                changes["fq_server_names"] = [p[1] for p in pairs]
+            new = await ctx.sysparams.write(conn, changes)
+        return {"server_names": new.server_names}
+
+    return StepSpec(action="remove_from_server_names", node=name, run=run)
+
+
+def _forget(ctx: ControllerContext, name: str) -> StepSpec:
+    async def run(_op_id: str) -> dict[str, Any]:
+        await ctx.registry.remove(name)
+        return {"removed": name}
+
+    return StepSpec(action="forget_node", node=name, run=run)

@@ -1,0 +1,168 @@
+"""Fixtures of the controller tests: a controller app on SQLite and on PostgreSQL, driven through
+``httpx.ASGITransport`` with its lifespan run by the test, a clock the test moves, and agents
+reached in-process through ``agent_transport_for``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.crm_schema import CrmTables
+from config.settings import ControllerSettings
+from config.state_schema import utcnow
+from config.sysparams import SysParamsStore
+from controller.app import create_app
+from controller.context import ControllerContext
+from node_agent.protocol import Heartbeat, NodeStatus, ServiceStatus
+
+BASE = "http://controller.test"
+
+
+class FakeClock:
+    """Naive-UTC "now" that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = utcnow().replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+@dataclass
+class Harness:
+    """A running controller app and what a test needs around it."""
+
+    app: Any
+    client: httpx.AsyncClient
+    ctx: ControllerContext
+    clock: FakeClock
+    tokens: dict[str, str]
+    transports: dict[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
+
+    async def heartbeat(self, status: NodeStatus, *, agent_url: str | None = None) -> httpx.Response:
+        hb = Heartbeat(status=status, agent_url=agent_url, sent_at=self.clock())
+        return await self.client.post(
+            f"/api/v1/agents/{status.name}/heartbeat",
+            content=hb.model_dump_json(),
+            headers={"Authorization": f"Bearer {self.tokens['agent']}", "Content-Type": "application/json"},
+        )
+
+    async def register(self, name: str, *, roles: list[str] | None = None, **extra: Any) -> httpx.Response:
+        body = {"name": name, "agent_url": f"http://{name}.agent:8701", "roles": roles or []} | extra
+        return await self.client.post("/api/v1/nodes", json=body)
+
+
+def node_status(
+    name: str,
+    *,
+    version: str = "7.3",
+    roles: list[str] | None = None,
+    replication_engine: bool = False,
+    services: dict[str, str] | None = None,
+    web: str = "running",
+    web_url: str | None = None,
+) -> NodeStatus:
+    svc = {s: ServiceStatus.NOT_INSTALLED for s in ("indexer", "escalation", "email_manager")}
+    svc |= {k: ServiceStatus(v) for k, v in (services or {}).items()}
+    return NodeStatus(
+        name=name,
+        install_name="CRM",
+        version=version,
+        roles=roles or [],
+        web=ServiceStatus(web),
+        tomcat=ServiceStatus.RUNNING,
+        services=svc,
+        replication_engine=replication_engine,
+        driver="sandbox",
+        web_url=web_url or f"http://{name}.example.com/",
+    )
+
+
+def make_settings(
+    db_url: str, tokens: dict[str, str], secret_key: str, tmp_path: Path, **kw: Any
+) -> ControllerSettings:
+    return ControllerSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        admin_token=tokens["admin"],
+        agent_token=tokens["agent"],
+        secret_key=secret_key,
+        state_db_url=db_url,
+        crm_db_url=db_url,
+        data_dir=tmp_path,
+        **kw,
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sysparams(tables: CrmTables) -> SysParamsStore:
+    return SysParamsStore(tables, _row_names())
+
+
+def _row_names() -> dict[str, str]:
+    from config.settings import CommonSettings
+
+    return CommonSettings(_env_file=None).sysparam_row_names()  # type: ignore[call-arg]
+
+
+async def start_controller(
+    stack: AsyncExitStack,
+    settings: ControllerSettings,
+    *,
+    clock: FakeClock,
+    tokens: dict[str, str],
+    transport_for: Callable[[str], httpx.AsyncBaseTransport | None],
+    watch: bool = False,
+) -> Harness:
+    app = create_app(settings, agent_transport_for=transport_for, clock=clock, watch=watch)
+    await stack.enter_async_context(app.router.lifespan_context(app))
+    client = await stack.enter_async_context(
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url=BASE,
+            headers={"Authorization": f"Bearer {tokens['admin']}"},
+        )
+    )
+    return Harness(app=app, client=client, ctx=app.state.ctx, clock=clock, tokens=tokens)
+
+
+@pytest.fixture
+async def controller(
+    crm_engine: AsyncEngine,
+    db_url: str,
+    tokens: dict[str, str],
+    secret_key: str,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> AsyncIterator[Harness]:
+    """A controller whose agents refuse connections unless a test routes them (``transports``)."""
+    settings = make_settings(db_url, tokens, secret_key, tmp_path, heartbeat_timeout=15)
+    transports: dict[str, httpx.AsyncBaseTransport] = {}
+    refuse = httpx.MockTransport(refused)
+
+    def transport_for(url: str) -> httpx.AsyncBaseTransport:
+        return transports.get(url.rstrip("/"), refuse)
+
+    async with AsyncExitStack() as stack:
+        h = await start_controller(stack, settings, clock=clock, tokens=tokens, transport_for=transport_for)
+        h.transports = transports
+        yield h
