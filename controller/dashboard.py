@@ -1,0 +1,320 @@
+"""The dashboard at the controller's ``/``: the cluster as a picture, live, for administrators.
+
+Server-rendered with Jinja2 (``controller/templates``); plain CSS and JS from
+``controller/static``; no build step and nothing fetched from outside the controller. The page
+is made of sections (warnings, servers, distribution, upgrade, audit), each a template
+fragment. ``GET /dashboard/events`` (server-sent events) pushes the fragments that changed,
+rendered by the same templates, about once a second; ``GET /dashboard/fragments`` answers
+the same for browsers that poll instead.
+
+Sign-in: ``/?token=<admin or operator token>`` sets the session cookie and redirects to ``/``
+(:mod:`controller.dashboard_session`). The buttons (drain/undrain, pause/resume) call the JSON
+API itself with that cookie and the dashboard header, so they are audited like any API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from config.api_errors import NotFound, Unauthorized
+from controller.context import ControllerContext
+from controller.dashboard_feed import DashboardFeed, Snapshot
+from controller.dashboard_session import (
+    COOKIE_NAME,
+    CSRF_HEADER,
+    SESSION_TTL,
+    Actor,
+    cookie_actor,
+    issue_session,
+    token_actor,
+)
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+SECTIONS = ("warnings", "servers", "distribution", "upgrade", "audit")
+KEEPALIVE_SECONDS = 15.0
+
+#: The guide's order, for phases the plan names; unknown phases keep their own name and order.
+PHASE_LABELS = {
+    "preflight": "Plan and preflight",
+    "freeze": "Freeze",
+    "backup": "Back up",
+    "baseline": "Baseline",
+    "database": "Upgrade the database server",
+    "database_server": "Upgrade the database server",
+    "servers": "Upgrade the other servers",
+    "other_servers": "Upgrade the other servers",
+    "after": "After",
+    "post": "After",
+    "restore": "Restore the live environment",
+}
+ROLE_LABELS = {
+    "database": "Database",
+    "replication_engine": "Replication Engine",
+    "dtls": "DTLS",
+    "indexer": "Indexer",
+    "escalation": "Escalation",
+    "email_manager": "Email Manager",
+}
+STEP_DONE = frozenset(
+    {"succeeded", "skipped", "failed", "cancelled", "interrupted", "restored", "done", "ok"}
+)
+STEP_FAILED = frozenset({"failed", "cancelled", "interrupted"})
+
+router = APIRouter(include_in_schema=False)
+
+
+def _hhmmss(value: Any) -> str:
+    if not value:
+        return "—"
+    text = str(value)
+    return text.split("T", 1)[1][:8] if "T" in text else text
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(("html",)),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["hhmmss"] = _hhmmss
+    env.filters["role_label"] = lambda r: ROLE_LABELS.get(str(r), str(r))
+    env.filters["path"] = lambda v: urllib.parse.quote(str(v), safe="")
+    return env
+
+
+TEMPLATES = _templates()
+
+
+# --- view models ------------------------------------------------------------------------------
+
+
+def upgrade_view(run: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The run as a timeline: phases in plan order with their steps, and per-server progress."""
+    if not run:
+        return {"run": None}
+    plan = [s for s in (run.get("plan") or run.get("steps") or []) if isinstance(s, Mapping)]
+    phases: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, dict[str, Any]] = {}
+    for step in plan:
+        status = str(step.get("status") or "pending")
+        for bucket, key in ((phases, str(step.get("phase") or "other")), (nodes, step.get("node"))):
+            if not key:
+                continue
+            entry = bucket.setdefault(
+                str(key), {"name": str(key), "steps": [], "done": 0, "failed": 0, "running": ""}
+            )
+            entry["steps"].append(step)
+            entry["done"] += status in STEP_DONE
+            entry["failed"] += status in STEP_FAILED
+            if status == "running":
+                where = f" on {step['node']}" if bucket is phases and step.get("node") else ""
+                entry["running"] = f"{step.get('action', '')}{where}"
+    for entry in (*phases.values(), *nodes.values()):
+        total = len(entry["steps"])
+        entry["total"] = total
+        entry["pct"] = round(100 * entry["done"] / total) if total else 0
+        if entry["failed"]:
+            entry["status"] = "failed"
+        elif entry["running"]:
+            entry["status"] = "running"
+        elif total and entry["done"] == total:
+            entry["status"] = "succeeded"
+        elif any(str(s.get("status")) in STEP_DONE for s in entry["steps"]):
+            entry["status"] = "running"
+        else:
+            entry["status"] = "pending"
+    for entry in phases.values():
+        entry["label"] = PHASE_LABELS.get(entry["name"], entry["name"].replace("_", " ").capitalize())
+    done = sum(1 for s in plan if str(s.get("status")) in STEP_DONE)
+    return {
+        "run": run,
+        "phases": list(phases.values()),
+        "node_progress": list(nodes.values()),
+        "done": done,
+        "total": len(plan),
+        "failed_steps": [s for s in plan if str(s.get("status")) in STEP_FAILED],
+    }
+
+
+def distribution_view(snap: Snapshot) -> dict[str, Any]:
+    rows = snap.distribution
+    biggest = max([r["logged_on"] + r["pending"] for r in rows] + [1])
+    bars = []
+    for i, r in enumerate(rows):
+        bars.append(
+            {
+                **r,
+                "y": 10 + i * 34,
+                "w": round(260 * r["logged_on"] / biggest, 1),
+                "pw": round(260 * r["pending"] / biggest, 1),
+            }
+        )
+    return {"bars": bars, "height": 20 + 34 * len(rows), "source": snap.distribution_source}
+
+
+def render_sections(snap: Snapshot, *, actor: Actor) -> dict[str, str]:
+    """Each section of the page as HTML, rendered by its template fragment."""
+    common = {"actor": actor}
+    return {
+        "warnings": TEMPLATES.get_template("_warnings.html").render(
+            warnings=snap.warnings, problems=snap.problems, **common
+        ),
+        "servers": TEMPLATES.get_template("_servers.html").render(nodes=snap.nodes, **common),
+        "distribution": TEMPLATES.get_template("_distribution.html").render(
+            **distribution_view(snap), **common
+        ),
+        "upgrade": TEMPLATES.get_template("_upgrade.html").render(**upgrade_view(snap.run), **common),
+        "audit": TEMPLATES.get_template("_audit.html").render(entries=snap.audit, **common),
+    }
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+def _ctx(request: Request) -> ControllerContext:
+    ctx: ControllerContext = request.app.state.ctx
+    return ctx
+
+
+def feed_for(request: Request) -> DashboardFeed:
+    """The app's shared feed (tests may put their own on ``app.state.dashboard_feed``)."""
+    ctx = _ctx(request)
+    feed: DashboardFeed | None = getattr(request.app.state, "dashboard_feed", None)
+    if feed is None or getattr(feed, "_ctx", None) is not ctx:
+        feed = DashboardFeed(app=request.app, ctx=ctx)
+        request.app.state.dashboard_feed = feed
+    return feed
+
+
+def _signin_page(message: str | None, status: int = 401) -> HTMLResponse:
+    html = TEMPLATES.get_template("signin.html").render(message=message)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _signed_in(request: Request, actor: Actor) -> RedirectResponse:
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        COOKIE_NAME,
+        issue_session(_ctx(request).settings, actor),
+        max_age=SESSION_TTL,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _require_session(request: Request) -> Actor:
+    actor = cookie_actor(request)
+    if actor is None:
+        raise Unauthorized("sign in to the dashboard first: open /?token=<admin or operator token>")
+    return actor
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard_page(request: Request, token: str | None = None) -> Response:
+    if token is not None:
+        actor = token_actor(_ctx(request).settings, token)
+        if actor is None:
+            return _signin_page("That token is not the admin or operator token.")
+        return _signed_in(request, actor)
+    signed = cookie_actor(request)
+    if signed is None:
+        return _signin_page(None)
+    snap = await feed_for(request).snapshot()
+    html = TEMPLATES.get_template("dashboard.html").render(
+        sections=render_sections(snap, actor=signed),
+        actor=signed,
+        install_name=_ctx(request).settings.install_name,
+        csrf_header=CSRF_HEADER,
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+@router.post("/dashboard/signin")
+async def dashboard_signin(request: Request) -> Response:
+    form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+    token = (form.get("token") or [""])[0]
+    actor = token_actor(_ctx(request).settings, token)
+    if actor is None:
+        return _signin_page("That token is not the admin or operator token.")
+    return _signed_in(request, actor)
+
+
+@router.post("/dashboard/signout")
+async def dashboard_signout() -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/dashboard/fragments")
+async def dashboard_fragments(request: Request) -> JSONResponse:
+    actor = _require_session(request)
+    snap = await feed_for(request).snapshot()
+    return JSONResponse(
+        {"sections": render_sections(snap, actor=actor)}, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/dashboard/events")
+async def dashboard_events(request: Request) -> StreamingResponse:
+    actor = _require_session(request)
+    feed = feed_for(request)
+    loop = asyncio.get_running_loop()
+
+    async def stream() -> AsyncIterator[str]:
+        sent: dict[str, str] = {}
+        quiet_since = loop.time()
+        yield "retry: 2000\n\n"
+        while not await request.is_disconnected():
+            sections = render_sections(await feed.snapshot(), actor=actor)
+            changed = {k: v for k, v in sections.items() if sent.get(k) != v}
+            if changed:
+                sent.update(changed)
+                quiet_since = loop.time()
+                yield f"event: sections\ndata: {json.dumps({'sections': changed})}\n\n"
+            elif loop.time() - quiet_since > KEEPALIVE_SECONDS:
+                quiet_since = loop.time()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(feed.interval)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/static/dashboard/{name}")
+async def dashboard_static(name: str) -> FileResponse:
+    if name not in STATIC_FILES:
+        raise NotFound(f"no static file {name!r}")
+    return FileResponse(
+        STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"}
+    )

@@ -1,0 +1,82 @@
+// crmcluster dashboard: swap in the sections the controller pushes; send the buttons' actions.
+// No framework, no build step; everything comes from this controller.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  var toast = document.getElementById("toast");
+  var csrfHeader = document.body.getAttribute("data-csrf-header") || "X-CRMCluster-Dashboard";
+  var pollTimer = null;
+
+  function setLive(state, text) {
+    live.setAttribute("data-state", state);
+    live.textContent = text;
+  }
+
+  function apply(payload) {
+    var sections = (payload && payload.sections) || {};
+    Object.keys(sections).forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) { el.innerHTML = sections[id]; }
+    });
+    document.body.setAttribute("data-updated", String(Date.now()));
+  }
+
+  function say(text, bad) {
+    toast.textContent = text;
+    toast.className = bad ? "show bad" : "show";
+    window.clearTimeout(say.timer);
+    say.timer = window.setTimeout(function () { toast.className = ""; }, 4000);
+  }
+
+  function refreshNow() {
+    return fetch("/dashboard/fragments", { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) {
+        if (r.status === 401) { setLive("off", "signed out"); throw new Error("signed out"); }
+        return r.json();
+      })
+      .then(apply);
+  }
+
+  function poll() {
+    if (pollTimer) { return; }
+    setLive("poll", "live (polling)");
+    pollTimer = window.setInterval(function () { refreshNow().catch(function () {}); }, 2000);
+  }
+
+  function connect() {
+    if (!window.EventSource) { poll(); return; }
+    var es = new EventSource("/dashboard/events");
+    var failures = 0;
+    es.addEventListener("open", function () { failures = 0; setLive("on", "live"); });
+    es.addEventListener("sections", function (e) { setLive("on", "live"); apply(JSON.parse(e.data)); });
+    es.addEventListener("error", function () {
+      failures += 1;
+      setLive("off", "reconnecting…");
+      if (failures > 5 || es.readyState === EventSource.CLOSED) { es.close(); poll(); }
+    });
+  }
+
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest ? e.target.closest("button[data-action]") : null;
+    if (!button) { return; }
+    var headers = { "Accept": "application/json" };
+    headers[csrfHeader] = "1";
+    button.disabled = true;
+    fetch(button.getAttribute("data-url"), { method: "POST", credentials: "same-origin", headers: headers })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (body) {
+          if (!r.ok) {
+            var msg = body && body.error ? body.error.message : "HTTP " + r.status;
+            say(button.getAttribute("data-action") + ": " + msg, true);
+          } else {
+            say(button.getAttribute("data-action") + ": done");
+          }
+        });
+      })
+      .catch(function (err) { say(String(err), true); })
+      .then(function () { button.disabled = false; return refreshNow(); })
+      .catch(function () {});
+  });
+
+  connect();
+})();

@@ -1,0 +1,1 @@
+"""The client side of ``crmcluster``: an HTTP client for the controller, tables, the upgrade watcher."""

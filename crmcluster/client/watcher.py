@@ -1,0 +1,258 @@
+"""``crmcluster upgrade watch``: follow a run through its event stream, as progress bars.
+
+The controller's ``GET /upgrades/{id}/events`` (server-sent events, replayable with
+``Last-Event-ID``) says *that* something changed; the run itself (``GET /upgrades/{id}``) says
+*what* the plan looks like now, so the watcher folds both into one picture:
+
+- one bar per phase of the guide's order (freeze, back up, baseline, database server, …) and
+  one bar per server, counting finished steps out of planned ones (restore steps appear as
+  they are planned);
+- a line per finished or failed step above the bars, so a log of the run stays on screen;
+- exit code 0 when the run ``succeeded``, 1 when it ends ``failed``, ``restored`` or ``aborted``.
+
+:class:`RunProgress` is the pure part (snapshot in, counts and notes out) and is tested alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.text import Text
+
+from crmcluster.client.http import ControllerClient, SseEvent
+from crmcluster.client.render import hhmmss, run_header, short, styled
+
+#: Run statuses after which nothing more happens.
+TERMINAL = frozenset({"succeeded", "failed", "restored", "aborted"})
+#: Run statuses that wait for an operator.
+WAITING = frozenset({"paused", "awaiting_approval"})
+#: Step statuses that count as finished for the bars.
+STEP_FINISHED = frozenset(
+    {"succeeded", "skipped", "failed", "cancelled", "interrupted", "restored", "done", "ok"}
+)
+STEP_FAILED = frozenset({"failed", "cancelled", "interrupted"})
+
+
+@dataclass
+class Tally:
+    done: int = 0
+    total: int = 0
+    failed: int = 0
+    running: str = ""
+
+
+@dataclass
+class RunProgress:
+    """The watcher's model: the latest run snapshot folded into per-phase and per-server tallies."""
+
+    run: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    _announced: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.run.get("status") or "")
+
+    def absorb_run(self, run: Mapping[str, Any]) -> list[str]:
+        """Take a full run snapshot; return notes for steps that finished since the last one."""
+        self.run = dict(run)
+        plan = run.get("plan") or run.get("steps") or []
+        self.order = []
+        for step in plan:
+            sid = str(step.get("id"))
+            self.order.append(sid)
+            self.steps[sid] = dict(step)
+        self.steps = {sid: self.steps[sid] for sid in self.order}
+        return self._notes()
+
+    def absorb_event(self, event: SseEvent) -> list[str]:
+        """Apply what an event carries (a step's new status, the run's status) without a fetch."""
+        data = event.data if isinstance(event.data, Mapping) else {}
+        step = data.get("step") if isinstance(data.get("step"), Mapping) else None
+        if step is None and data.get("step_id") is not None:
+            step = {"id": data["step_id"], **{k: v for k, v in data.items() if k != "step_id"}}
+        if step is not None and str(step.get("id")) in self.steps:
+            sid = str(step.get("id"))
+            self.steps[sid].update({k: v for k, v in step.items() if k != "id"})
+        run_status = data.get("run_status")
+        if run_status is None and event.event.startswith("run") and isinstance(data.get("status"), str):
+            run_status = data["status"]
+        if isinstance(run_status, str):
+            self.run["status"] = run_status
+        return self._notes()
+
+    def _notes(self) -> list[str]:
+        notes = []
+        for sid in self.order:
+            step = self.steps[sid]
+            status = str(step.get("status") or "")
+            if status in STEP_FINISHED and self._announced.get(sid) != status:
+                self._announced[sid] = status
+                mark = "✗" if status in STEP_FAILED else ("-" if status == "skipped" else "✓")
+                where = f" {step['node']}" if step.get("node") else ""
+                msg = f": {step['message']}" if step.get("message") and status in STEP_FAILED else ""
+                when = hhmmss(step.get("finished_at"))
+                notes.append(
+                    f"{mark} {when} {step.get('phase', '?')}{where} {step.get('action', '?')} {status}{msg}"
+                )
+        return notes
+
+    def _tallies(self, key: str) -> dict[str, Tally]:
+        out: dict[str, Tally] = {}
+        for sid in self.order:
+            step = self.steps[sid]
+            name = step.get(key)
+            if not name:
+                continue
+            t = out.setdefault(str(name), Tally())
+            t.total += 1
+            status = str(step.get("status") or "")
+            if status in STEP_FINISHED:
+                t.done += 1
+            if status in STEP_FAILED:
+                t.failed += 1
+            if status == "running":
+                t.running = str(step.get("action") or "")
+        return out
+
+    def phases(self) -> dict[str, Tally]:
+        return self._tallies("phase")
+
+    def nodes(self) -> dict[str, Tally]:
+        return self._tallies("node")
+
+
+class ProgressView:
+    """Rich progress bars for a :class:`RunProgress`: phases first, then servers."""
+
+    def __init__(self) -> None:
+        columns = (
+            TextColumn("{task.description:<26}"),
+            BarColumn(bar_width=32),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+        )
+        self.phase_bars = Progress(*columns, auto_refresh=False)
+        self.node_bars = Progress(*columns, auto_refresh=False)
+        self._tasks: dict[tuple[str, str], TaskID] = {}
+        self.header: Text = Text("")
+
+    def _bar(self, bars: Progress, kind: str, name: str, tally: Tally) -> None:
+        key = (kind, name)
+        if tally.failed:
+            note = Text(f"{tally.failed} failed", style="bold red")
+        elif tally.running:
+            note = Text(f"running {tally.running}", style="cyan")
+        elif tally.total and tally.done == tally.total:
+            note = Text("done", style="green")
+        else:
+            note = Text("")
+        if key not in self._tasks:
+            self._tasks[key] = bars.add_task(f"{kind} {name}", total=tally.total, note=note)
+        bars.update(self._tasks[key], completed=tally.done, total=tally.total, note=note)
+
+    def update(self, model: RunProgress) -> None:
+        self.header = run_header(model.run)
+        for name, tally in model.phases().items():
+            self._bar(self.phase_bars, "phase", name, tally)
+        for name, tally in model.nodes().items():
+            self._bar(self.node_bars, "server", name, tally)
+
+    def __rich__(self) -> RenderableType:
+        return Group(
+            self.header,
+            Text("Phases", style="bold"),
+            self.phase_bars.get_renderable(),
+            Text("Servers", style="bold"),
+            self.node_bars.get_renderable(),
+        )
+
+
+def next_step_hint(run: Mapping[str, Any]) -> str | None:
+    status = run.get("status")
+    rid = run.get("id")
+    if status == "awaiting_approval":
+        return f"awaiting sign-off: `crmcluster upgrade approve {rid}` continues, `upgrade abort {rid}` stops"
+    if status == "paused":
+        return (
+            f"paused: `crmcluster upgrade resume {rid}`, `upgrade retry {rid} STEP` "
+            f"or `upgrade rollback {rid}`"
+        )
+    return None
+
+
+def watch_run(
+    client: ControllerClient,
+    run_id: str,
+    *,
+    console: Console,
+    json_lines: bool = False,
+    fetch_interval: float = 0.25,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Follow run ``run_id`` until it ends; return its last snapshot."""
+    model = RunProgress()
+    model.absorb_run(client.get(f"/upgrades/{run_id}"))
+    last_fetch = clock()
+    view = ProgressView()
+    hinted: set[str] = set()
+
+    def refresh(force: bool = False) -> list[str]:
+        nonlocal last_fetch
+        if force or clock() - last_fetch >= fetch_interval:
+            last_fetch = clock()
+            return model.absorb_run(client.get(f"/upgrades/{run_id}"))
+        return []
+
+    def stop() -> bool:
+        if model.status in TERMINAL:
+            return True
+        refresh(force=True)
+        return model.status in TERMINAL
+
+    if json_lines:
+        if model.status not in TERMINAL:
+            for ev in client.events(f"/upgrades/{run_id}/events", should_stop=stop, sleep=sleep):
+                print(json.dumps({"id": ev.id, "event": ev.event, "data": ev.data}), flush=True)
+                model.absorb_event(ev)
+        refresh(force=True)
+        print(json.dumps({"event": "end", "run": model.run}), flush=True)
+        return model.run
+
+    for note in model._notes():
+        console.print(note, highlight=False)
+    view.update(model)
+    with Live(view, console=console, refresh_per_second=8, transient=False) as live:
+        if model.status not in TERMINAL:
+            for ev in client.events(f"/upgrades/{run_id}/events", should_stop=stop, sleep=sleep):
+                notes = model.absorb_event(ev) + refresh()
+                for note in notes:
+                    live.console.print(note, highlight=False)
+                hint = next_step_hint(model.run)
+                if hint and model.status not in hinted:
+                    hinted.add(model.status)
+                    live.console.print(Text(hint, style="yellow"))
+                elif not hint:
+                    hinted.clear()
+                view.update(model)
+                live.refresh()
+        for note in refresh(force=True):
+            live.console.print(note, highlight=False)
+        view.update(model)
+        live.refresh()
+    final = model.run
+    console.print(
+        Text.assemble("upgrade ", str(final.get("id")), " ended ", styled(final.get("status")))
+        if model.status in TERMINAL
+        else Text(f"stopped watching; the run is {short(model.status)}")
+    )
+    return final
