@@ -113,6 +113,9 @@ def create_app(
     app.include_router(cluster_api.router)
     app.include_router(nodes_api.router)
     app.include_router(operations_api.router)
+    from controller import dashboard
+
+    app.include_router(dashboard.router)
     # --- end of routers ---
 
     return app
