@@ -297,6 +297,8 @@ class NodeStatus(BaseModel):
     last_iis_start: datetime | None = None
     web_url: str | None = None
     logged_on: int | None = None
+    #: Added by the agent: when the agent last did a warm-up logon by itself (after an IIS reset).
+    last_warmup_at: datetime | None = None
     driver: str
     protocol: int = PROTOCOL_VERSION
 

@@ -1,0 +1,186 @@
+"""The node agent's ASGI app, built once from its settings by :func:`create_app`.
+
+    GET  /v1/status                       NodeStatus
+    POST /v1/operations                   {op_id, action, params} -> 202 OperationRecord
+    GET  /v1/operations                   the latest records (newest first)
+    GET  /v1/operations/{op_id}           OperationRecord (404 when unknown)
+    POST /v1/operations/{op_id}/cancel    OperationRecord
+    GET  /healthz                         no token needed
+
+Every ``/v1`` request carries ``Authorization: Bearer <CRMCLUSTER_AGENT_TOKEN>`` (compared in
+constant time). The lifespan starts the driver (the sandbox's stand-in web server), reads the
+operation journal (what was running reads ``interrupted``), and runs the heartbeat and the IIS
+watcher as supervised tasks; shutdown stops accepting, interrupts running operations, stops the
+driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from config.aiotasks import TaskSupervisor
+from config.api_errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    check_bearer,
+    install_error_handlers,
+)
+from config.secrets import register_secret
+from config.settings import AgentSettings
+from node_agent.drivers.base import HostDriver
+from node_agent.heartbeat import HeartbeatSender, Sleep
+from node_agent.iis_watch import IisResetWatcher
+from node_agent.journal import OperationJournal
+from node_agent.operations import Clock, OperationConflict, OperationManager, UnknownOperation, utcnow
+from node_agent.protocol import (
+    Action,
+    NodeStatus,
+    OperationRecord,
+    OperationRequest,
+    ParamsError,
+    parse_params,
+)
+from node_agent.runner import CommandRunner, SubprocessRunner
+
+
+def build_driver(settings: AgentSettings, *, runner: CommandRunner) -> HostDriver:
+    if settings.driver == "sandbox":
+        from node_agent.drivers.sandbox.host import SandboxDriver
+
+        return SandboxDriver(settings)
+    from node_agent.drivers.windows import WindowsDriver
+
+    windows: HostDriver = WindowsDriver(settings, runner=runner)
+    return windows
+
+
+def create_app(
+    settings: AgentSettings,
+    *,
+    driver: HostDriver | None = None,
+    clock: Clock | None = None,
+    controller_transport: httpx.AsyncBaseTransport | None = None,
+    runner: CommandRunner | None = None,
+    sleep: Sleep | None = None,
+    background: bool = True,
+) -> FastAPI:
+    """Build the agent. Test hooks: ``driver`` (a ready driver), ``clock``, ``controller_transport``
+    (heartbeats to an in-process controller), ``runner`` (a :class:`RecordingRunner`), ``sleep``
+    (the loops' waits), ``background=False`` (no heartbeat/IIS-watch loops: tests drive them)."""
+    for secret in (settings.agent_token, settings.secret_key, settings.warmup_password):
+        register_secret(secret)
+    token = settings.agent_token.get_secret_value()
+    now = clock or utcnow
+    run_cmd = runner or SubprocessRunner()
+    host_driver = driver or build_driver(settings, runner=run_cmd)
+    journal = OperationJournal(settings.data_dir / "agent" / "operations")
+    operations = OperationManager(
+        driver=host_driver,
+        journal=journal,
+        runner=run_cmd,
+        clock=now,
+        keep=timedelta(days=settings.journal_keep_days),
+    )
+    watcher = IisResetWatcher(
+        driver=host_driver,
+        operations=operations,
+        interval=settings.iis_watch_interval,
+        **({"sleep": sleep} if sleep else {}),
+    )
+    supervisor = TaskSupervisor(f"agent {settings.name}")
+    heartbeat: HeartbeatSender | None = None
+    if settings.controller_url:
+        heartbeat = HeartbeatSender(
+            controller_url=settings.controller_url,
+            name=settings.name or "agent",
+            token=token,
+            status=host_driver.status,
+            agent_url=settings.agent_url,
+            interval=settings.heartbeat_interval,
+            max_backoff=settings.heartbeat_max_backoff,
+            clock=now,
+            transport=controller_transport,
+            **({"sleep": sleep} if sleep else {}),
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        operations.load()
+        await host_driver.start()
+        if background:
+            supervisor.start(
+                "iis-watch", watcher.run, restart=True, restart_delay=settings.iis_watch_interval
+            )
+            if heartbeat is not None:
+                supervisor.start(
+                    "heartbeat", heartbeat.run, restart=True, restart_delay=settings.heartbeat_interval
+                )
+        try:
+            yield
+        finally:
+            await supervisor.cancel_all()
+            await operations.shutdown(timeout=5)
+            await host_driver.stop()
+
+    app = FastAPI(title=f"crmcluster agent {settings.name}", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.state.settings = settings
+    app.state.driver = host_driver
+    app.state.operations = operations
+    app.state.watcher = watcher
+    app.state.heartbeat = heartbeat
+
+    async def require_token(request: Request) -> None:
+        if check_bearer(request, token) is None:
+            raise Unauthorized("a valid agent token is required (Authorization: Bearer …)")
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @v1.get("/status", response_model=NodeStatus)
+    async def status() -> NodeStatus:
+        return await host_driver.status()
+
+    @v1.post("/operations", status_code=202, response_model=OperationRecord)
+    async def submit(body: OperationRequest) -> JSONResponse:
+        try:
+            params = parse_params(body.action, body.params)
+        except ParamsError as exc:
+            raise InvalidInput(exc.message, details=exc.details) from None
+        try:
+            record = operations.submit(body.op_id, Action(body.action), params)
+        except OperationConflict as exc:
+            raise Conflict(str(exc)) from None
+        return JSONResponse(record.model_dump(mode="json"), status_code=202)
+
+    @v1.get("/operations", response_model=list[OperationRecord])
+    async def list_operations(limit: int = 100) -> list[OperationRecord]:
+        return operations.records(limit=max(1, min(limit, 1000)))
+
+    @v1.get("/operations/{op_id}", response_model=OperationRecord)
+    async def get_operation(op_id: str) -> OperationRecord:
+        try:
+            return operations.get(op_id)
+        except UnknownOperation:
+            raise NotFound(f"no operation {op_id!r} on this agent") from None
+
+    @v1.post("/operations/{op_id}/cancel", response_model=OperationRecord)
+    async def cancel_operation(op_id: str) -> OperationRecord:
+        try:
+            return operations.cancel(op_id)
+        except UnknownOperation:
+            raise NotFound(f"no operation {op_id!r} on this agent") from None
+
+    app.include_router(v1)
+    return app

@@ -1,0 +1,156 @@
+"""The host-driver interface every action goes through, and what an action sees while it runs.
+
+A driver implements one coroutine per action, named after it (``stop_web``, ``run_installer`` …)::
+
+    async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]
+
+and returns the operation's ``result``. It raises :class:`ActionFailed` when the step did not do
+what the guide asks (the operation reads ``failed`` with that message); cancellation arrives as
+:class:`asyncio.CancelledError` at the next ``await`` (subprocesses started through
+:meth:`OperationContext.run` are terminated). Errors:
+
+    DriverError                 base of everything a driver raises on purpose
+    └── ActionFailed            the action ran and failed; the message says why (permanent)
+        └── PathRefused         a path param escapes the configured root
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+from node_agent.protocol import Action, NodeStatus, Params
+from node_agent.runner import CommandResult, CommandRunner
+
+#: Actions that only look: they run beside others. Every other action holds the node's lock,
+#: so two steps never change one server at the same time.
+READ_ONLY_ACTIONS: frozenset[Action] = frozenset(
+    {
+        Action.READ_UPGRADE_LOG,
+        Action.CHECK_LICENSE,
+        Action.PROBE_LIBRARY,
+        Action.FINGERPRINT_RECORDS,
+        Action.DATABASE_SESSIONS,
+        Action.LIST_DTA_OBJECTS,
+        Action.WARMUP_LOGON,
+    }
+)
+
+
+class DriverError(Exception):
+    pass
+
+
+class ActionFailed(DriverError):
+    pass
+
+
+class PathRefused(ActionFailed):
+    pass
+
+
+def resolve_under(root: Path, relative: str) -> Path:
+    """``root / relative``, refused when it leaves ``root`` (``..``, absolute forms, symlinks out)."""
+    rel = PurePath(relative.replace("\\", "/"))
+    if rel.is_absolute() or any(p in ("..", "") for p in rel.parts) or ":" in relative:
+        raise PathRefused(f"path {relative!r} must stay inside the configured root")
+    base = root.resolve()
+    target = (base / rel).resolve()
+    if target != base and base not in target.parents:
+        raise PathRefused(f"path {relative!r} leaves the configured root")
+    return target
+
+
+class OperationContext:
+    """What a running action may do: report progress, log a line, run a command.
+
+    ``on_change`` is called after every progress or log update (the journal persists it).
+    """
+
+    def __init__(
+        self,
+        *,
+        op_id: str,
+        action: Action,
+        runner: CommandRunner,
+        on_change: Callable[[], None] | None = None,
+        tail: int = 50,
+    ) -> None:
+        self.op_id = op_id
+        self.action = action
+        self.runner = runner
+        self.fraction = 0.0
+        self.lines: list[str] = []
+        self._tail = tail
+        self._on_change = on_change or (lambda: None)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        self.fraction = min(1.0, max(self.fraction, fraction))
+        if message:
+            self._append(message)
+        self._on_change()
+
+    def log(self, line: str) -> None:
+        self._append(line)
+        self._on_change()
+
+    def _append(self, line: str) -> None:
+        from config.secrets import redact
+
+        self.lines.append(redact(line)[:500])
+        del self.lines[: -self._tail]
+
+    async def run(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        """Run ``argv`` (never through a shell); its output lines go to the log tail."""
+        from config.secrets import redact
+
+        self.log("$ " + redact(" ".join(argv)))
+        result = await self.runner.run(argv, env=env, timeout=timeout, on_line=self.log)
+        if check and result.returncode != 0:
+            raise ActionFailed(
+                f"{PurePath(argv[0]).name} exited with {result.returncode}: "
+                + redact(result.output.strip().splitlines()[-1] if result.output.strip() else "")
+            )
+        return result
+
+
+ActionHandler = Callable[[Params, OperationContext], Awaitable[dict[str, Any]]]
+
+
+class HostDriver(abc.ABC):
+    """One Sage CRM web server, as the agent sees it."""
+
+    kind: str = "abstract"
+
+    async def start(self) -> None:  # noqa: B027 - most drivers run nothing beside the agent
+        """Bring up what the driver runs beside the agent (the sandbox's stand-in web server)."""
+
+    async def stop(self) -> None:  # noqa: B027
+        """Stop what :meth:`start` brought up."""
+
+    @abc.abstractmethod
+    async def status(self) -> NodeStatus: ...
+
+    @abc.abstractmethod
+    async def iis_started_at(self) -> datetime | None:
+        """When IIS (or the CRM app pool) last started; None while it is stopped or unknown."""
+
+    def handler(self, action: Action) -> ActionHandler:
+        fn = getattr(self, action.value, None)
+        if fn is None or not callable(fn):
+            raise ActionFailed(f"the {self.kind} driver cannot {action.value}")
+        handler: ActionHandler = fn
+        return handler
+
+    async def perform(self, action: Action, params: Params, ctx: OperationContext) -> dict[str, Any]:
+        return await self.handler(action)(params, ctx)

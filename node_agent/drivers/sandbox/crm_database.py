@@ -1,0 +1,376 @@
+"""The sandbox's side of the CRM database: the tables Sage's installer upgrades, the schema
+version, and the record of which servers hold database connections.
+
+Besides the CRM tables of :mod:`config.crm_schema` (``Custom_SysParams``, ``Activity``, ``Users``,
+``Company``) a sandbox database has what the upgrade scripts change — ``Custom_Captions``,
+``Custom_Edits``, the system view ``vCompany`` and the user view ``vUserCompanyList`` — and two
+tables of its own:
+
+- ``SandboxCrmState`` (``Name``, ``Value``): the CRM schema version and whether triggers are
+  disabled;
+- ``SandboxDbSessions`` (``Sess_Host``, ``Sess_Program``, ``Sess_Connections``, ``Sess_LastSeen``):
+  the connections each node's IIS (one DLL), Tomcat (a pool of 10) and CRM services hold, written
+  by each node while they run and deleted when they stop. What ``database_sessions`` reports, as
+  SQL Server's ``sys.dm_exec_sessions`` would; rows not refreshed within the TTL are dead sessions.
+
+Only embedded (SQLite) or test/demo PostgreSQL databases are touched: never SQL Server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from config.crm_schema import CrmTables, NotEmbeddedDatabase
+
+SANDBOX_MD = MetaData()
+crm_state = Table(
+    "SandboxCrmState",
+    SANDBOX_MD,
+    Column("Name", String(60), primary_key=True),
+    Column("Value", String(200), nullable=True),
+)
+db_sessions = Table(
+    "SandboxDbSessions",
+    SANDBOX_MD,
+    Column("Sess_Host", String(100), primary_key=True),
+    Column("Sess_Program", String(60), primary_key=True),
+    Column("Sess_Connections", Integer, nullable=False),
+    Column("Sess_LastSeen", DateTime, nullable=False),
+)
+captions = Table(
+    "Custom_Captions",
+    SANDBOX_MD,
+    Column("Capt_CaptionId", Integer, primary_key=True, autoincrement=True),
+    Column("Capt_Family", String(40), nullable=False),
+    Column("Capt_Code", String(40), nullable=False),
+    Column("Capt_US", String(200), nullable=True),
+)
+edits = Table(
+    "Custom_Edits",
+    SANDBOX_MD,
+    Column("ColP_ColPropsId", Integer, primary_key=True, autoincrement=True),
+    Column("ColP_Entity", String(40), nullable=False),
+    Column("ColP_ColName", String(60), nullable=False),
+    Column("ColP_EntryType", Integer, nullable=True),
+)
+SYSTEM_VIEWS = ("vCompany", "vUserCompanyList")
+INTERNAL_TABLES = ("SandboxDbSessions",)
+
+_COMPANIES = [
+    ("Gatecom Ltd", "Customer", "Active"),
+    ("Design Right Inc", "Prospect", "Active"),
+    ("Eurolandia SA", "Customer", "Active"),
+    ("Kardiff Solutions", "Partner", "Active"),
+    ("Mercury Logistics", "Customer", "Inactive"),
+    ("Northwind Traders", "Customer", "Active"),
+    ("Sunrise Bakery", "Prospect", "Active"),
+    ("Blue Harbour Shipping", "Supplier", "Active"),
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class SandboxCrmDatabase:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        tables: CrmTables,
+        *,
+        node: str,
+        session_ttl: float = 30.0,
+    ) -> None:
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise NotEmbeddedDatabase(
+                f"the sandbox driver plays Sage CRM on SQLite or PostgreSQL only, not {engine.dialect.name}"
+            )
+        self.engine = engine
+        self.tables = tables
+        self.node = node
+        self.session_ttl = session_ttl
+
+    # Creation -----------------------------------------------------------------------------------------
+    async def ensure_schema(self, *, seed_version: str | None) -> None:
+        """Create what is missing (several sandboxes may start at once: retried on a clash).
+        The node holding the database (``seed_version`` given) seeds the version and demo data."""
+        for attempt in range(5):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(self.tables.metadata.create_all)
+                    await conn.run_sync(SANDBOX_MD.create_all)
+                    await self._create_views(conn, version=None)
+                break
+            except (IntegrityError, DBAPIError):
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        if seed_version is None:
+            return
+        async with self.engine.begin() as conn:
+            have = await conn.scalar(select(crm_state.c.Value).where(crm_state.c.Name == "version"))
+            if have is None:
+                await conn.execute(crm_state.insert().values(Name="version", Value=seed_version))
+                await conn.execute(crm_state.insert().values(Name="triggers", Value="enabled"))
+            t = self.tables
+            if not await conn.scalar(select(func.count()).select_from(t.company)):
+                n = t.names
+                rows = []
+                for i in range(40):
+                    name, kind, status = _COMPANIES[i % len(_COMPANIES)]
+                    rows.append(
+                        {
+                            n.comp_name: f"{name} {i + 1}",
+                            "Comp_Type": kind,
+                            "Comp_Status": status,
+                            "Comp_WebSite": f"www.company{i + 1}.example",
+                            n.comp_updated_date: datetime(2026, 1, 1) + timedelta(days=i),
+                        }
+                    )
+                await conn.execute(t.company.insert(), rows)
+            if not await conn.scalar(select(func.count()).select_from(captions)):
+                await conn.execute(
+                    captions.insert(),
+                    [
+                        {"Capt_Family": "Comp_Status", "Capt_Code": "Active", "Capt_US": "Active"},
+                        {"Capt_Family": "Comp_Status", "Capt_Code": "Inactive", "Capt_US": "Inactive"},
+                    ],
+                )
+                await conn.execute(
+                    edits.insert(),
+                    [
+                        {"ColP_Entity": "Company", "ColP_ColName": "Comp_Name", "ColP_EntryType": 10},
+                        {"ColP_Entity": "Company", "ColP_ColName": "Comp_Status", "ColP_EntryType": 21},
+                    ],
+                )
+
+    async def _create_views(self, conn: AsyncConnection, *, version: str | None) -> None:
+        """The system views; ``version`` 2017 R1 (views.es/user_views.es) adds columns."""
+        t = self.tables.names
+        comp = self.tables.company.name
+        q = conn.dialect.identifier_preparer.quote
+        cols = [q(t.comp_id), q(t.comp_name)]
+        if version == "2017 R1":
+            cols.append(q("Comp_Status"))
+            await conn.execute(text(f"DROP VIEW IF EXISTS {q('vCompany')}"))
+            await conn.execute(text(f"DROP VIEW IF EXISTS {q('vUserCompanyList')}"))
+        names = set(await conn.run_sync(lambda c: inspect(c).get_view_names()))
+        if "vCompany" not in names or version == "2017 R1":
+            await conn.execute(
+                text(f"CREATE VIEW {q('vCompany')} AS SELECT {', '.join(cols)} FROM {q(comp)}")
+            )
+        if "vUserCompanyList" not in names or version == "2017 R1":
+            extra = f", {q('Comp_Type')}" if version == "2017 R1" else ""
+            await conn.execute(
+                text(
+                    f"CREATE VIEW {q('vUserCompanyList')} AS SELECT {q(t.comp_id)}, {q(t.comp_name)}{extra} "
+                    f"FROM {q(comp)}"
+                )
+            )
+
+    # Version and triggers -------------------------------------------------------------------------
+    async def get_state(self, name: str) -> str | None:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(select(crm_state.c.Value).where(crm_state.c.Name == name))
+            return None if value is None else str(value)
+
+    async def set_state(self, name: str, value: str, conn: AsyncConnection | None = None) -> None:
+        async def _do(c: AsyncConnection) -> None:
+            res = await c.execute(update(crm_state).where(crm_state.c.Name == name).values(Value=value))
+            if res.rowcount == 0:
+                await c.execute(crm_state.insert().values(Name=name, Value=value))
+
+        if conn is not None:
+            await _do(conn)
+            return
+        async with self.engine.begin() as c:
+            await _do(c)
+
+    async def schema_version(self) -> str | None:
+        return await self.get_state("version")
+
+    # Sessions --------------------------------------------------------------------------------------
+    async def hold_sessions(self, programs: dict[str, int]) -> None:
+        """This node's connections now: ``{"eware.dll": 1, "tomcat": 10, …}``; others are closed."""
+        now = _now()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(db_sessions).where(
+                    db_sessions.c.Sess_Host == self.node, db_sessions.c.Sess_Program.not_in(list(programs))
+                )
+            )
+            for program, count in programs.items():
+                res = await conn.execute(
+                    update(db_sessions)
+                    .where(db_sessions.c.Sess_Host == self.node, db_sessions.c.Sess_Program == program)
+                    .values(Sess_Connections=count, Sess_LastSeen=now)
+                )
+                if res.rowcount == 0:
+                    await conn.execute(
+                        db_sessions.insert().values(
+                            Sess_Host=self.node,
+                            Sess_Program=program,
+                            Sess_Connections=count,
+                            Sess_LastSeen=now,
+                        )
+                    )
+
+    async def sessions(self) -> dict[str, dict[str, int]]:
+        """Live connections by host and program (rows refreshed within the TTL)."""
+        since = _now() - timedelta(seconds=self.session_ttl)
+        out: dict[str, dict[str, int]] = {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(db_sessions.c.Sess_Host, db_sessions.c.Sess_Program, db_sessions.c.Sess_Connections)
+                .where(db_sessions.c.Sess_LastSeen >= since)
+                .order_by(db_sessions.c.Sess_Host, db_sessions.c.Sess_Program)
+            )
+            for host, program, count in rows:
+                out.setdefault(str(host), {})[str(program)] = int(count)
+        return out
+
+    async def drop_all_sessions(self) -> None:
+        """What ``SET SINGLE_USER WITH ROLLBACK IMMEDIATE`` does to everyone else's sessions."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(db_sessions))
+
+    # Logons (the stand-in web server) ---------------------------------------------------------------
+    async def logon(self, user: str) -> int:
+        t = self.tables
+        n = t.names
+        async with self.engine.begin() as conn:
+            uid = await conn.scalar(select(t.users.c[n.user_id]).where(t.users.c[n.user_logon] == user))
+            if uid is None:
+                res = await conn.execute(t.users.insert().values({n.user_logon: user}))
+                uid = res.inserted_primary_key[0] if res.inserted_primary_key else None
+            res = await conn.execute(
+                t.activity.insert().values(
+                    {
+                        n.acty_user_id: uid,
+                        n.acty_server_name: self.node,
+                        n.acty_logon_time: _now(),
+                        n.acty_logoff: None,
+                    }
+                )
+            )
+            assert res.inserted_primary_key is not None
+            return int(res.inserted_primary_key[0])
+
+    async def logoff(self, *, sid: int | None = None, user: str | None = None) -> int:
+        t = self.tables
+        n = t.names
+        cond = (t.acty("acty_server_name") == self.node) & t.acty("acty_logoff").is_(None)
+        if sid is not None:
+            cond = cond & (t.acty("acty_id") == sid)
+        elif user is not None:
+            uid_q = select(t.users.c[n.user_id]).where(t.users.c[n.user_logon] == user).scalar_subquery()
+            cond = cond & (t.acty("acty_user_id") == uid_q)
+        else:
+            return 0
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(t.activity).where(cond).values({n.acty_logoff: "Y", n.acty_logoff_time: _now()})
+            )
+            return int(res.rowcount or 0)
+
+    async def open_sessions(self, timeout_minutes: int) -> list[dict[str, Any]]:
+        t = self.tables
+        n = t.names
+        since = _now() - timedelta(minutes=timeout_minutes)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.acty("acty_id"), t.users.c[n.user_logon], t.acty("acty_logon_time"))
+                .select_from(t.activity.outerjoin(t.users, t.users.c[n.user_id] == t.acty("acty_user_id")))
+                .where(
+                    t.acty("acty_server_name") == self.node,
+                    t.acty("acty_logoff").is_(None),
+                    t.acty("acty_logon_time") >= since,
+                )
+                .order_by(t.acty("acty_id"))
+            )
+            return [{"sid": int(a), "user": u, "logon_time": lt.isoformat()} for a, u, lt in rows]
+
+    # Records and schema -----------------------------------------------------------------------------
+    async def fingerprint(self, ids: list[int] | None, *, sample: int = 20) -> dict[str, Any]:
+        t = self.tables
+        n = t.names
+        cols = [
+            t.company.c[n.comp_id],
+            t.company.c[n.comp_name],
+            t.company.c["Comp_Type"],
+            t.company.c["Comp_Status"],
+            t.company.c["Comp_WebSite"],
+            t.company.c[n.comp_updated_date],
+        ]
+        async with self.engine.connect() as conn:
+            if ids is None:
+                all_ids = list((await conn.scalars(select(t.company.c[n.comp_id]))).all())
+                ids = sorted(random.sample(all_ids, min(sample, len(all_ids))))
+            rows = (await conn.execute(select(*cols).where(t.company.c[n.comp_id].in_(ids)))).all()
+        found = {int(r[0]): record_hash(list(r)) for r in rows}
+        return {
+            "records": {str(i): found.get(i) for i in ids},
+            "missing": [i for i in ids if i not in found],
+            "schema": await self.schema_hash(),
+            "schema_version": await self.schema_version(),
+        }
+
+    async def schema_hash(self) -> str:
+        """sha256 over tables, columns, indexes and views (definitions) of the CRM database."""
+
+        def describe(sync_conn: Any) -> dict[str, Any]:
+            insp = inspect(sync_conn)
+            out: dict[str, Any] = {}
+            for table in sorted(insp.get_table_names()):
+                if table in INTERNAL_TABLES:
+                    continue
+                out[f"table:{table}"] = {
+                    "columns": [(c["name"], str(c["type"])) for c in insp.get_columns(table)],
+                    "indexes": sorted(
+                        (str(i["name"]), tuple(str(c) for c in i["column_names"]), bool(i["unique"]))
+                        for i in insp.get_indexes(table)
+                    ),
+                }
+            for view in sorted(insp.get_view_names()):
+                cols = [c["name"] for c in insp.get_columns(view)]
+                out[f"view:{view}"] = cols
+            return out
+
+        async with self.engine.connect() as conn:
+            described = await conn.run_sync(describe)
+        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+    async def view_definitions(self) -> dict[str, str]:
+        def read(sync_conn: Any) -> dict[str, str]:
+            insp = inspect(sync_conn)
+            return {v: str(insp.get_view_definition(v) or "") for v in sorted(insp.get_view_names())}
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(read)
+
+
+def record_hash(values: list[Any]) -> str:
+    norm = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    return hashlib.sha256(json.dumps(norm, default=str).encode()).hexdigest()

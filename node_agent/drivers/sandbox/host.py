@@ -1,0 +1,684 @@
+"""The sandbox driver: one Sage CRM web server played on this machine, under the agent's data dir.
+
+    <data dir>/sandbox/state.json              service states, IIS start time, website path …
+    <data dir>/sandbox/registry.json           HKLM\\SOFTWARE\\eWare\\Config\\/<install>, Mappings
+    <data dir>/sandbox/Program Files (x86)/Sage/CRM/<install>/…      the install tree
+    <data dir>/sandbox/Program Files (x86)/Sage/CRM/<install>_backup  a restored program files backup
+    <backup root> (default <data dir>/backups)  what the backup actions write
+
+A fresh data dir is bootstrapped as an installed node of ``sandbox_version`` with
+``sandbox_roles``; an existing one is used as it is, so a restarted agent keeps its server.
+The CRM database is shared by every node (``CRMCLUSTER_CRM_DB_URL``); the node with the
+``database`` role seeds it. The website's physical path decides which tree is live: the guide's
+restore points it at ``<install>_backup``, and from then on that is the install (its version is the
+node's version, the installer upgrades it, backups copy it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.crm_schema import crm_tables
+from config.database import make_engine
+from config.secrets import register_secret, secret_hash
+from config.settings import AgentSettings
+from config.sysparams import SysParamsStore
+from config.vocabulary import Role
+from node_agent.drivers.base import ActionFailed, HostDriver, OperationContext, resolve_under
+from node_agent.drivers.sandbox import database_backup
+from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
+from node_agent.drivers.sandbox.faults import Faults
+from node_agent.drivers.sandbox.install_tree import InstallTree, tree_manifest
+from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller
+from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key, mappings_key
+from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
+from node_agent.journal import atomic_write_text
+from node_agent.protocol import (
+    Action,
+    BackupParams,
+    DllPathParams,
+    FingerprintParams,
+    LibraryParams,
+    LicenseParams,
+    NodeStatus,
+    NoParams,
+    RestoreParams,
+    RunInstallerParams,
+    ServiceParams,
+    ServiceStatus,
+)
+from node_agent.upgrade_log import parse_upgrade_log
+from node_agent.warmup import warmup_logon
+
+log = logging.getLogger("crmcluster.agent.sandbox")
+
+RUNNING, STOPPED, NOT_INSTALLED = "running", "stopped", "not_installed"
+SERVICES = ("indexer", "escalation", "email_manager", "integration")
+_ROLE_SERVICES = {Role.INDEXER: "indexer", Role.ESCALATION: "escalation", Role.EMAIL_MANAGER: "email_manager"}
+TOMCAT_POOL = 10
+MAX_REGISTRATIONS = 5
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _crash() -> None:  # pragma: no cover - ends the process
+    os._exit(70)
+
+
+class SandboxDriver(HostDriver):
+    kind = "sandbox"
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        crm_engine: AsyncEngine | None = None,
+        crash: Callable[[], None] = _crash,
+        web_host: str = "127.0.0.1",
+    ) -> None:
+        if not settings.name:
+            raise ValueError("the sandbox driver needs the node's name")
+        self.settings = settings
+        self.node = settings.name
+        self.install_name = settings.install_name
+        self.session_timeout_minutes = settings.session_timeout_minutes
+        self.base = settings.data_dir.resolve() / "sandbox"
+        self.programs_root = self.base / "Program Files (x86)" / "Sage" / "CRM"
+        self.backup_root = (
+            Path(settings.backup_root).resolve()
+            if settings.backup_root
+            else (settings.data_dir.resolve() / "backups")
+        )
+        self.library_root = (settings.sandbox_library_root or settings.data_dir / "library").resolve()
+        self.faults = Faults(settings.sandbox_faults)
+        self.registry = SandboxRegistry(self.base / "registry.json")
+        self._state_path = self.base / "state.json"
+        self._state: dict[str, Any] = {}
+        self._own_engine = crm_engine is None
+        self._engine = crm_engine or make_engine(settings.crm_url)
+        self.tables = crm_tables(settings.crm_names)
+        self._db = SandboxCrmDatabase(
+            self._engine, self.tables, node=self.node, session_ttl=settings.sandbox_session_ttl
+        )
+        self._crash = crash
+        self._web = StandInWebServer(build_web_app(self), host=web_host, port=settings.sandbox_web_port)
+        self._refresher: asyncio.Task[None] | None = None
+        self.warmup_transport: Any = None  # tests may route the warm-up through an ASGI transport
+
+    # State ---------------------------------------------------------------------------------------------
+    def _save(self) -> None:
+        atomic_write_text(self._state_path, json.dumps(self._state, indent=1, sort_keys=True))
+
+    def _set(self, **changes: Any) -> None:
+        self._state.update(changes)
+        self._save()
+
+    @property
+    def crm_db(self) -> SandboxCrmDatabase:
+        return self._db
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self._state.get("roles", []))
+
+    @property
+    def web_running(self) -> bool:
+        return self._state.get("web") == RUNNING
+
+    @property
+    def tomcat_running(self) -> bool:
+        return self._state.get("tomcat") == RUNNING
+
+    @property
+    def tree(self) -> InstallTree:
+        """The live install tree: the one the website's physical path points into."""
+        website = str(self._state.get("website_path") or f"{self.install_name}/WWWRoot")
+        return InstallTree(self.programs_root / website.split("/")[0], self.install_name)
+
+    @property
+    def version(self) -> str | None:
+        return self.tree.version
+
+    @property
+    def web_url(self) -> str:
+        return self._web.url
+
+    @property
+    def holds_database(self) -> bool:
+        return Role.DATABASE.value in self.roles
+
+    # Start and stop --------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._state_path.exists():
+            self._state = json.loads(self._state_path.read_text(encoding="utf-8"))
+            log.info("sandbox %s: using the existing install under %s", self.node, self.base)
+        else:
+            self._bootstrap()
+        self.backup_root.mkdir(parents=True, exist_ok=True)
+        await self._db.ensure_schema(
+            seed_version=self.settings.sandbox_version if self.holds_database else None
+        )
+        port = self.settings.sandbox_web_port or int(self._state.get("web_port") or 0)
+        self._web.port = port
+        await self._web.start(fallback_to_free_port=not self.settings.sandbox_web_port)
+        self._set(web_port=self._web.port)
+        await self._refresh_sessions()
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="sandbox-sessions")
+
+    def _bootstrap(self) -> None:
+        s = self.settings
+        roles = s.roles
+        version = s.sandbox_version
+        tree = InstallTree(self.programs_root / self.install_name, self.install_name)
+        tree.create(version=version, replication_engine=Role.REPLICATION_ENGINE.value in roles)
+        services = {name: NOT_INSTALLED for name in SERVICES}
+        for role, name in _ROLE_SERVICES.items():
+            if role.value in roles:
+                services[name] = RUNNING
+        self.registry.save(
+            {
+                config_key(self.install_name): {
+                    "Version": version,
+                    "InstallName": self.install_name,
+                    "RootPath": str(tree.root),
+                    "ServerName": self.node,
+                    "DefaultDatabase": self.install_name,
+                },
+                mappings_key(self.install_name): {
+                    "Path": f"/{self.install_name.lower()}",
+                    "Install": self.install_name,
+                },
+            }
+        )
+        self._state = {
+            "roles": roles,
+            "web": RUNNING,
+            "tomcat": RUNNING,
+            "services": services,
+            "iis_started_at": _now().isoformat(),
+            "exchange_integration": Role.REPLICATION_ENGINE.value in roles,
+            "website_path": f"{self.install_name}/WWWRoot",
+            "dll_registered": f"{self.install_name}/WWWRoot/eware.dll",
+            "registrations": {},
+            "license_hash": None,
+            "web_port": s.sandbox_web_port,
+        }
+        self._save()
+        log.info(
+            "sandbox %s: installed Sage CRM %s (%s) under %s", self.node, version, ",".join(roles), self.base
+        )
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refresher
+        await self._web.stop()
+        if self._own_engine:
+            await self._engine.dispose()
+
+    async def _refresh_loop(self) -> None:
+        interval = max(0.5, min(5.0, self.settings.sandbox_session_ttl / 3))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._refresh_sessions()
+            except Exception as exc:  # the database may be away for a while: keep trying
+                log.debug("sandbox %s: cannot refresh sessions: %s", self.node, type(exc).__name__)
+
+    def _programs(self) -> dict[str, int]:
+        held: dict[str, int] = {}
+        if self.web_running:
+            held["eware.dll"] = 1
+        if self.tomcat_running:
+            held["tomcat"] = TOMCAT_POOL
+        for name, state in self._state.get("services", {}).items():
+            if state == RUNNING:
+                held[f"service:{name}"] = 1
+        return held
+
+    async def _refresh_sessions(self) -> None:
+        await self._db.hold_sessions(self._programs())
+
+    # Status ------------------------------------------------------------------------------------------
+    async def iis_started_at(self) -> datetime | None:
+        raw = self._state.get("iis_started_at")
+        return datetime.fromisoformat(raw) if raw and self.web_running else None
+
+    def note_warmup(self, when: datetime) -> None:
+        self._set(last_warmup_at=when.isoformat())
+
+    def simulate_iis_reset(self) -> None:
+        """An ``iisreset`` or app-pool recycle done outside the agent (the watcher must notice)."""
+        self._set(web=RUNNING, iis_started_at=_now().isoformat())
+
+    async def status(self) -> NodeStatus:
+        logged_on: int | None
+        try:
+            logged_on = len(await self._db.open_sessions(self.session_timeout_minutes))
+        except Exception:
+            logged_on = None
+        services = {k: ServiceStatus(v) for k, v in self._state.get("services", {}).items()}
+        warm = self._state.get("last_warmup_at")
+        return NodeStatus(
+            name=self.node,
+            install_name=self.install_name,
+            version=self.version,
+            roles=self.roles,
+            web=ServiceStatus(self._state.get("web", "unknown")),
+            tomcat=ServiceStatus(self._state.get("tomcat", "unknown")),
+            services=services,
+            replication_engine=self.tree.has_replication_engine,
+            exchange_integration=bool(self._state.get("exchange_integration")),
+            library_reachable=self.library_root.is_dir(),
+            free_disk_bytes=shutil.disk_usage(
+                self.base if self.base.exists() else self.settings.data_dir
+            ).free,
+            last_iis_start=await self.iis_started_at(),
+            web_url=self.web_url,
+            logged_on=logged_on,
+            last_warmup_at=datetime.fromisoformat(warm) if warm else None,
+            driver=self.kind,
+        )
+
+    # Faults ------------------------------------------------------------------------------------------
+    async def perform(self, action: Action, params: Any, ctx: OperationContext) -> dict[str, Any]:
+        ctx.progress(0.05, f"{action.value} on {self.node}")
+        kinds = ("hang", "crash") if action == Action.RUN_INSTALLER else ("fail", "hang", "crash")
+        fault = self.faults.take(action, *kinds)
+        if fault == "fail":
+            raise ActionFailed(f"injected fault: {action.value} fails on {self.node}")
+        if fault == "hang":
+            ctx.log(f"injected fault: {action.value} hangs until cancelled")
+            await asyncio.Event().wait()
+        if fault == "crash":
+            ctx.log(f"injected fault: the agent dies during {action.value}")
+            self._crash()
+            raise ActionFailed("injected crash")  # only reached when the crash hook returns (tests)
+        return await super().perform(action, params, ctx)
+
+    # Paths ---------------------------------------------------------------------------------------------
+    def _destination(self, given: str | None, kind: str, ctx: OperationContext) -> tuple[Path, str]:
+        rel = given or f"{kind}/{ctx.op_id.replace(':', '-')}"
+        path = resolve_under(self.backup_root, rel)
+        return path, path.relative_to(self.backup_root.resolve()).as_posix()
+
+    def _source(self, rel: str) -> Path:
+        path = resolve_under(self.backup_root, rel)
+        if not path.exists():
+            raise ActionFailed(f"no backup at {rel}")
+        return path
+
+    # IIS and Tomcat ------------------------------------------------------------------------------------
+    async def stop_web(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        ctx.log("iisreset /stop")
+        self._set(web=STOPPED)
+        await self._refresh_sessions()
+        return {"web": STOPPED}
+
+    async def start_web(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        ctx.log("iisreset /start")
+        if not self.tree.exists():
+            raise ActionFailed(
+                f"the website's physical path has no eware.dll: {self._state.get('website_path')}"
+            )
+        self._set(web=RUNNING, iis_started_at=_now().isoformat())
+        await self._refresh_sessions()
+        return {"web": RUNNING, "iis_started_at": self._state["iis_started_at"]}
+
+    async def stop_tomcat(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        ctx.log(f"sc stop {self.install_name}Tomcat7")
+        self._set(tomcat=STOPPED)
+        await self._refresh_sessions()
+        return {"tomcat": STOPPED}
+
+    async def start_tomcat(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        ctx.log(f"sc start {self.install_name}Tomcat7")
+        self._set(tomcat=RUNNING)
+        await self._refresh_sessions()
+        return {"tomcat": RUNNING}
+
+    # CRM services ----------------------------------------------------------------------------------------
+    def _service(self, name: str) -> str:
+        return str(self._state.get("services", {}).get(name, NOT_INSTALLED))
+
+    async def _set_service(self, name: str, state: str) -> None:
+        services = dict(self._state.get("services", {}))
+        services[name] = state
+        self._set(services=services)
+        await self._refresh_sessions()
+
+    async def install_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
+        if self._service(params.service) != NOT_INSTALLED:
+            ctx.log(f"{params.service} is already installed")
+        else:
+            await self._set_service(params.service, STOPPED)
+        return {"service": params.service, "state": self._service(params.service)}
+
+    async def uninstall_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
+        await self._set_service(params.service, NOT_INSTALLED)
+        return {"service": params.service, "state": NOT_INSTALLED}
+
+    async def start_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
+        if self._service(params.service) == NOT_INSTALLED:
+            raise ActionFailed(f"the {params.service} service is not installed on {self.node}")
+        await self._set_service(params.service, RUNNING)
+        return {"service": params.service, "state": RUNNING}
+
+    async def stop_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
+        if self._service(params.service) == RUNNING:
+            await self._set_service(params.service, STOPPED)
+        return {"service": params.service, "state": self._service(params.service)}
+
+    # Backups ---------------------------------------------------------------------------------------------
+    async def backup_program_files(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "program_files", ctx)
+        tree = self.tree
+        ctx.log(f"copying {tree.root.name} (Tomcat included) to {rel}")
+        manifest = await asyncio.to_thread(tree.copy_to, dest)
+        return {"path": rel, "version": tree.version, **manifest}
+
+    async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "registry", ctx)
+        dest.mkdir(parents=True, exist_ok=True)
+        files = []
+        for key, fname in (
+            (config_key(self.install_name), f"Config_{self.install_name}.reg"),
+            (mappings_key(self.install_name), f"Mappings_{self.install_name}.reg"),
+        ):
+            ctx.log(f"reg export {key} {fname}")
+            atomic_write_text(dest / fname, self.registry.export(key))
+            files.append(fname)
+        return {"path": rel, **tree_manifest(dest), "exports": files}
+
+    async def backup_database(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "database", ctx)
+        manifest = await database_backup.backup_database(self.settings.crm_url, dest, ctx)
+        return {"path": rel, "schema_version": await self._db.schema_version(), **manifest}
+
+    async def backup_views(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "views", ctx)
+        views = await self._db.view_definitions()
+        body = "".join(f"-- {name}\n{sql.strip()};\n\n" for name, sql in views.items())
+        atomic_write_text(dest / "views.sql", body)
+        return {"path": rel, "views": sorted(views), **tree_manifest(dest)}
+
+    # Restores --------------------------------------------------------------------------------------------
+    async def restore_program_files(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
+        source = self._source(params.source)
+        backup_tree = InstallTree(source, self.install_name)
+        if not backup_tree.exists():
+            raise ActionFailed(f"{params.source} is not a program files backup (no WWWRoot/eware.dll)")
+        manifest_file = source.parent / (source.name + ".manifest.json")
+        if manifest_file.exists():
+            expected = json.loads(manifest_file.read_text(encoding="utf-8"))
+            if tree_manifest(source)["sha256"] != expected.get("sha256"):
+                raise ActionFailed(f"{params.source} does not match its manifest: the backup is damaged")
+        folder = f"{self.install_name}_backup"
+        ctx.log(f"copying {params.source} to {folder}")
+        await asyncio.to_thread(backup_tree.copy_to, self.programs_root / folder)
+        self._set(website_path=f"{folder}/WWWRoot")
+        ctx.log(f"website physical path -> {folder}\\WWWRoot")
+        return {"path": folder, "website_path": f"{folder}/WWWRoot", "version": self.version}
+
+    async def restore_registry(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
+        source = self._source(params.source)
+        files = sorted(source.glob("*.reg"))
+        if not files:
+            raise ActionFailed(f"{params.source} holds no .reg file")
+        keys: list[str] = []
+        for f in files:
+            ctx.log(f"reg import {f.name}")
+            keys += self.registry.import_reg(f.read_text(encoding="utf-8"))
+        return {"keys": keys}
+
+    async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
+        source = self._source(params.source)
+        await database_backup.verify_backup(source)
+        ctx.log("exclusive access: every other session is rolled back")
+        await self._db.drop_all_sessions()
+        await self._engine.dispose()
+        manifest = await database_backup.restore_database(self.settings.crm_url, source, ctx)
+        await self._engine.dispose()
+        await self._db.drop_all_sessions()
+        await self._refresh_sessions()
+        return {"restored_from": params.source, "schema_version": await self._db.schema_version(), **manifest}
+
+    # Registration and the website -----------------------------------------------------------------------
+    def _programs_path(self, rel: str) -> Path:
+        return resolve_under(self.programs_root, rel)
+
+    async def register_dll(self, params: DllPathParams, ctx: OperationContext) -> dict[str, Any]:
+        rel = params.path or f"{self._state.get('website_path')}/eware.dll"
+        path = self._programs_path(rel)
+        if path.is_dir():
+            path = path / "WWWRoot" / "eware.dll" if (path / "WWWRoot").is_dir() else path / "eware.dll"
+        if not path.is_file():
+            raise ActionFailed(f"regsvr32: the module {rel} failed to load: no such file")
+        registered = path.relative_to(self.programs_root.resolve()).as_posix()
+        ctx.log(f"regsvr32 /s {registered}")
+        self._set(dll_registered=registered)
+        return {"registered": registered}
+
+    async def redirect_website(self, params: DllPathParams, ctx: OperationContext) -> dict[str, Any]:
+        rel = params.path or f"{self.install_name}/WWWRoot"
+        path = self._programs_path(rel)
+        if (path / "WWWRoot").is_dir():
+            path = path / "WWWRoot"
+        if not (path / "eware.dll").is_file():
+            raise ActionFailed(f"{rel} is not a Sage CRM website (no eware.dll)")
+        website = path.relative_to(self.programs_root.resolve()).as_posix()
+        self._set(website_path=website)
+        ctx.log(f"website physical path -> {website}")
+        return {"website_path": website, "version": self.version}
+
+    # The installer ---------------------------------------------------------------------------------------
+    def _check_key(self, key: str, action: Action) -> str:
+        register_secret(key)
+        if len(key) < 8 or self.faults.take(action, "invalid"):
+            raise ActionFailed("the license key is not valid for Sage CRM 2017 R1")
+        return secret_hash(key)
+
+    async def run_installer(self, params: RunInstallerParams, ctx: OperationContext) -> dict[str, Any]:
+        key_hash = self._check_key(params.license_key.get_secret_value(), Action.RUN_INSTALLER)
+        if params.database is not None:
+            register_secret(params.database.password)
+        fail = self.faults.take(Action.RUN_INSTALLER, "fail") is not None
+        log_error = self.faults.take(Action.RUN_INSTALLER, "log_error") is not None
+        must_fix = self.faults.take(Action.RUN_INSTALLER, "nb") is not None
+        if params.register_install:
+            count = int(self._state.get("registrations", {}).get(key_hash, 0))
+            if count >= MAX_REGISTRATIONS:
+                raise ActionFailed(
+                    "the license key is registered five times already: contact your business partner"
+                )
+        if params.mode == "add_node":
+            return await self._add_node(params, ctx, key_hash)
+        was_web, was_tomcat = self.web_running, self.tomcat_running
+        result: dict[str, Any] = {"mode": "upgrade"}
+        ctx.progress(0.1, "stopping IIS")
+        self._set(web=STOPPED, tomcat=STOPPED)
+        await self._refresh_sessions()
+        if params.backup:
+            result["backup"] = await self._wizard_backup(
+                params, ctx, with_database=params.database is not None
+            )
+        installer = SandboxInstaller(
+            tree=self.tree, registry=self.registry, db=self._db, install_name=self.install_name
+        )
+        try:
+            upgraded = await installer.upgrade(
+                to_version=params.version,
+                with_database=params.database is not None,
+                ctx=ctx,
+                fail=fail,
+                log_error=log_error,
+                must_fix=must_fix,
+            )
+        except InstallerFault as exc:
+            raise ActionFailed(str(exc)) from exc
+        result.update(upgraded)
+        if params.register_install:
+            regs = dict(self._state.get("registrations", {}))
+            regs[key_hash] = int(regs.get(key_hash, 0)) + 1
+            self._set(registrations=regs)
+            result["registered"] = True
+        self._set(license_hash=key_hash)
+        if was_web:
+            self._set(web=RUNNING, iis_started_at=_now().isoformat())
+        if was_tomcat:
+            self._set(tomcat=RUNNING)
+        await self._refresh_sessions()
+        result["version"] = self.version
+        return result
+
+    async def _wizard_backup(
+        self, params: RunInstallerParams, ctx: OperationContext, *, with_database: bool
+    ) -> dict[str, Any]:
+        """The wizard's "Backup existing copy of the database, program files and registry"."""
+        base = params.backup_location or f"installer/{ctx.op_id.replace(':', '-')}"
+        out: dict[str, Any] = {}
+        sub = BackupParams(destination=f"{base}/{self.install_name}_backup")
+        out["program_files"] = (await self.backup_program_files(sub, ctx))["path"]
+        out["registry"] = (await self.backup_registry(BackupParams(destination=f"{base}/registry"), ctx))[
+            "path"
+        ]
+        if with_database:
+            out["database"] = (await self.backup_database(BackupParams(destination=f"{base}/database"), ctx))[
+                "path"
+            ]
+        ctx.log("the wizard backed up to " + ", ".join(f"{k}: {v}" for k, v in out.items()))
+        return out
+
+    async def _add_node(
+        self, params: RunInstallerParams, ctx: OperationContext, key_hash: str
+    ) -> dict[str, Any]:
+        tree = self.tree
+        if tree.exists() and tree.version == params.version:
+            ctx.log(f"Sage CRM {params.version} is already installed")
+            return {"mode": "add_node", "version": tree.version, "installed": False}
+        if tree.exists():
+            raise ActionFailed(f"Sage CRM {tree.version} is installed here: upgrade it instead")
+        tree.create(version=params.version, replication_engine=True)
+        self.registry.set_values(config_key(self.install_name), {"Version": params.version})
+        self._set(web=RUNNING, tomcat=RUNNING, iis_started_at=_now().isoformat(), license_hash=key_hash)
+        await self._refresh_sessions()
+        return {"mode": "add_node", "version": params.version, "installed": True, "replication_engine": True}
+
+    async def read_upgrade_log(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        path = self.tree.upgrade_log
+        if not path.is_file():
+            raise ActionFailed("no upgrade log: Setup/upgradelog.html does not exist")
+        return parse_upgrade_log(path.read_text(encoding="utf-8")).as_result()
+
+    # Database switches ---------------------------------------------------------------------------------
+    async def disable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        await self._db.set_state("triggers", "disabled")
+        return {"triggers": "disabled"}
+
+    async def enable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        await self._db.set_state("triggers", "enabled")
+        return {"triggers": "enabled"}
+
+    async def disable_exchange_integration(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        self._set(exchange_integration=False)
+        return {"exchange_integration": False}
+
+    async def enable_exchange_integration(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        self._set(exchange_integration=True)
+        return {"exchange_integration": True}
+
+    async def install_replication_engine(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        self.tree.add_replication_engine(self.version or "")
+        return {"replication_engine": True}
+
+    async def remove_replication_engine(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        """The guide: stop <install>Tomcat7, remove the war and its folder, start Tomcat again."""
+        was = self.tomcat_running
+        if was:
+            self._set(tomcat=STOPPED)
+        removed = self.tree.remove_replication_engine()
+        ctx.log(("removed " if removed else "no ") + f"{self.install_name}ExchangeSyncEngine.war")
+        if was:
+            self._set(tomcat=RUNNING)
+        return {"replication_engine": False, "removed": removed}
+
+    async def reload_metadata(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        when = _now().isoformat()
+        self._set(metadata_loaded_at=when)
+        return {"reloaded_at": when, "schema": await self._db.schema_hash()}
+
+    async def warmup_logon(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        result = await warmup_logon(
+            base_url=self.web_url,
+            install_name=self.install_name,
+            user=self.settings.warmup_user,
+            password=None,
+            transport=self.warmup_transport,
+        )
+        self.note_warmup(_now())
+        return result
+
+    async def check_license(self, params: LicenseParams, ctx: OperationContext) -> dict[str, Any]:
+        key_hash = self._check_key(params.license_key.get_secret_value(), Action.CHECK_LICENSE)
+        self._set(license_hash=key_hash)
+        return {"valid": True, "version": "2017 R1", "key_hash": key_hash}
+
+    async def probe_library(self, params: LibraryParams, ctx: OperationContext) -> dict[str, Any]:
+        unc = params.path
+        if unc is None:
+            store = SysParamsStore(self.tables, self.settings.sysparam_row_names())
+            async with self._engine.connect() as conn:
+                unc = (await store.read(conn)).doc_store
+            if not unc:
+                raise ActionFailed("no library path: DocStore is not set in Custom_SysParams")
+        parts = [p for p in unc.split("\\") if p][2:]
+        if not self.library_root.is_dir():
+            raise ActionFailed(f"the library share {unc} is not reachable")
+        folder = resolve_under(self.library_root, "/".join(parts)) if parts else self.library_root
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".crmcluster-probe-{self.node}"
+        probe.write_text(self.node, encoding="utf-8")
+        ok = probe.read_text(encoding="utf-8") == self.node
+        probe.unlink(missing_ok=True)
+        if not ok:
+            raise ActionFailed(f"the library {unc} did not read back what was written")
+        return {"path": unc, "reachable": True, "writable": True}
+
+    async def fingerprint_records(self, params: FingerprintParams, ctx: OperationContext) -> dict[str, Any]:
+        return await self._db.fingerprint(params.ids)
+
+    async def database_sessions(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        by_host = await self._db.sessions()
+        hosts = {h: sum(p.values()) for h, p in by_host.items()}
+        return {"hosts": hosts, "programs": by_host, "total": sum(hosts.values())}
+
+    async def list_dta_objects(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        def find(sync_conn: Any) -> list[dict[str, str]]:
+            insp = inspect(sync_conn)
+            found = []
+            for table in insp.get_table_names():
+                for ix in insp.get_indexes(table):
+                    name = str(ix["name"] or "")
+                    if name.startswith(("_dta_index_", "_dta_stat_")):
+                        kind = "index" if name.startswith("_dta_index_") else "statistics"
+                        found.append({"table": table, "name": name, "kind": kind})
+            return found
+
+        async with self._engine.connect() as conn:
+            objects = await conn.run_sync(find)
+        return {"objects": objects, "count": len(objects)}

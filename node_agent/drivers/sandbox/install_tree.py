@@ -1,0 +1,134 @@
+"""The sandbox's install tree: what the Sage CRM installer puts under
+``Program Files (x86)\\Sage\\CRM\\<install>`` — ``WWWRoot`` with ``eware.dll``, ``CustomPages`` and
+the help, ``tomcat\\webapps`` with the Replication Engine's ``<install>ExchangeSyncEngine.war`` on
+the node that holds it, ``Setup`` for the upgrade log — and copies of it (the program files backup,
+the guide's ``<install>_backup`` folder).
+
+The tree's version is written into ``eware.dll`` (a text stand-in for the DLL's file version), so a
+restored tree reports the version it was backed up at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from node_agent.journal import atomic_write_text
+
+DLL_MARK = "Sage CRM eware.dll stand-in; version="
+
+
+class InstallTree:
+    def __init__(self, root: Path, install_name: str) -> None:
+        self.root = root
+        self.install = install_name
+
+    # Places ------------------------------------------------------------------------------------------
+    @property
+    def wwwroot(self) -> Path:
+        return self.root / "WWWRoot"
+
+    @property
+    def dll(self) -> Path:
+        return self.wwwroot / "eware.dll"
+
+    @property
+    def webapps(self) -> Path:
+        return self.root / "tomcat" / "webapps"
+
+    @property
+    def war(self) -> Path:
+        return self.webapps / f"{self.install}ExchangeSyncEngine.war"
+
+    @property
+    def war_folder(self) -> Path:
+        return self.webapps / f"{self.install}ExchangeSyncEngine"
+
+    @property
+    def setup(self) -> Path:
+        return self.root / "Setup"
+
+    @property
+    def upgrade_log(self) -> Path:
+        return self.setup / "upgradelog.html"
+
+    def exists(self) -> bool:
+        return self.dll.is_file()
+
+    # Version -----------------------------------------------------------------------------------------
+    @property
+    def version(self) -> str | None:
+        try:
+            text = self.dll.read_text(encoding="utf-8")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(DLL_MARK):
+                return line[len(DLL_MARK) :].strip()
+        return None
+
+    def write_dll(self, version: str) -> None:
+        atomic_write_text(self.dll, f"{DLL_MARK}{version}\n")
+
+    # Building --------------------------------------------------------------------------------------
+    def create(self, *, version: str, replication_engine: bool) -> None:
+        """A fresh install of ``version`` (what the installer's "New Install" leaves)."""
+        self.write_dll(version)
+        (self.wwwroot / "CustomPages").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.wwwroot / "CustomPages" / "readme.txt", f"Custom pages of {self.install}\n")
+        atomic_write_text(self.wwwroot / "HELP" / "EN" / "default.htm", f"<p>Sage CRM {version} help</p>\n")
+        atomic_write_text(self.root / "tomcat" / "conf" / "server.xml", '<Server port="8005"/>\n')
+        self.webapps.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.webapps / "sdata.war", f"sdata {version}\n")
+        self.setup.mkdir(parents=True, exist_ok=True)
+        if replication_engine:
+            self.add_replication_engine(version)
+
+    def add_replication_engine(self, version: str) -> None:
+        atomic_write_text(self.war, f"{self.install}ExchangeSyncEngine {version}\n")
+        self.war_folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.war_folder / "WEB-INF" / "web.xml", "<web-app/>\n")
+
+    def remove_replication_engine(self) -> bool:
+        """The guide's step: remove the ``.war`` and its unpacked folder. True when there was one."""
+        had = self.war.exists() or self.war_folder.exists()
+        if self.war.exists():
+            self.war.unlink()
+        if self.war_folder.exists():
+            shutil.rmtree(self.war_folder)
+        return had
+
+    @property
+    def has_replication_engine(self) -> bool:
+        return self.war.exists()
+
+    # Copies ------------------------------------------------------------------------------------------
+    def copy_to(self, destination: Path) -> dict[str, object]:
+        """Copy the whole install folder (Tomcat included) and write a manifest; returns it."""
+        if destination.exists():
+            shutil.rmtree(destination)
+        tmp = destination.with_name(destination.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(self.root, tmp, symlinks=True)
+        manifest = tree_manifest(tmp)
+        os.replace(tmp, destination)
+        atomic_write_text(destination.parent / (destination.name + ".manifest.json"), json.dumps(manifest))
+        return manifest
+
+
+def tree_manifest(root: Path) -> dict[str, object]:
+    """Files, total size and one sha256 over every (relative path, content hash) pair."""
+    h = hashlib.sha256()
+    files = 0
+    size = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        data = path.read_bytes()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        files += 1
+        size += len(data)
+    return {"files": files, "bytes": size, "sha256": h.hexdigest()}

@@ -1,0 +1,95 @@
+"""Heartbeats: the agent pushes its status to the controller
+(``POST {controller}/api/v1/agents/{name}/heartbeat``, the agent token, a
+:class:`~node_agent.protocol.Heartbeat`) every ``heartbeat_interval`` seconds.
+
+While the controller does not answer, the wait doubles after each failure up to
+``heartbeat_max_backoff`` and returns to the interval after the first success. Without a
+controller URL there are no heartbeats and the agent works on alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import httpx
+
+from node_agent.protocol import Heartbeat, NodeStatus
+
+log = logging.getLogger("crmcluster.agent.heartbeat")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class HeartbeatSender:
+    def __init__(
+        self,
+        *,
+        controller_url: str,
+        name: str,
+        token: str,
+        status: Callable[[], Awaitable[NodeStatus]],
+        agent_url: str | None,
+        interval: float,
+        max_backoff: float,
+        clock: Callable[[], datetime],
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.url = f"{controller_url.rstrip('/')}/api/v1/agents/{name}/heartbeat"
+        self._token = token
+        self._status = status
+        self.agent_url = agent_url
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self._clock = clock
+        self._transport = transport
+        self._sleep = sleep
+        self.failures = 0
+        self.sent = 0
+        self.last_answer: dict[str, object] | None = None
+
+    def next_delay(self) -> float:
+        if self.failures == 0:
+            return self.interval
+        return float(min(self.max_backoff, self.interval * (2 ** min(self.failures, 16))))
+
+    async def send_once(self, client: httpx.AsyncClient) -> bool:
+        """One heartbeat; True when the controller took it."""
+        try:
+            status = await self._status()
+            beat = Heartbeat(status=status, agent_url=self.agent_url, sent_at=self._clock())
+            resp = await client.post(
+                self.url,
+                content=beat.model_dump_json(),
+                headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            self._failed(f"unreachable ({type(exc).__name__})")
+            return False
+        if resp.status_code >= 300:
+            self._failed(f"answered {resp.status_code}")
+            return False
+        if self.failures:
+            log.info("heartbeat: the controller answers again after %d failures", self.failures)
+        self.failures = 0
+        self.sent += 1
+        try:
+            body = resp.json()
+            self.last_answer = body if isinstance(body, dict) else None
+        except ValueError:
+            self.last_answer = None
+        return True
+
+    def _failed(self, why: str) -> None:
+        self.failures += 1
+        level = logging.WARNING if self.failures in (1, 5) or self.failures % 50 == 0 else logging.DEBUG
+        log.log(level, "heartbeat: controller %s; next try in %.0fs", why, self.next_delay())
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:
+            while True:
+                await self.send_once(client)
+                await self._sleep(self.next_delay())

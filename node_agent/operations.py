@@ -1,0 +1,229 @@
+"""Operations: the controller's requests, run once each as supervised asyncio tasks.
+
+The life of an operation::
+
+    submit(op_id) ──► pending ──(node lock)──► running ──► succeeded | failed
+                         │                        │
+                         └──── cancel ────────────┴──► cancelled
+                 agent stops or dies while running ──► interrupted (read back from the journal)
+
+Invariants:
+
+- one op id, one operation: submitting a known op id returns its record and runs nothing (a
+  different action under a known op id is refused);
+- every change of state, progress or log tail is journalled before anyone can read it, so a
+  record read after a restart is never more hopeful than what happened: an operation found
+  ``pending``/``running`` in the journal at start reads ``interrupted``, never ``succeeded``;
+- actions that change the server hold the node's lock (one at a time); read-only actions
+  (:data:`~node_agent.drivers.base.READ_ONLY_ACTIONS`) run beside them;
+- cancel reaches the running work: the task is cancelled, subprocesses are terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from config.secrets import redact, redact_mapping
+from node_agent.drivers.base import READ_ONLY_ACTIONS, DriverError, HostDriver, OperationContext
+from node_agent.journal import OperationJournal
+from node_agent.protocol import Action, OperationRecord, OperationState, Params
+from node_agent.runner import CommandRunner, CommandTimeout
+
+log = logging.getLogger("crmcluster.agent.operations")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OperationConflict(Exception):
+    """The op id is known under another action."""
+
+
+class UnknownOperation(Exception):
+    pass
+
+
+def shown_params(params: Params) -> dict[str, Any]:
+    """Params as a record shows them: secrets masked."""
+    dumped = params.model_dump(mode="json", by_alias=True, exclude_none=True)
+    masked: dict[str, Any] = redact_mapping(dumped)
+    return masked
+
+
+@dataclass
+class _Operation:
+    record: OperationRecord
+    ctx: OperationContext | None = None
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class OperationManager:
+    def __init__(
+        self,
+        *,
+        driver: HostDriver,
+        journal: OperationJournal,
+        runner: CommandRunner,
+        clock: Clock = utcnow,
+        keep: timedelta = timedelta(days=30),
+    ) -> None:
+        self.driver = driver
+        self.journal = journal
+        self.runner = runner
+        self.clock = clock
+        self.keep = keep
+        self._ops: dict[str, _Operation] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = False
+
+    # Start and stop ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read the journal; what was pending or running when the agent stopped is interrupted."""
+        records = self.journal.load()
+        self.journal.prune(records, now=self.clock(), keep=self.keep)
+        for op_id, rec in records.items():
+            if not rec.state.finished:
+                rec = rec.model_copy(
+                    update={
+                        "state": OperationState.INTERRUPTED,
+                        "finished_at": self.clock(),
+                        "error": "the agent stopped while this operation was "
+                        + ("running" if rec.state == OperationState.RUNNING else "waiting")
+                        + "; its outcome is unknown",
+                    }
+                )
+                self.journal.save(rec)
+                log.warning("operation %s (%s) was interrupted by an agent restart", op_id, rec.action)
+            op = _Operation(rec)
+            op.done.set()
+            self._ops[op_id] = op
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop: running operations are cancelled and read ``interrupted``."""
+        self._stopping = True
+        tasks = [op.task for op in self._ops.values() if op.task is not None and not op.task.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    # Reading ---------------------------------------------------------------------------------------
+    def get(self, op_id: str) -> OperationRecord:
+        op = self._ops.get(op_id)
+        if op is None:
+            raise UnknownOperation(op_id)
+        return self._snapshot(op)
+
+    def records(self, *, limit: int = 100) -> list[OperationRecord]:
+        ops = sorted(self._ops.values(), key=lambda o: o.record.created_at, reverse=True)
+        return [self._snapshot(o) for o in ops[:limit]]
+
+    def running(self) -> list[str]:
+        return [k for k, o in self._ops.items() if not o.record.state.finished]
+
+    async def wait(self, op_id: str) -> OperationRecord:
+        op = self._ops.get(op_id)
+        if op is None:
+            raise UnknownOperation(op_id)
+        await op.done.wait()
+        return self._snapshot(op)
+
+    def _snapshot(self, op: _Operation) -> OperationRecord:
+        if op.ctx is None:
+            return op.record.model_copy()
+        return op.record.model_copy(update={"progress": op.ctx.fraction, "log_tail": list(op.ctx.lines)})
+
+    def _save(self, op: _Operation) -> None:
+        try:
+            self.journal.save(self._snapshot(op))
+        except OSError as exc:  # the disk is full or gone: keep running, say so
+            log.error("journal: cannot save %s: %s", op.record.op_id, exc)
+
+    # Submitting and cancelling ------------------------------------------------------------------------
+    def submit(self, op_id: str, action: Action, params: Params) -> OperationRecord:
+        existing = self._ops.get(op_id)
+        if existing is not None:
+            if existing.record.action != action:
+                raise OperationConflict(
+                    f"operation {op_id} is a {existing.record.action.value}, not {action.value}"
+                )
+            return self._snapshot(existing)
+        if self._stopping:
+            raise RuntimeError("the agent is stopping")
+        rec = OperationRecord(
+            op_id=op_id,
+            action=action,
+            state=OperationState.PENDING,
+            params=shown_params(params),
+            created_at=self.clock(),
+        )
+        op = _Operation(rec)
+        self._ops[op_id] = op
+        self._save(op)
+        op.task = asyncio.create_task(self._run(op, params), name=f"op:{op_id}")
+        return self._snapshot(op)
+
+    def cancel(self, op_id: str) -> OperationRecord:
+        op = self._ops.get(op_id)
+        if op is None:
+            raise UnknownOperation(op_id)
+        if not op.record.state.finished and op.task is not None and not op.task.done():
+            op.cancel_requested = True
+            op.task.cancel()
+        return self._snapshot(op)
+
+    # Running ------------------------------------------------------------------------------------------
+    def _finish(self, op: _Operation, state: OperationState, **update: Any) -> None:
+        op.record = op.record.model_copy(update={"state": state, "finished_at": self.clock(), **update})
+        if state == OperationState.SUCCEEDED and op.ctx is not None:
+            op.ctx.fraction = 1.0
+        self._save(op)
+        op.done.set()
+
+    async def _run(self, op: _Operation, params: Params) -> None:
+        action = op.record.action
+        op.ctx = OperationContext(
+            op_id=op.record.op_id, action=action, runner=self.runner, on_change=lambda: self._save(op)
+        )
+        lock = contextlib.nullcontext() if action in READ_ONLY_ACTIONS else self._lock
+        try:
+            async with lock:
+                op.record = op.record.model_copy(
+                    update={"state": OperationState.RUNNING, "started_at": self.clock()}
+                )
+                self._save(op)
+                result = await self.driver.perform(action, params, op.ctx)
+        except asyncio.CancelledError:
+            if op.cancel_requested:
+                op.ctx.log("cancelled on request")
+                self._finish(op, OperationState.CANCELLED, error="cancelled on request")
+            else:
+                self._finish(
+                    op,
+                    OperationState.INTERRUPTED,
+                    error="the agent stopped while this operation was running; its outcome is unknown",
+                )
+            return
+        except (DriverError, CommandTimeout) as exc:
+            message = redact(str(exc))
+            op.ctx.log("failed: " + message)
+            self._finish(op, OperationState.FAILED, error=message)
+            return
+        except Exception as exc:
+            log.exception("operation %s (%s) failed unexpectedly", op.record.op_id, action.value)
+            message = redact(f"unexpected error: {type(exc).__name__}: {exc}")
+            op.ctx.log(message)
+            self._finish(op, OperationState.FAILED, error=message)
+            return
+        self._finish(op, OperationState.SUCCEEDED, result=redact_mapping(result))
