@@ -460,6 +460,8 @@ def preflight_blocked(run: Mapping[str, Any]) -> list[str]:
     """Names of preflight findings that stop the run (failed and not overridden)."""
     from crmcluster.client.render import finding_result
 
+    if isinstance(run.get("blocking"), list):
+        return [str(b) for b in run["blocking"]]
     findings = run.get("preflight") or []
     if isinstance(findings, Mapping):
         findings = findings.get("findings") or findings.get("checks") or []

@@ -73,21 +73,28 @@ class RunProgress:
         self.steps = {sid: self.steps[sid] for sid in self.order}
         return self._notes()
 
-    def absorb_event(self, event: SseEvent) -> list[str]:
-        """Apply what an event carries (a step's new status, the run's status) without a fetch."""
+    def absorb_event(self, event: SseEvent) -> None:
+        """Apply what an event carries (a step's new status, the run's status) without a fetch.
+
+        Notes wait for the next full snapshot, which carries the step's message and times.
+        """
         data = event.data if isinstance(event.data, Mapping) else {}
-        step = data.get("step") if isinstance(data.get("step"), Mapping) else None
-        if step is None and data.get("step_id") is not None:
+        raw = data.get("step")
+        step: Mapping[str, Any] | None = None
+        if isinstance(raw, Mapping):
+            step = raw
+        elif isinstance(raw, str | int) and event.event == "step":
+            step = {"id": raw, **{k: v for k, v in data.items() if k in ("status", "attempt", "message")}}
+        elif data.get("step_id") is not None:
             step = {"id": data["step_id"], **{k: v for k, v in data.items() if k != "step_id"}}
         if step is not None and str(step.get("id")) in self.steps:
             sid = str(step.get("id"))
             self.steps[sid].update({k: v for k, v in step.items() if k != "id"})
         run_status = data.get("run_status")
-        if run_status is None and event.event.startswith("run") and isinstance(data.get("status"), str):
+        if run_status is None and event.event in ("run", "end") and isinstance(data.get("status"), str):
             run_status = data["status"]
         if isinstance(run_status, str):
             self.run["status"] = run_status
-        return self._notes()
 
     def _notes(self) -> list[str]:
         notes = []
@@ -201,22 +208,20 @@ def watch_run(
 ) -> dict[str, Any]:
     """Follow run ``run_id`` until it ends; return its last snapshot."""
     model = RunProgress()
-    model.absorb_run(client.get(f"/upgrades/{run_id}"))
+    notes: list[str] = model.absorb_run(client.get(f"/upgrades/{run_id}"))
     last_fetch = clock()
     view = ProgressView()
     hinted: set[str] = set()
 
-    def refresh(force: bool = False) -> list[str]:
+    def refresh(force: bool = False) -> None:
         nonlocal last_fetch
         if force or clock() - last_fetch >= fetch_interval:
             last_fetch = clock()
-            return model.absorb_run(client.get(f"/upgrades/{run_id}"))
-        return []
+            notes.extend(model.absorb_run(client.get(f"/upgrades/{run_id}")))
 
     def stop() -> bool:
-        if model.status in TERMINAL:
-            return True
-        refresh(force=True)
+        if model.status not in TERMINAL:
+            refresh(force=True)
         return model.status in TERMINAL
 
     if json_lines:
@@ -228,27 +233,33 @@ def watch_run(
         print(json.dumps({"event": "end", "run": model.run}), flush=True)
         return model.run
 
-    for note in model._notes():
-        console.print(note, highlight=False)
+    def flush(out: Console) -> None:
+        for note in notes:
+            out.print(note, highlight=False)
+        notes.clear()
+        hint = next_step_hint(model.run)
+        if hint and model.status not in hinted:
+            hinted.add(model.status)
+            out.print(Text(hint, style="yellow"))
+        elif not hint:
+            hinted.clear()
+
+    flush(console)
     view.update(model)
     with Live(view, console=console, refresh_per_second=8, transient=False) as live:
         if model.status not in TERMINAL:
             for ev in client.events(f"/upgrades/{run_id}/events", should_stop=stop, sleep=sleep):
-                notes = model.absorb_event(ev) + refresh()
-                for note in notes:
-                    live.console.print(note, highlight=False)
-                hint = next_step_hint(model.run)
-                if hint and model.status not in hinted:
-                    hinted.add(model.status)
-                    live.console.print(Text(hint, style="yellow"))
-                elif not hint:
-                    hinted.clear()
+                model.absorb_event(ev)
+                refresh()
+                flush(live.console)
                 view.update(model)
                 live.refresh()
-        for note in refresh(force=True):
-            live.console.print(note, highlight=False)
+        refresh(force=True)
+        flush(live.console)
         view.update(model)
         live.refresh()
+    if not console.is_terminal:
+        console.line()
     final = model.run
     console.print(
         Text.assemble("upgrade ", str(final.get("id")), " ended ", styled(final.get("status")))
