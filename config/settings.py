@@ -158,6 +158,13 @@ class ControllerSettings(CommonSettings):
         default_factory=lambda: {"7.2": ["2017 R1"], "7.3": ["2017 R1"]}
     )
     balancer_url: str | None = None
+    #: Seconds the controller leader lease lasts (renewed every third of it); only the leader
+    #: runs upgrades. A controller restarted with the same ``controller_id`` takes it back at once.
+    upgrade_lease_ttl: float = Field(10.0, gt=0, le=3600)
+    #: This controller's name in the leader lease (default: host name and process id).
+    controller_id: str | None = Field(None, min_length=1, max_length=200)
+    #: Shortest wait between two looks at a running agent operation (it grows with the step's age).
+    upgrade_poll_interval: float = Field(0.05, gt=0, le=60)
     #: Per-node Tomcat pool sizes that differ from ``tomcat_pool_size`` (``{"crm2": 20}``).
     tomcat_pool_sizes: dict[str, int] = Field(default_factory=dict)
     #: Seconds a short agent operation (stop/start, probe, reload, install service …) may run.

@@ -23,7 +23,7 @@ from config.secrets import SecretBox, register_secret
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
-from controller import cluster, heartbeats
+from controller import cluster, heartbeats, upgrade
 from controller.agent_client import AgentPool
 from controller.context import ControllerContext
 from controller.errors import API_ERRORS
@@ -72,6 +72,7 @@ def create_app(
         await ctx.jobs.interrupt_running()
         if watch:
             ctx.tasks.start("heartbeat-watch", lambda: heartbeats.watch(ctx), restart=True)
+        upgrade.start(ctx)
         try:
             yield
         finally:
@@ -116,6 +117,9 @@ def create_app(
     from controller import dashboard
 
     app.include_router(dashboard.router)
+    from controller.upgrade.routes import router as upgrades_router
+
+    app.include_router(upgrades_router)
     # --- end of routers ---
 
     return app

@@ -1,0 +1,340 @@
+"""The guide's "Sample upgrade checklist", filled in from a run: each line done, failed, not
+applicable (or still pending / not done) with its evidence — backup files and sizes, log findings,
+the record comparison — as JSON, and as an HTML page fit to hand to a customer.
+
+The test-upgrade sections of the guide's checklist happen in a test environment, outside a live
+run: they are listed as not applicable so the customer sees the whole checklist. The live sections
+are judged from the run's steps; lines that only the customer can do (their own functional and
+customization testing) say so. When the live environment was restored, the guide's "Restoring a
+Live Environment" steps are added with their evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment
+
+from config.secrets import redact_mapping
+from controller.upgrade.model import TERMINAL, Phase, Run, Step, StepStatus, iso
+
+DONE, FAILED, NA, PENDING, NOT_DONE = "done", "failed", "not applicable", "pending", "not done"
+_TEST = "part of the test upgrade, done in the test environment before this live run"
+_CUSTOMER = "by the customer, on the upgraded system"
+
+
+def _judge(steps: list[Step], *, finished: bool) -> str:
+    if not steps:
+        return NA
+    if any(s.status in (StepStatus.FAILED,) for s in steps):
+        return FAILED
+    if all(s.status.done for s in steps):
+        return DONE
+    return NOT_DONE if finished else PENDING
+
+
+def _pick(steps: Iterable[Step], *, action: str | None = None, phase: str | None = None) -> list[Step]:
+    return [
+        s for s in steps if (action is None or s.action == action) and (phase is None or s.phase == phase)
+    ]
+
+
+def _ev(steps: list[Step]) -> list[dict[str, Any]]:
+    return [
+        {
+            "node": s.node,
+            "step": s.id,
+            "status": s.status.value,
+            "attempt": s.attempt,
+            "finished_at": iso(s.finished_at),
+            "message": s.message,
+            "evidence": s.result,
+        }
+        for s in steps
+    ]
+
+
+def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
+    finished = run.status in TERMINAL
+    sections: list[dict[str, Any]] = []
+
+    def line(text: str, status: str, evidence: Any = None, note: str | None = None) -> dict[str, Any]:
+        return {"action": text, "status": status, "evidence": redact_mapping(evidence), "note": note}
+
+    def from_steps(text: str, picked: list[Step], note: str | None = None) -> dict[str, Any]:
+        return line(text, _judge(picked, finished=finished), _ev(picked), note)
+
+    def test(title: str, lines: list[str]) -> None:
+        sections.append({"title": title, "lines": [line(t, NA, None, _TEST) for t in lines]})
+
+    test(
+        "Manual backup \N{EN DASH} pre-test upgrade",
+        [
+            "Complete backup of Sage CRM database",
+            "Complete backup of Sage CRM program files",
+            "Complete backup of Sage CRM registry key",
+        ],
+    )
+    test(
+        "Generate test environment",
+        [
+            "Source trial license key for current version (with EM)",
+            "Source trial license key for upgrade version (with EM)",
+            "Install dependent third party software on test environment",
+            "Install current Sage CRM version using trial license key",
+            "Restore manual backup database to test environment",
+            "Delete vSentinal out of the views in the restored Sage CRM database",
+            "Restore Sage program files to test environment",
+            "Confirm Windows NT security has been correctly set",
+            "Restart IIS",
+            "Complete base line testing (UAT test)",
+            "Script customizations using component manager and Zip",
+        ],
+    )
+    test(
+        "Test upgrade",
+        ["Complete install shield upgrade to current version", "Upgrade to latest service pack of Sage CRM"],
+    )
+
+    freeze = Phase.FREEZE.value
+    signoff = _pick(steps, action="signoff")
+    lock = _pick(steps, action="lock_out", phase=freeze) + _pick(steps, action="verify_disconnected")
+    warnings = [f for f in run.preflight if f["status"] != "pass"]
+    sections.append(
+        {
+            "title": "Freeze live system",
+            "lines": [
+                line(
+                    "Estimate downtime for production system and document risks to client",
+                    DONE,
+                    {
+                        "steps": len([s for s in steps if s.phase != Phase.RESTORE.value]),
+                        "servers": len(run.context.get("nodes", [])),
+                        "risks": [
+                            {
+                                "finding": f["name"],
+                                "status": f["status"],
+                                "message": f["message"],
+                                "overridden": f.get("overridden", False),
+                            }
+                            for f in warnings
+                        ],
+                    },
+                    "the plan and the preflight findings that are not a pass",
+                ),
+                from_steps(
+                    "Obtain client sign off to move forward with live upgrade",
+                    signoff,
+                    None if signoff else "no sign-off gate was asked for",
+                ),
+                from_steps("Lock users out of the Sage CRM system as server is taken offline", lock),
+            ],
+        }
+    )
+    backup = Phase.BACKUP.value
+    sections.append(
+        {
+            "title": "Live manual backup \N{EN DASH} pre live upgrade",
+            "lines": [
+                from_steps(
+                    "Complete backup of Sage CRM database",
+                    _pick(steps, action="backup_database", phase=backup)
+                    + _pick(steps, action="backup_views", phase=backup),
+                ),
+                from_steps(
+                    "Complete backup of Sage CRM program files",
+                    _pick(steps, action="backup_program_files", phase=backup),
+                ),
+                from_steps(
+                    "Complete backup of Sage CRM registry key",
+                    _pick(steps, action="backup_registry", phase=backup),
+                ),
+            ],
+        }
+    )
+    installers = _pick(steps, action="run_installer")
+    logs = _pick(steps, action="read_upgrade_log")
+    log_errors = [s for s in logs if s.status == StepStatus.FAILED]
+    sections.append(
+        {
+            "title": "Live upgrade",
+            "lines": [
+                from_steps(
+                    "Complete install shield upgrade to current version",
+                    installers,
+                    "the database server first, then the others in batches",
+                ),
+                line(
+                    "Upgrade to latest service pack of Sage CRM",
+                    NA,
+                    None,
+                    f"the target {run.target_version} is installed by the run; "
+                    "service packs are separate installers",
+                ),
+            ],
+        }
+    )
+    sections.append(
+        {
+            "title": "Upgrade logs",
+            "lines": [
+                from_steps("Review upgrade logs for errors", logs),
+                line(
+                    "Investigate each error and document resolution or outcome",
+                    (FAILED if log_errors else DONE)
+                    if logs and any(s.status.done or s.status == StepStatus.FAILED for s in logs)
+                    else _judge(logs, finished=finished),
+                    _ev(log_errors) if log_errors else "no errors found in the upgrade logs",
+                ),
+                line(
+                    "Complete resolutions for each error",
+                    FAILED
+                    if log_errors
+                    else (
+                        NA if logs and all(s.status.done for s in logs) else _judge(logs, finished=finished)
+                    ),
+                    _ev(log_errors) if log_errors else None,
+                    "errors stop the run until resolved" if log_errors else "no error to resolve",
+                ),
+            ],
+        }
+    )
+    after = Phase.AFTER.value
+    sections.append(
+        {
+            "title": "Live manual backup \N{EN DASH} post live upgrade",
+            "lines": [
+                from_steps(
+                    "Complete backup of Sage CRM database",
+                    _pick(steps, action="backup_database", phase=after),
+                ),
+                from_steps(
+                    "Complete backup of Sage CRM program files",
+                    _pick(steps, action="backup_program_files", phase=after),
+                ),
+                from_steps(
+                    "Complete backup of Sage CRM registry key",
+                    _pick(steps, action="backup_registry", phase=after),
+                ),
+            ],
+        }
+    )
+    smoke = _pick(steps, action="warmup_logon", phase=after) + _pick(steps, action="smoke_check")
+    sections.append(
+        {
+            "title": "Function testing",
+            "lines": [
+                from_steps(
+                    "Complete generic functionality testing",
+                    smoke,
+                    "warm-up logon, logon page, SData, library and version on every server",
+                ),
+                line("Complete additional functionality testing", NA, None, _CUSTOMER),
+                from_steps(
+                    "Document and resolve any functional irregularities", _pick(steps, action="smoke_check")
+                ),
+            ],
+        }
+    )
+    sections.append(
+        {
+            "title": "Client customization testing",
+            "lines": [
+                line("Complete visual scan of screen customizations", NA, None, _CUSTOMER),
+                line("Complete custom functionality testing", NA, None, _CUSTOMER),
+                line("Document and resolve any custom irregularities", NA, None, _CUSTOMER),
+            ],
+        }
+    )
+    baseline = _pick(steps, action="fingerprint_records", phase=Phase.BASELINE.value)
+    compared = _pick(steps, action="fingerprint_records", phase=after)
+    sections.append(
+        {
+            "title": "Data integrity testing",
+            "lines": [
+                from_steps(
+                    "Complete random sampling of 20 company records",
+                    baseline + compared,
+                    "fingerprinted before the upgrade and compared after it",
+                ),
+                line("Client completes data integrity testing", NA, None, _CUSTOMER),
+                line(
+                    "Document and resolve any data irregularities",
+                    _judge(compared, finished=finished),
+                    run.context.get("records_compared"),
+                ),
+            ],
+        }
+    )
+    restore = _pick(steps, phase=Phase.RESTORE.value)
+    if restore:
+        sections.append(
+            {
+                "title": "Restoring a Live Environment",
+                "lines": [
+                    from_steps(
+                        "Restoring the database backup",
+                        _pick(restore, action="restore_database"),
+                        None if _pick(restore, action="restore_database") else "the database was not changed",
+                    ),
+                    from_steps(
+                        "Restore Sage program files (the <install>_backup folder)",
+                        _pick(restore, action="restore_program_files"),
+                    ),
+                    from_steps("Redirecting the website", _pick(restore, action="redirect_website")),
+                    from_steps("Restoring the registry backup", _pick(restore, action="restore_registry")),
+                    from_steps("Reregistering the installation", _pick(restore, action="register_dll")),
+                    from_steps(
+                        "Stopping and restarting IIS",
+                        _pick(restore, action="stop_web") + _pick(restore, action="start_web"),
+                    ),
+                    from_steps(
+                        "Verify: old version, old schema, 20 records, logons served",
+                        _pick(restore, action="verify_restore"),
+                    ),
+                ],
+            }
+        )
+    counts: dict[str, int] = {}
+    for sec in sections:
+        for ln in sec["lines"]:
+            counts[ln["status"]] = counts.get(ln["status"], 0) + 1
+    return {
+        "run": run.id,
+        "install_name": run.context.get("install_name"),
+        "status": run.status.value,
+        "from_version": run.from_version,
+        "target_version": run.target_version,
+        "servers": [n["name"] for n in run.context.get("nodes", [])],
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "lockout": {
+            "started_at": run.context.get("lockout_started_at"),
+            "ended_at": run.context.get("lockout_ended_at"),
+        },
+        "message": run.message,
+        "summary": counts,
+        "sections": sections,
+    }
+
+
+def _summarise(evidence: Any) -> str:
+    if isinstance(evidence, list):
+        msgs = [e.get("message") for e in evidence if isinstance(e, dict) and e.get("message")]
+        return f"{len(evidence)} step(s)" + (f": {msgs[0]}" if msgs else "") + (" …" if len(msgs) > 1 else "")
+    if isinstance(evidence, str):
+        return evidence
+    return "details"
+
+
+_env = Environment(autoescape=True)
+_env.globals["summarise"] = _summarise
+_template = _env.from_string(
+    (resources.files("controller.upgrade") / "templates" / "checklist.html").read_text(encoding="utf-8")
+)
+
+
+def render_html(checklist: dict[str, Any]) -> str:
+    return _template.render(c=checklist)

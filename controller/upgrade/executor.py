@@ -1,0 +1,486 @@
+"""Driving one run: waves of steps, each step persisted before and after it runs.
+
+The executor is level-triggered (kopf's habit): every pass it reads the run afresh, finds the first
+wave with a step not yet succeeded, and acts on what it finds —
+
+- an operator's request (``pause`` → stop after the running steps; ``abort``/``rollback`` → cancel
+  what runs and restore the live environment);
+- a failed step → the failure policy (``restore``: restore now; ``pause``: wait for a retry or a
+  rollback); a failed *restore* step → ``failed``, waiting for a retry;
+- a sign-off gate → ``awaiting_approval``;
+- otherwise it runs the wave, one lane per node, lanes side by side.
+
+A step that already succeeded is never run again; a step found ``running`` after a restart is
+followed again under its op id (:func:`~controller.upgrade.operations.carry_out` looks it up on the
+agent first), so nothing is ever sent twice; a retried step gets a new attempt number and so a new
+op id, and really runs again. Only the lease holder runs executors (:mod:`controller.upgrade.lease`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from config.secrets import SecretBox, redact
+from config.vocabulary import NodeState
+from controller.agent_client import AgentPool
+from controller.upgrade import local_steps, restore
+from controller.upgrade.evidence import backup_evidence, compare_fingerprints, upgrade_log_findings
+from controller.upgrade.model import (
+    CHANGING_ACTIONS,
+    DRIVEN,
+    Local,
+    Phase,
+    Run,
+    RunStatus,
+    Step,
+    StepStatus,
+)
+from controller.upgrade.operations import Polling, StepFailed, carry_out
+from controller.upgrade.plan import SECRET, PlannedNode, database_server
+from controller.upgrade.store import UpgradeStore, unseal
+
+log = logging.getLogger("crmcluster.upgrade")
+WebTransportFor = Callable[[str], httpx.AsyncBaseTransport | None]
+#: Phases whose changes do not make a node *touched* (nothing of the install changed yet).
+_UNTOUCHING = frozenset({Phase.FREEZE.value, Phase.BACKUP.value, Phase.BASELINE.value, Phase.RESTORE.value})
+#: After these restore outcomes a run ends as ...
+FINAL = {"restored": RunStatus.RESTORED, "aborted": RunStatus.ABORTED}
+
+
+def epoch(dt: datetime) -> float:
+    return dt.replace(tzinfo=UTC).timestamp()
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        store: UpgradeStore,
+        agents: AgentPool,
+        box: SecretBox,
+        clock: Callable[[], datetime],
+        polling: Polling,
+        web_transport_for: WebTransportFor | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+        session_wait: float = 1.0,
+    ) -> None:
+        self.run_id = run_id
+        self.store = store
+        self.agents = agents
+        self.box = box
+        self.clock = clock
+        self.polling = polling
+        self.web_transport_for = web_transport_for or (lambda _url: None)
+        self.is_leader = is_leader
+        self.session_wait = session_wait
+        self.run: Run
+        self.steps: list[Step] = []
+        self.nodes: dict[str, PlannedNode] = {}
+        self.db: PlannedNode | None = None
+        self.secrets: dict[str, str] = {}
+        self._ctx_lock = asyncio.Lock()
+        self.aborting = asyncio.Event()
+        self._stop_new = False
+        self.wake = asyncio.Event()
+
+    # Clock -------------------------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return self.clock()
+
+    def epoch_now(self) -> float:
+        return epoch(self.clock())
+
+    # Context (what later steps need), written through under a lock -------------------------------------
+    async def update_context(self, **changes: Any) -> None:
+        async with self._ctx_lock:
+            self.run.context.update(changes)
+            await self.store.update_run(self.run_id, context=self.run.context)
+
+    async def mutate_context(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        async with self._ctx_lock:
+            fn(self.run.context)
+            await self.store.update_run(self.run_id, context=self.run.context)
+
+    async def emit(self, kind: str, data: dict[str, Any]) -> None:
+        await self.store.event(self.run_id, kind, data)
+
+    # The loop ----------------------------------------------------------------------------------------
+    async def load(self) -> bool:
+        run = await self.store.get_run(self.run_id)
+        if run is None:
+            return False
+        self.run = run
+        self.steps = await self.store.steps(self.run_id)
+        self.nodes = {n["name"]: PlannedNode.from_json(n) for n in run.context.get("nodes", [])}
+        self.db = database_server(self.nodes.values())
+        self.secrets = unseal(self.box, run.secrets)
+        return True
+
+    async def drive(self) -> None:
+        if not await self.load():
+            return
+        while self.is_leader():
+            fresh = await self.store.get_run(self.run_id)
+            if fresh is None:
+                return
+            self.run.status, self.run.requested = fresh.status, fresh.requested
+            if self.run.requested in ("abort", "rollback"):
+                await self.begin_restore(
+                    reason=f"{self.run.requested} requested by an operator",
+                    final="aborted" if self.run.requested == "abort" else "restored",
+                )
+                continue
+            if self.run.status not in DRIVEN:
+                return
+            if self.run.requested == "pause" and self.run.status == RunStatus.RUNNING:
+                await self.store.transition(
+                    self.run_id,
+                    expect=[RunStatus.RUNNING],
+                    status=RunStatus.PAUSED,
+                    requested=None,
+                    message="paused by an operator",
+                )
+                return
+            restoring = self.run.status == RunStatus.RESTORING
+            active = [s for s in self.steps if (s.phase == Phase.RESTORE.value) == restoring]
+            pending = [s for s in active if not s.status.done]
+            if not pending:
+                await self.finish(restoring)
+                return
+            wave = min(s.wave for s in pending)
+            wave_steps = [s for s in active if s.wave == wave and not s.status.done]
+            failed = [s for s in wave_steps if s.status in (StepStatus.FAILED, StepStatus.CANCELLED)]
+            if failed:
+                if not await self.on_failure(failed[0], restoring=restoring):
+                    return
+                continue
+            gate = next((s for s in wave_steps if s.action == Local.SIGNOFF.value), None)
+            if gate is not None:
+                gate.status = StepStatus.RUNNING
+                gate.started_at = gate.started_at or self.now()
+                gate.message = "waiting for the client's sign-off (approve)"
+                await self.store.save_step(gate)
+                await self.store.transition(
+                    self.run_id,
+                    expect=[RunStatus.RUNNING],
+                    status=RunStatus.AWAITING_APPROVAL,
+                    message="waiting for the client's sign-off to move forward with the live upgrade",
+                )
+                return
+            await self.run_wave(wave_steps)
+
+    async def on_failure(self, step: Step, *, restoring: bool) -> bool:
+        """Apply the failure policy; True when the loop should go on (restoring)."""
+        what = (
+            f"step {step.id} ({step.action}{' on ' + step.node if step.node else ''}) failed: {step.message}"
+        )
+        if restoring:
+            await self.emit("decision", {"decision": "restore_stopped", "step": step.id, "message": what})
+            await self.store.transition(
+                self.run_id,
+                expect=[RunStatus.RESTORING],
+                status=RunStatus.FAILED,
+                message=f"restore stopped: {what}; retry the step or restore by hand",
+                finished_at=self.now(),
+            )
+            return False
+        policy = self.run.options.get("failure_policy", "restore")
+        if policy == "pause":
+            await self.emit(
+                "decision", {"decision": "pause", "policy": "pause", "step": step.id, "message": what}
+            )
+            await self.store.transition(
+                self.run_id,
+                expect=[RunStatus.RUNNING],
+                status=RunStatus.PAUSED,
+                message=f"{what}; retry the step, or roll back",
+            )
+            return False
+        await self.begin_restore(reason=what, final="restored")
+        return True
+
+    async def begin_restore(self, *, reason: str, final: str) -> None:
+        """Plan (once) and start restoring the live environment."""
+        self.aborting.clear()  # the abort stopped the upgrade's steps; the restore's must run
+        await self.emit("decision", {"decision": "restore", "reason": reason, "final": final})
+        existing = [s for s in self.steps if s.phase == Phase.RESTORE.value]
+        if existing:
+            for s in existing:  # a restore driven again: its failed steps run again
+                if s.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+                    s.attempt += 1
+                    s.status = StepStatus.PENDING
+                    s.message = None
+                    await self.store.save_step(s)
+        else:
+            new = restore.plan_restore(
+                run=self.run,
+                nodes=list(self.nodes.values()),
+                steps=self.steps,
+            )
+            self.steps.extend(new)
+            await self.store.add_steps(
+                new,
+                event={
+                    "decision": "restore_planned",
+                    "touched": sorted(self.run.context.get("touched", [])),
+                    "steps": len(new),
+                },
+            )
+        await self.update_context(
+            restore={"reason": reason, "final": final, "started_at": self.now().isoformat()}
+        )
+        await self.store.transition(
+            self.run_id,
+            expect=[
+                s for s in RunStatus if s not in (RunStatus.PLANNED, RunStatus.RESTORED, RunStatus.ABORTED)
+            ],
+            status=RunStatus.RESTORING,
+            requested=None,
+            message=f"restoring the live environment: {reason}",
+        )
+        self.run.requested = None
+
+    async def finish(self, restoring: bool) -> None:
+        if restoring:
+            final = FINAL.get(
+                self.run.context.get("restore", {}).get("final", "restored"), RunStatus.RESTORED
+            )
+            await self.store.transition(
+                self.run_id,
+                expect=[RunStatus.RESTORING],
+                status=final,
+                finished_at=self.now(),
+                message="the live environment is restored and verified",
+            )
+        else:
+            await self.store.transition(
+                self.run_id,
+                expect=[RunStatus.RUNNING],
+                status=RunStatus.SUCCEEDED,
+                finished_at=self.now(),
+                message=f"every server runs {self.run.target_version}",
+            )
+
+    # Waves and lanes ---------------------------------------------------------------------------------
+    async def run_wave(self, wave_steps: list[Step]) -> None:
+        phases = sorted({s.phase for s in wave_steps})
+        await self.emit(
+            "phase",
+            {
+                "phase": phases[0] if len(phases) == 1 else phases,
+                "wave": wave_steps[0].wave,
+                "nodes": sorted({s.node for s in wave_steps if s.node}),
+            },
+        )
+        lanes: dict[str, list[Step]] = {}
+        for s in wave_steps:
+            lanes.setdefault(s.node or f"~{s.id}", []).append(s)
+        self._stop_new = False
+        watcher = asyncio.create_task(self._watch_requests())
+        try:
+            await asyncio.gather(*(self._lane(steps) for steps in lanes.values()))
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch_requests(self) -> None:
+        """Notice pause/abort/rollback (from this process or another) while a wave runs."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+            self.wake.clear()
+            run = await self.store.get_run(self.run_id)
+            if run is None or not self.is_leader():
+                self._stop_new = True
+                return
+            if run.requested == "pause" and run.status == RunStatus.RUNNING:
+                self._stop_new = True
+            if run.requested in ("abort", "rollback") and run.status == RunStatus.RUNNING:
+                self._stop_new = True
+                self.aborting.set()
+                return
+
+    async def _lane(self, steps: list[Step]) -> None:
+        for step in steps:
+            if step.status.done:
+                continue
+            if self._stop_new and step.status == StepStatus.PENDING:
+                return
+            if step.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+                return
+            await self.run_step(step)
+            if step.status != StepStatus.SUCCEEDED:
+                self._stop_new = True  # Ansible's max_fail_percentage 0: no new step after a failure
+                return
+
+    # One step ---------------------------------------------------------------------------------------
+    async def run_step(self, step: Step) -> None:
+        if step.status == StepStatus.PENDING:
+            step.status = StepStatus.RUNNING
+            step.op_id = step.op_id_for(step.attempt)
+            step.started_at = self.now()
+            step.finished_at = None
+            step.message = None
+            step.result = None
+            await self.before(step)
+            await self.store.save_step(step)
+        deadline = None
+        if step.timeout and step.started_at is not None:
+            deadline = epoch(step.started_at) + step.timeout
+        work = asyncio.create_task(self._perform(step, deadline))
+        abort = asyncio.create_task(self.aborting.wait())
+        try:
+            done, _ = await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            abort.cancel()
+            raise  # shutdown or lost lease: the step stays 'running' for the next leader to follow
+        abort.cancel()
+        if work not in done:
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+            await self._cancel_on_agent(step)
+            step.status = StepStatus.CANCELLED
+            step.message = "cancelled: the run was aborted"
+        else:
+            try:
+                outcome = work.result()
+            except StepFailed as exc:
+                step.status = StepStatus.FAILED
+                step.message = exc.message
+                if exc.record is not None and exc.record.result:
+                    step.result = exc.record.result
+            except Exception as exc:  # a bug or the database: fail the step, never the loop
+                log.error("upgrade %s step %s: %s", self.run_id, step.id, redact(repr(exc)))
+                step.status = StepStatus.FAILED
+                step.message = f"controller error: {type(exc).__name__}: {exc}"
+            else:
+                step.status = StepStatus.SUCCEEDED
+                step.result, step.message = outcome
+        step.finished_at = self.now()
+        await self.store.save_step(step)
+
+    async def _cancel_on_agent(self, step: Step) -> None:
+        if step.is_local or not step.node or step.op_id is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.agents.client(self.nodes[step.node].agent_url).cancel(step.op_id)
+
+    async def before(self, step: Step) -> None:
+        """Mark a node *touched* (and ``upgrading`` for the balancer) before a change is sent."""
+        if step.phase in _UNTOUCHING or step.action not in CHANGING_ACTIONS:
+            return
+        touched = set(self.run.context.get("touched", []))
+        names = [step.node] if step.node else list(self.nodes)
+        if not set(names) <= touched:
+            await self.update_context(touched=sorted(touched | set(names)))
+        if step.action == "run_installer" and step.node:
+            await self.store.set_node_states([step.node], NodeState.UPGRADING.value)
+
+    async def _perform(self, step: Step, deadline: float | None) -> tuple[dict[str, Any] | None, str | None]:
+        if step.is_local:
+            return await local_steps.perform(self, step, deadline)
+        assert step.node is not None
+        params = self.wire_params(step)
+        record = await self.agent_op(step, step.node, step.op_id or "", step.action, params, deadline)
+        return await self.after(step, record.result or {})
+
+    def wire_params(self, step: Step) -> dict[str, Any]:
+        """The step's params as sent: secrets filled in, params that depend on earlier steps computed."""
+        params = _fill_secrets(step.params, self.secrets)
+        if step.action == "run_installer":
+            if "license_key" in params:
+                params["license_key"] = self.secrets.get("license_key", "")
+            if isinstance(params.get("database"), dict):
+                params["database"]["password"] = self.secrets.get("database_password", "")
+            if params.get("register") and self.run.context.get("registered"):
+                params["register"] = False  # a key registers at most five times: once per upgrade
+        if step.action == "fingerprint_records" and step.phase != Phase.BASELINE.value:
+            base = self.run.context.get("baseline") or {}
+            params = {"ids": sorted(int(k) for k in (base.get("records") or {}))}
+        return restore.wire_params(self, step, params)
+
+    async def agent_op(
+        self, step: Step, node: str, op_id: str, action: str, params: dict[str, Any], deadline: float | None
+    ) -> Any:
+        client = self.agents.client(self.nodes[node].agent_url)
+
+        async def on_log(lines: list[str]) -> None:
+            await self.emit("log", {"step": step.id, "node": node, "action": action, "lines": lines})
+
+        return await carry_out(
+            client,
+            op_id=op_id,
+            action=action,
+            params=params,
+            deadline=deadline,
+            polling=self.polling,
+            clock=self.epoch_now,
+            on_log=on_log,
+        )
+
+    async def after(self, step: Step, result: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """Judge an agent step's result; raise StepFailed when the guide says it is not good enough."""
+        node = step.node or ""
+        if step.action.startswith("backup_"):
+            ev, problem = backup_evidence(result)
+            if problem:
+                raise StepFailed(f"{step.action} on {node} not verified: {problem}")
+            kind = step.action.removeprefix("backup_") + ("-post" if step.phase == Phase.AFTER.value else "")
+            await self.mutate_context(
+                lambda c: c.setdefault("backups", {}).setdefault(node, {}).update({kind: ev})
+            )
+            return ev, f"{ev['bytes']} bytes, sha256 {str(ev['sha256'])[:12]}…"
+        if step.action == "read_upgrade_log":
+            ev, problems = upgrade_log_findings(result)
+            await self.mutate_context(lambda c: c.setdefault("logs", {}).update({node: ev}))
+            if problems:
+                raise StepFailed(f"upgrade log of {node}: " + "; ".join(problems[:10]))
+            return ev, f"{ev['scripts']} scripts succeeded, nothing must be fixed"
+        if step.action == "restore_program_files":
+            await restore.remember_restore(self, step, result)
+            return result, f"program files of {node} put back"
+        if step.action == "run_installer":
+            if step.params.get("register") and not self.run.context.get("registered"):
+                await self.update_context(registered=True)
+            return result, f"{node} upgraded to {self.run.target_version}"
+        if step.action == "fingerprint_records":
+            if step.phase == Phase.BASELINE.value:
+                await self.update_context(baseline=result)
+                return result, f"{len(result.get('records') or {})} company records fingerprinted"
+            diffs = compare_fingerprints(self.run.context.get("baseline") or {}, result, schema=False)
+            await self.update_context(
+                records_compared={"differences": diffs, "count": len(result.get("records") or {})}
+            )
+            if diffs:
+                raise StepFailed("records differ after the upgrade: " + "; ".join(diffs[:10]))
+            return result, f"{len(result.get('records') or {})} records equal to the baseline"
+        return result or None, None
+
+
+def _fill_secrets(value: Any, secrets: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {SECRET}:
+            return secrets.get(str(value[SECRET]), "")
+        return {k: _fill_secrets(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_secrets(v, secrets) for v in value]
+    return value
+
+
+async def sleep_until(ex: RunExecutor, until: float) -> None:
+    """Sleep to the wall-clock time ``until`` (epoch seconds), waking early on an abort."""
+    remaining = until - ex.epoch_now()
+    if remaining > 0:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ex.aborting.wait(), timeout=remaining)

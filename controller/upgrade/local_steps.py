@@ -1,0 +1,220 @@
+"""Steps the controller carries out itself: telling and locking out users, checking that servers are
+disconnected, keeping one Replication Engine, smoke checks, putting the balancer back in service
+and verifying a restore.
+
+Each returns ``(evidence, message)`` or raises :class:`~controller.upgrade.operations.StepFailed`.
+They are safe to run again: sub-operations they send to agents carry op ids derived from the
+step's (``{step op id}.{purpose}``), so a restarted controller finds them instead of resending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from config.vocabulary import NodeState
+from controller.agent_client import AgentError
+from controller.upgrade import restore
+from controller.upgrade.evidence import host_matches, sessions_by_host
+from controller.upgrade.model import Local, Step
+from controller.upgrade.operations import StepFailed
+from node_agent.protocol import Action, OperationRecord
+
+if TYPE_CHECKING:
+    from controller.upgrade.executor import RunExecutor
+
+Outcome = tuple[dict[str, Any] | None, str | None]
+
+
+async def perform(ex: RunExecutor, step: Step, deadline: float | None) -> Outcome:
+    action = Local(step.action)
+    if action == Local.SIGNOFF:  # approved by the route; reaching here means it was
+        return step.result, step.message or "signed off"
+    if action == Local.TELL_USERS:
+        return await tell_users(ex, step)
+    if action == Local.LOCK_OUT:
+        await ex.store.set_node_states(ex.nodes, NodeState.MAINTENANCE.value)
+        if "lockout_started_at" not in ex.run.context or step.phase == "restore":
+            await ex.update_context(lockout_started_at=ex.now().isoformat() + "Z")
+        return {"nodes": sorted(ex.nodes)}, f"users locked out of {len(ex.nodes)} servers (maintenance)"
+    if action == Local.VERIFY_DISCONNECTED:
+        return await verify_disconnected(ex, step, deadline)
+    if action == Local.ONE_REPLICATION_ENGINE:
+        return await one_replication_engine(ex, step)
+    if action == Local.SMOKE_CHECK:
+        return await smoke_check(ex, step)
+    if action == Local.RETURN_TO_SERVICE:
+        await ex.store.set_node_states(ex.nodes, NodeState.UP.value)
+        await ex.update_context(lockout_ended_at=ex.now().isoformat() + "Z")
+        return {"nodes": sorted(ex.nodes)}, "balancer back in service on every server"
+    if action == Local.VERIFY_RESTORE:
+        ev, diffs = await restore.verify(ex, step)
+        await ex.update_context(restore_verification={"differences": diffs, **ev})
+        if diffs:
+            raise StepFailed("the restored environment differs: " + "; ".join(diffs))
+        return ev, "restored and verified: old version, old schema, records equal, logons served"
+    raise StepFailed(f"unknown local step {step.action}")  # pragma: no cover - Local is exhaustive
+
+
+async def sub_op(
+    ex: RunExecutor, step: Step, node: str, purpose: str, action: str, params: dict[str, Any]
+) -> OperationRecord:
+    deadline = None
+    if step.timeout and step.started_at is not None:
+        from controller.upgrade.executor import epoch
+
+        deadline = epoch(step.started_at) + step.timeout
+    record: OperationRecord = await ex.agent_op(
+        step, node, f"{step.op_id}.{purpose}", action, params, deadline
+    )
+    return record
+
+
+async def tell_users(ex: RunExecutor, step: Step) -> Outcome:
+    """Users told: the balancer stops sending new logons (``draining``); then a grace period."""
+    from controller.upgrade.executor import sleep_until
+
+    await ex.store.set_node_states(ex.nodes, NodeState.DRAINING.value)
+    grace = float(step.params.get("grace") or 0)
+    until = (step.result or {}).get("until")
+    if until is None:
+        until = ex.epoch_now() + grace
+        step.result = {"until": until, "grace": grace}
+        await ex.store.save_step(step)  # the grace period's end survives a restart
+    await ex.emit("decision", {"decision": "users_told", "grace_seconds": grace})
+    await sleep_until(ex, float(until))
+    return {"grace_seconds": grace}, f"users told; {grace:.0f}s grace period over"
+
+
+async def verify_disconnected(ex: RunExecutor, step: Step, deadline: float | None) -> Outcome:
+    """The guide: "ensure all servers (with the exception of the database server) are disconnected
+    from the database" — asked of the database itself, until none is left or the step times out."""
+    assert step.node is not None
+    hosts = [str(h) for h in step.params.get("hosts", [])]
+    attempt = 0
+    while True:
+        rec = await sub_op(ex, step, step.node, f"sessions{attempt}", Action.DATABASE_SESSIONS.value, {})
+        sessions = sessions_by_host(rec.result)
+        left = {
+            h: n
+            for h, n in sessions.items()
+            if n > 0
+            and any(
+                host_matches(h, node, ex.nodes[node].fqdn if node in ex.nodes else None) for node in hosts
+            )
+        }
+        if not left:
+            return {
+                "sessions": sessions,
+                "checked": hosts,
+            }, f"no database sessions from {len(hosts)} non-database servers"
+        if deadline is not None and ex.epoch_now() + ex.session_wait >= deadline:
+            raise StepFailed(
+                "still connected to the database: " + ", ".join(f"{h} ({n})" for h, n in sorted(left.items()))
+            )
+        attempt += 1
+        await asyncio.sleep(ex.session_wait)
+
+
+async def one_replication_engine(ex: RunExecutor, step: Step) -> Outcome:
+    """Exactly one Replication Engine: removed wherever the upgrade put one back, kept on its holder."""
+    holder = step.params.get("holder") or (ex.db.name if ex.db else None)
+    present: dict[str, bool] = {}
+    for name, node in ex.nodes.items():
+        try:
+            present[name] = (await ex.agents.client(node.agent_url).status()).replication_engine
+        except AgentError as exc:
+            raise StepFailed(f"{name}: agent did not answer ({exc})") from exc
+    removed: list[str] = []
+    for name, has in present.items():
+        if has and name != holder:
+            touched = sorted({*ex.run.context.get("touched", []), name})
+            await ex.update_context(touched=touched)
+            await sub_op(ex, step, name, f"remove.{name}", Action.REMOVE_REPLICATION_ENGINE.value, {})
+            removed.append(name)
+    installed = False
+    if holder and not present.get(holder):
+        await sub_op(ex, step, holder, f"install.{holder}", Action.INSTALL_REPLICATION_ENGINE.value, {})
+        installed = True
+    ev = {"holder": holder, "removed_from": removed, "installed": installed, "before": present}
+    return ev, f"one Replication Engine, on {holder}" + (
+        f"; removed from {', '.join(removed)}" if removed else ""
+    )
+
+
+async def _http_ok(
+    ex: RunExecutor, url: str, *, method: str = "GET", data: dict[str, str] | None = None
+) -> str:
+    try:
+        async with httpx.AsyncClient(transport=ex.web_transport_for(url), timeout=10.0) as client:
+            resp = await client.request(method, url, data=data, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return f"no answer ({type(exc).__name__})"
+    return "ok" if resp.status_code < 500 else f"HTTP {resp.status_code}"
+
+
+def _logon_url(web_url: str, install: str) -> str:
+    return f"{web_url.rstrip('/')}/{install.lower()}/eware.dll/Logon"
+
+
+async def logons_served(ex: RunExecutor, step: Step) -> dict[str, str]:
+    """Each server's logon page, asked over HTTP (``ok`` or what went wrong)."""
+    out: dict[str, str] = {}
+    for name in ex.nodes:
+        web_url, install = await _web_of(ex, name)
+        if not web_url:
+            out[name] = "ok" if _warmed_up(ex, name) else "no web address reported"
+            continue
+        out[name] = await _http_ok(ex, _logon_url(web_url, install))
+    return out
+
+
+def _warmed_up(ex: RunExecutor, node: str) -> bool:
+    return any(s.node == node and s.action == Action.WARMUP_LOGON.value and s.status.done for s in ex.steps)
+
+
+async def _web_of(ex: RunExecutor, name: str) -> tuple[str | None, str]:
+    node = ex.nodes[name]
+    try:
+        st = await ex.agents.client(node.agent_url).status()
+    except AgentError:
+        return node.web_url, ex.run.context.get("install_name") or "CRM"
+    return st.web_url or node.web_url, st.install_name
+
+
+async def smoke_check(ex: RunExecutor, step: Step) -> Outcome:
+    """DESIGN.md's smoke checks on one server: version reported, IIS and Tomcat running, the logon
+    page and SData answering, the library reachable (the sample is read by the records comparison)."""
+    assert step.node is not None
+    node = ex.nodes[step.node]
+    problems: list[str] = []
+    ev: dict[str, Any] = {}
+    try:
+        st = await ex.agents.client(node.agent_url).status()
+    except AgentError as exc:
+        raise StepFailed(f"{step.node}: agent did not answer ({exc})") from exc
+    want = step.params.get("version") or ex.run.target_version
+    ev.update(version=st.version, web=st.web.value, tomcat=st.tomcat.value)
+    if st.version != want:
+        problems.append(f"version {st.version}, expected {want}")
+    if st.web.value != "running":
+        problems.append(f"IIS {st.web.value}")
+    if st.tomcat.value != "running":
+        problems.append(f"Tomcat {st.tomcat.value}")
+    if st.web_url:
+        ev["logon"] = await _http_ok(ex, _logon_url(st.web_url, st.install_name))
+        ev["sdata"] = await _http_ok(ex, f"{st.web_url.rstrip('/')}/sdata/")
+        problems += [
+            f"{k}: {v}" for k, v in (("logon page", ev["logon"]), ("SData", ev["sdata"])) if v != "ok"
+        ]
+    else:
+        ev["logon"] = "checked by the warm-up logon (no web address reported)"
+    probe = await sub_op(ex, step, step.node, "library", Action.PROBE_LIBRARY.value, {})
+    ev["library"] = probe.result
+    if (probe.result or {}).get("reachable") is False:
+        problems.append("library not reachable")
+    if problems:
+        raise StepFailed(f"smoke check of {step.node}: " + "; ".join(problems))
+    return ev, f"{step.node}: {st.version}, logon and SData answer, library reachable"

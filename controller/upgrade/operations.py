@@ -1,0 +1,127 @@
+"""One agent operation carried to its end: sent at most once, followed, and timed out.
+
+:func:`carry_out` looks the op id up on the agent before sending it, so a controller that died after
+persisting a step's "before" record (or after sending it) picks the same operation up again instead
+of running it twice. It then polls the record until the operation finishes, passing new log lines
+on, and gives up at the step's deadline (wall-clock, so the deadline survives a restart): an agent
+that stops answering fails the step after its time-out, never hangs the run.
+
+Polling is proportional: every ``fraction`` of the time elapsed so far, between ``min_interval`` and
+``max_interval``, so a three-second step is seen to finish within a few hundredths of a second and
+an hour-long installer is asked about once a second.
+
+    StepFailed            the operation did not succeed; ``message`` says why (already redacted)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from config.secrets import redact
+from controller.agent_client import AgentClient, AgentRejected, AgentUnreachable
+from node_agent.protocol import OperationRecord, OperationState
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, *, record: OperationRecord | None = None) -> None:
+        super().__init__(redact(message))
+        self.message = redact(message)
+        self.record = record
+
+
+@dataclass(frozen=True)
+class Polling:
+    fraction: float = 0.02
+    min_interval: float = 0.05
+    max_interval: float = 1.0
+
+    def interval(self, elapsed: float) -> float:
+        return min(self.max_interval, max(self.min_interval, elapsed * self.fraction))
+
+
+def new_lines(seen: list[str], tail: list[str]) -> list[str]:
+    """Lines of ``tail`` not yet passed on, given the lines ``seen`` so far (tails scroll)."""
+    if not seen:
+        return list(tail)
+    for overlap in range(min(len(seen), len(tail)), 0, -1):
+        if seen[-overlap:] == tail[:overlap]:
+            return tail[overlap:]
+    return list(tail)
+
+
+async def carry_out(
+    client: AgentClient,
+    *,
+    op_id: str,
+    action: str,
+    params: dict[str, Any],
+    deadline: float | None,
+    polling: Polling = Polling(),
+    clock: Callable[[], float] = time.time,
+    on_log: Callable[[list[str]], Any] | None = None,
+) -> OperationRecord:
+    """Send (unless already sent) and follow ``op_id`` until it finishes; the succeeded record.
+
+    ``deadline`` is a ``clock()`` time (epoch seconds by default). Raises :class:`StepFailed` when
+    the operation fails, is cancelled or interrupted, is refused, or outlives the deadline.
+    """
+    start = clock()
+    seen: list[str] = []
+    sent = False
+    last: OperationRecord | None = None
+    last_error = ""
+    while True:
+        try:
+            record = await client.operation(op_id)
+            if record is None and not sent:
+                record = await client.submit(op_id, action, params)
+                sent = True
+            elif record is None:
+                raise StepFailed(f"{action}: the agent no longer knows operation {op_id}")
+            else:
+                sent = True
+            last = record
+            last_error = ""
+            fresh = new_lines(seen, record.log_tail)
+            if fresh and on_log is not None:
+                seen.extend(fresh)
+                seen[:] = seen[-200:]
+                res = on_log([redact(x) for x in fresh])
+                if asyncio.iscoroutine(res):
+                    await res
+            if record.state.finished:
+                return _settled(record)
+        except AgentRejected as exc:
+            raise StepFailed(f"{action}: {exc}") from exc
+        except AgentUnreachable as exc:
+            last_error = str(exc)
+        now = clock()
+        if deadline is not None and now >= deadline:
+            if sent:
+                with contextlib.suppress(AgentUnreachable, AgentRejected):
+                    await client.cancel(op_id)
+            state = f"last seen {last.state.value}" if last is not None else "never seen"
+            why = f"; {last_error}" if last_error else ""
+            raise StepFailed(
+                f"{action} timed out after {now - start:.0f}s on this attempt ({state}{why})", record=last
+            )
+        wait = polling.interval(now - start)
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - now))
+        await asyncio.sleep(wait)
+
+
+def _settled(record: OperationRecord) -> OperationRecord:
+    if record.state == OperationState.SUCCEEDED:
+        return record
+    reason = record.error or (record.log_tail[-1] if record.log_tail else "")
+    if record.state == OperationState.INTERRUPTED:
+        reason = "interrupted: the agent stopped while it ran" + (f" ({reason})" if reason else "")
+    raise StepFailed(
+        f"{record.action.value} {record.state.value}" + (f": {reason}" if reason else ""), record=record
+    )

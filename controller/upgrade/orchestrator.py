@@ -1,0 +1,377 @@
+"""The upgrade orchestrator: the operator's commands, and the leader's reconcile loop that drives runs.
+
+Commands (from the routes) only *record intent* — a status compare-and-set or a ``requested`` flag —
+and wake the loop; the loop, on the lease holder only, compares every run's persisted state with
+what it should be doing and starts an executor (:class:`~controller.upgrade.executor.RunExecutor`)
+for each run that needs driving. Killing the controller at any moment loses nothing: the next leader
+reads the same rows and carries on (steps ``running`` are followed again by their op ids).
+
+    orchestrator = Orchestrator(store=..., agents=..., box=..., settings=...)
+    ctx.tasks.start("upgrade-orchestrator", orchestrator.run_forever, restart=True)
+    run = await orchestrator.plan(UpgradeRequest(...), actor="admin")
+    await orchestrator.start(run.id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from config.api_errors import Conflict, InvalidInput, NotFound
+from config.secrets import SecretBox, redact
+from config.settings import ControllerSettings
+from config.state_schema import utcnow
+from controller.agent_client import AgentPool
+from controller.upgrade.executor import RunExecutor, WebTransportFor
+from controller.upgrade.lease import LeaderLease
+from controller.upgrade.model import (
+    ACTIVE,
+    DRIVEN,
+    Local,
+    Phase,
+    Run,
+    RunStatus,
+    StepStatus,
+    UpgradeRequest,
+)
+from controller.upgrade.operations import Polling
+from controller.upgrade.plan import plan_upgrade
+from controller.upgrade.preflight import FINDINGS, run_preflight
+from controller.upgrade.store import UpgradeStore, seal
+
+log = logging.getLogger("crmcluster.upgrade")
+#: Statuses from which an operator's abort/rollback makes the loop restore.
+RESTORABLE = frozenset(
+    {RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.AWAITING_APPROVAL, RunStatus.SUCCEEDED, RunStatus.FAILED}
+)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        *,
+        store: UpgradeStore,
+        agents: AgentPool,
+        box: SecretBox,
+        settings: ControllerSettings,
+        lease: LeaderLease,
+        clock: Callable[[], datetime] = utcnow,
+        polling: Polling = Polling(),
+        web_transport_for: WebTransportFor | None = None,
+        interval: float = 1.0,
+        session_wait: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.box = box
+        self.settings = settings
+        self.lease = lease
+        self.clock = clock
+        self.polling = polling
+        self.web_transport_for = web_transport_for
+        self.interval = min(interval, max(0.05, lease.ttl / 3))
+        self.session_wait = session_wait
+        self.executors: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+
+    # The loop ----------------------------------------------------------------------------------------
+    def wake(self, run_id: str | None = None) -> None:
+        self._wake.set()
+        if run_id and run_id in self.executors:
+            self.executors[run_id][0].wake.set()
+
+    @property
+    def leader(self) -> bool:
+        return self.lease.held
+
+    async def run_forever(self) -> None:
+        try:
+            while True:
+                await self.reconcile()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                self._wake.clear()
+        finally:
+            await self.stop_executors()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.lease.release())
+
+    async def reconcile(self) -> None:
+        """One pass: hold the lease, then make sure every run that needs driving has an executor."""
+        for run_id, (_, task) in list(self.executors.items()):
+            if task.done():
+                del self.executors[run_id]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("upgrade %s: executor stopped: %s", run_id, redact(repr(task.exception())))
+        try:
+            leader = await self.lease.acquire()
+        except Exception as exc:
+            log.warning("leader lease not renewed: %s", redact(repr(exc)))
+            leader = self.lease.held
+        if not leader:
+            await self.stop_executors()
+            return
+        try:
+            runs = await self.store.list_runs(statuses=DRIVEN | RESTORABLE, limit=50)
+        except Exception as exc:
+            log.warning("cannot read upgrade runs: %s", redact(repr(exc)))
+            return
+        for run in runs:
+            wanted = run.status in DRIVEN or (
+                run.requested in ("abort", "rollback") and run.status in RESTORABLE
+            )
+            if wanted and run.id not in self.executors:
+                ex = RunExecutor(
+                    run_id=run.id,
+                    store=self.store,
+                    agents=self.agents,
+                    box=self.box,
+                    clock=self.clock,
+                    polling=self.polling,
+                    web_transport_for=self.web_transport_for,
+                    is_leader=lambda: self.lease.held,
+                    session_wait=self.session_wait,
+                )
+                task = asyncio.create_task(ex.drive(), name=f"upgrade-{run.id}")
+                task.add_done_callback(lambda _t: self._wake.set())
+                self.executors[run.id] = (ex, task)
+
+    async def stop_executors(self) -> None:
+        items = list(self.executors.values())
+        self.executors.clear()
+        for _, task in items:
+            task.cancel()
+        for _, task in items:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # Commands ----------------------------------------------------------------------------------------
+    async def get(self, run_id: str) -> Run:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no upgrade run {run_id!r}")
+        return run
+
+    async def plan(self, request: UpgradeRequest, *, actor: str) -> Run:
+        """Plan and preflight (changes nothing). Unknown override names are refused."""
+        unknown = [o for o in request.overrides if o not in FINDINGS]
+        if unknown:
+            raise InvalidInput(
+                f"overrides: unknown finding {unknown[0]!r}", details={"known": list(FINDINGS)}
+            )
+        run_id = "up-" + uuid.uuid4().hex[:10]
+        result = await run_preflight(
+            run_id=run_id,
+            request=request,
+            node_rows=await self.store.node_rows(),
+            agents=self.agents,
+            settings=self.settings,
+            polling=self.polling,
+        )
+        options = request.options()
+        default_timeout = float(self.settings.step_timeout)
+        steps = plan_upgrade(
+            run_id=run_id,
+            nodes=result.nodes,
+            target=request.target_version,
+            options=options,
+            default_timeout=default_timeout,
+        )
+        secrets = {"license_key": request.license_key.get_secret_value()}
+        if request.database is not None:
+            secrets["database_password"] = request.database.password.get_secret_value()
+        run = Run(
+            id=run_id,
+            status=RunStatus.PLANNED,
+            target_version=request.target_version,
+            from_version=result.from_version,
+            options=options,
+            preflight=result.findings,
+            context={
+                "nodes": [n.as_json() for n in result.nodes],
+                "install_name": self.settings.install_name,
+                "default_timeout": default_timeout,
+            },
+            secrets=seal(self.box, secrets),
+            created_by=actor,
+        )
+        await self.store.create_run(run, steps)
+        await self.store.event(run_id, "preflight", {"findings": result.findings, "blocking": run.blocking})
+        return await self.get(run_id)
+
+    async def start(self, run_id: str) -> Run:
+        run = await self.get(run_id)
+        if run.status != RunStatus.PLANNED:
+            raise Conflict(f"run {run_id} is {run.status.value}; only a planned run starts")
+        if run.blocking:
+            raise Conflict(
+                "the preflight failed: "
+                + ", ".join(run.blocking)
+                + " (name them in overrides to accept them)",
+                details={"blocking": run.blocking},
+                code="preflight_failed",
+            )
+        if not await self.store.steps(run_id):
+            raise Conflict("the run has no plan (no single database server)")
+        others = [r for r in await self.store.list_runs(statuses=ACTIVE) if r.id != run_id]
+        if others:
+            raise Conflict(f"upgrade {others[0].id} is {others[0].status.value}; one upgrade at a time")
+        if not await self.store.transition(
+            run_id,
+            expect=[RunStatus.PLANNED],
+            status=RunStatus.RUNNING,
+            started_at=self.clock(),
+            message="started",
+        ):
+            raise Conflict(f"run {run_id} changed meanwhile")
+        self.wake(run_id)
+        return await self.get(run_id)
+
+    async def pause(self, run_id: str) -> Run:
+        run = await self.get(run_id)
+        if run.status != RunStatus.RUNNING:
+            raise Conflict(f"run {run_id} is {run.status.value}; only a running run pauses")
+        await self.store.request(run_id, "pause", expect=[RunStatus.RUNNING])
+        await self.store.event(
+            run_id, "decision", {"decision": "pause_requested", "message": "pausing after the running steps"}
+        )
+        self.wake(run_id)
+        return await self.get(run_id)
+
+    async def resume(self, run_id: str) -> Run:
+        run = await self.get(run_id)
+        if run.status == RunStatus.RUNNING and run.requested == "pause":
+            await self.store.request(run_id, None, expect=[RunStatus.RUNNING])
+            return await self.get(run_id)
+        if run.status != RunStatus.PAUSED:
+            raise Conflict(f"run {run_id} is {run.status.value}; only a paused run resumes")
+        failed = [
+            s for s in await self.store.steps(run_id) if s.status in (StepStatus.FAILED, StepStatus.CANCELLED)
+        ]
+        if failed:
+            raise Conflict(
+                f"step {failed[0].id} failed; retry it or roll back",
+                details={"failed_steps": [s.id for s in failed]},
+            )
+        await self.store.transition(
+            run_id, expect=[RunStatus.PAUSED], status=RunStatus.RUNNING, requested=None, message="resumed"
+        )
+        self.wake(run_id)
+        return await self.get(run_id)
+
+    async def approve(self, run_id: str, *, actor: str) -> Run:
+        run = await self.get(run_id)
+        if run.status != RunStatus.AWAITING_APPROVAL:
+            raise Conflict(f"run {run_id} is {run.status.value}; nothing awaits approval")
+        for step in await self.store.steps(run_id):
+            if step.action == Local.SIGNOFF.value and not step.status.done:
+                step.status = StepStatus.SUCCEEDED
+                step.finished_at = self.clock()
+                step.started_at = step.started_at or step.finished_at
+                step.message = f"client sign-off recorded by {actor}"
+                step.result = {"approved_by": actor, "approved_at": step.finished_at.isoformat() + "Z"}
+                await self.store.save_step(step)
+        await self.store.transition(
+            run_id,
+            expect=[RunStatus.AWAITING_APPROVAL],
+            status=RunStatus.RUNNING,
+            message=f"approved by {actor}",
+        )
+        self.wake(run_id)
+        return await self.get(run_id)
+
+    async def abort(self, run_id: str) -> Run:
+        run = await self.get(run_id)
+        if run.status == RunStatus.PLANNED:
+            await self.store.transition(
+                run_id,
+                expect=[RunStatus.PLANNED],
+                status=RunStatus.ABORTED,
+                finished_at=self.clock(),
+                message="aborted before it started; nothing changed",
+            )
+            return await self.get(run_id)
+        if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.AWAITING_APPROVAL):
+            raise Conflict(f"run {run_id} is {run.status.value}; it cannot be aborted")
+        await self._request_restore(run_id, "abort")
+        return await self.get(run_id)
+
+    async def rollback(self, run_id: str) -> Run:
+        run = await self.get(run_id)
+        if run.status not in RESTORABLE:
+            raise Conflict(f"run {run_id} is {run.status.value}; there is nothing to roll back")
+        await self._request_restore(run_id, "rollback")
+        return await self.get(run_id)
+
+    async def _request_restore(self, run_id: str, what: str) -> None:
+        if not await self.store.request(run_id, what, expect=RESTORABLE):
+            raise Conflict(f"run {run_id} changed meanwhile; look again")
+        await self.store.event(run_id, "decision", {"decision": f"{what}_requested"})
+        self.wake(run_id)
+
+    async def retry(self, run_id: str, step_id: str) -> Run:
+        run = await self.get(run_id)
+        steps = await self.store.steps(run_id)
+        step = next((s for s in steps if s.id == step_id), None)
+        if step is None:
+            raise NotFound(f"run {run_id} has no step {step_id!r}")
+        if step.status not in (StepStatus.FAILED, StepStatus.CANCELLED):
+            raise Conflict(f"step {step_id} is {step.status.value}; only a failed step is retried")
+        restoring = step.phase == Phase.RESTORE.value
+        expect = RunStatus.FAILED if restoring else RunStatus.PAUSED
+        if run.status != expect:
+            raise Conflict(
+                f"run {run_id} is {run.status.value}; "
+                f"a failed step is retried while the run is {expect.value}"
+            )
+        step.attempt += 1
+        step.status = StepStatus.PENDING
+        step.message = f"retry requested (attempt {step.attempt})"
+        step.finished_at = None
+        await self.store.save_step(step)
+        await self.store.transition(
+            run_id,
+            expect=[expect],
+            status=RunStatus.RESTORING if restoring else RunStatus.RUNNING,
+            requested=None,
+            finished_at=None,
+            message=f"retrying {step_id}",
+        )
+        self.wake(run_id)
+        return await self.get(run_id)
+
+    async def view(self, run_id: str) -> dict[str, Any]:
+        run = await self.get(run_id)
+        return run_view(run, [s.public() for s in await self.store.steps(run_id)])
+
+
+def run_view(run: Run, plan: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The run as the API answers it (DESIGN.md: id, status, preflight findings, the ordered plan)."""
+    from controller.upgrade.model import iso
+
+    ctx = run.context
+    body: dict[str, Any] = {
+        "id": run.id,
+        "status": run.status.value,
+        "target_version": run.target_version,
+        "from_version": run.from_version,
+        "requested": run.requested,
+        "message": run.message,
+        "options": run.options,
+        "preflight": run.preflight,
+        "blocking": run.blocking,
+        "created_by": run.created_by,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "touched": ctx.get("touched", []),
+        "lockout": {"started_at": ctx.get("lockout_started_at"), "ended_at": ctx.get("lockout_ended_at")},
+    }
+    if plan is not None:
+        body["plan"] = plan
+    return body

@@ -1,0 +1,407 @@
+"""The preflight: everything the guide says to check before a live upgrade, changing nothing.
+
+Each finding is ``pass``, ``warn`` or ``fail`` with its evidence. A failing finding blocks ``start``
+unless the operator named it in ``overrides`` (then it shows ``overridden: true``); a finding marked
+``overridable: false`` (no single database server: there is nothing to plan) cannot be overridden.
+
+=================== ===========================================================================
+finding             the guide's reason
+=================== ===========================================================================
+database_server     exactly one install holds the database ("Installing multi-server Sage CRM")
+agents_reachable    every server is upgraded, so every agent must answer
+same_version        all servers run one version before the upgrade
+supported_path      "The install wizard upgrades from 7.2 or 7.3 to 2017 R1"
+license             "You need a 2017 R1 license key" (checked by the database server's agent)
+replication_engine  "only one single Replication Engine instance"
+library             the Document Library's shared UNC path, reachable from every server
+db_connections      "one DLL per web server plus one Tomcat database connection pool per web server"
+dta_objects         "_dta_index_"/"_dta_stat_" objects "may cause an error during the upgrade"
+backup_space        "Ensure the location ... has sufficient storage space"
+sql_login           the installer's SQL login should not be ``sa``
+=================== ===========================================================================
+
+Operations sent here are read-only (check_license, list_dta_objects, probe_library), with op ids
+``{run}.preflight.{action}.{node}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from config.secrets import redact
+from config.settings import ControllerSettings
+from config.vocabulary import Role
+from controller.agent_client import AgentError, AgentPool
+from controller.upgrade.model import UpgradeRequest
+from controller.upgrade.operations import Polling, StepFailed, carry_out
+from controller.upgrade.plan import PlannedNode, running_services
+from node_agent.protocol import Action, NodeStatus
+
+Status = Literal["pass", "warn", "fail"]
+#: Room asked for on each node when the agent does not say how big its backups will be.
+MIN_FREE_BYTES = 1 << 30
+FINDINGS = (
+    "database_server",
+    "agents_reachable",
+    "same_version",
+    "supported_path",
+    "license",
+    "replication_engine",
+    "library",
+    "db_connections",
+    "dta_objects",
+    "backup_space",
+    "sql_login",
+)
+
+
+@dataclass
+class Finding:
+    name: str
+    status: Status
+    message: str
+    evidence: Any = None
+    overridable: bool = True
+
+    def as_json(self, overrides: list[str]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "message": redact(self.message),
+            "evidence": self.evidence,
+            "overridable": self.overridable,
+            "overridden": self.status == "fail" and self.overridable and self.name in overrides,
+        }
+
+
+@dataclass
+class PreflightResult:
+    findings: list[dict[str, Any]]
+    nodes: list[PlannedNode]
+    from_version: str | None
+
+
+async def _gather_limited(factories: list[Callable[[], Awaitable[Any]]], limit: int = 32) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(f: Callable[[], Awaitable[Any]]) -> Any:
+        async with sem:
+            return await f()
+
+    return await asyncio.gather(*(one(f) for f in factories))
+
+
+async def run_preflight(
+    *,
+    run_id: str,
+    request: UpgradeRequest,
+    node_rows: list[dict[str, Any]],
+    agents: AgentPool,
+    settings: ControllerSettings,
+    op_timeout: float = 60.0,
+    polling: Polling = Polling(),
+) -> PreflightResult:
+    findings: list[Finding] = []
+    rows = [r for r in node_rows if r.get("agent_url")]
+
+    # Every agent's status ------------------------------------------------------------------------
+    async def status_of(row: dict[str, Any]) -> NodeStatus | str:
+        try:
+            return await agents.client(row["agent_url"]).status()
+        except AgentError as exc:
+            return str(exc)
+
+    statuses = await _gather_limited([lambda r=r: status_of(r) for r in rows])  # type: ignore[misc]
+    by_name: dict[str, NodeStatus] = {}
+    unreachable: dict[str, str] = {}
+    for row, st in zip(rows, statuses, strict=True):
+        if isinstance(st, NodeStatus):
+            by_name[row["name"]] = st
+        else:
+            unreachable[row["name"]] = st
+    nodes: list[PlannedNode] = []
+    for row in rows:
+        st = by_name.get(row["name"])
+        roles = set(row.get("roles") or [])
+        if st is not None:
+            roles |= {r for r in st.roles if r == Role.DATABASE.value}
+        nodes.append(
+            PlannedNode(
+                name=row["name"],
+                agent_url=row["agent_url"],
+                roles=tuple(sorted(roles)),
+                fqdn=row.get("fqdn"),
+                version=st.version if st is not None else row.get("version"),
+                web_url=st.web_url if st is not None else None,
+                services=running_services(dict(st.services)) if st is not None else (),
+                replication_engine=st.replication_engine
+                if st is not None
+                else Role.REPLICATION_ENGINE.value in roles,
+            )
+        )
+
+    dbs = [n.name for n in nodes if n.is_database]
+    if len(dbs) == 1:
+        findings.append(Finding("database_server", "pass", f"{dbs[0]} holds the database", {"node": dbs[0]}))
+    else:
+        findings.append(
+            Finding(
+                "database_server",
+                "fail",
+                "exactly one server must hold the database role"
+                + (f"; found {', '.join(dbs)}" if dbs else "; none"),
+                {"nodes": dbs},
+                overridable=False,
+            )
+        )
+    db = next((n for n in nodes if n.name == dbs[0]), None) if len(dbs) == 1 else None
+
+    if not rows:
+        findings.append(Finding("agents_reachable", "fail", "no registered node has an agent", {}, False))
+    elif unreachable:
+        findings.append(
+            Finding(
+                "agents_reachable",
+                "fail",
+                f"{len(unreachable)} of {len(rows)} agents did not answer: {', '.join(sorted(unreachable))}",
+                {"unreachable": unreachable},
+            )
+        )
+    else:
+        findings.append(
+            Finding("agents_reachable", "pass", f"all {len(rows)} agents answered", {"nodes": len(rows)})
+        )
+
+    versions = {n: st.version for n, st in by_name.items()}
+    distinct = sorted({v or "unknown" for v in versions.values()})
+    from_version: str | None = distinct[0] if len(distinct) == 1 and distinct[0] != "unknown" else None
+    if len(distinct) == 1:
+        findings.append(
+            Finding("same_version", "pass", f"every server runs {distinct[0]}", {"versions": versions})
+        )
+    else:
+        findings.append(
+            Finding(
+                "same_version",
+                "fail",
+                f"servers run different versions: {', '.join(distinct)}",
+                {"versions": versions},
+            )
+        )
+        if db is not None and db.name in versions:
+            from_version = versions[db.name]
+
+    supported = settings.supported_upgrades.get(from_version or "", [])
+    path_ev = {"from": from_version, "to": request.target_version, "supported": settings.supported_upgrades}
+    if from_version is not None and request.target_version in supported:
+        findings.append(
+            Finding(
+                "supported_path", "pass", f"{from_version} → {request.target_version} is supported", path_ev
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "supported_path",
+                "fail",
+                f"upgrading {from_version or 'an unknown version'} to {request.target_version} "
+                "is not a supported path",
+                path_ev,
+            )
+        )
+
+    # Read-only operations ------------------------------------------------------------------------------
+    async def op(node: PlannedNode, action: Action, params: dict[str, Any]) -> dict[str, Any] | str:
+        client = agents.client(node.agent_url)
+        try:
+            rec = await carry_out(
+                client,
+                op_id=f"{run_id}.preflight.{action.value}.{node.name}",
+                action=action.value,
+                params=params,
+                deadline=None if op_timeout <= 0 else _now() + op_timeout,
+                polling=polling,
+            )
+        except StepFailed as exc:
+            return exc.message
+        return rec.result or {}
+
+    if db is not None and db.name in by_name:
+        lic = await op(db, Action.CHECK_LICENSE, {"license_key": request.license_key.get_secret_value()})
+        if isinstance(lic, str):
+            findings.append(
+                Finding("license", "fail", f"the license check did not run: {lic}", {"node": db.name})
+            )
+        else:
+            valid = bool(lic.get("valid"))
+            ev = {k: v for k, v in lic.items() if k not in ("license_key",)}
+            ev["node"] = db.name
+            for_versions = lic.get("versions") or lic.get("valid_for")
+            if valid and isinstance(for_versions, list) and request.target_version not in for_versions:
+                valid = False
+                ev["reason"] = f"the key is not valid for {request.target_version}"
+            findings.append(
+                Finding(
+                    "license",
+                    "pass" if valid else "fail",
+                    "the license key is valid for " + request.target_version
+                    if valid
+                    else "the license key is not valid: "
+                    + str(ev.get("reason") or lic.get("message") or "refused"),
+                    ev,
+                )
+            )
+        dta = await op(db, Action.LIST_DTA_OBJECTS, {})
+        if isinstance(dta, str):
+            findings.append(
+                Finding("dta_objects", "warn", f"could not list _dta_ objects: {dta}", {"node": db.name})
+            )
+        else:
+            objects = dta.get("objects") or []
+            if objects:
+                findings.append(
+                    Finding(
+                        "dta_objects",
+                        "warn",
+                        f"{len(objects)} _dta_index_/_dta_stat_ objects may break the upgrade; "
+                        "delete those that cause problems and optimise the database after",
+                        {"objects": objects},
+                    )
+                )
+            else:
+                findings.append(
+                    Finding("dta_objects", "pass", "no _dta_index_/_dta_stat_ objects", {"objects": []})
+                )
+    else:
+        findings.append(Finding("license", "fail", "no reachable database server to check the license", {}))
+        findings.append(
+            Finding("dta_objects", "warn", "no reachable database server to list _dta_ objects", {})
+        )
+
+    holders = [n.name for n in nodes if n.name in by_name and by_name[n.name].replication_engine]
+    if len(holders) == 1:
+        findings.append(
+            Finding(
+                "replication_engine", "pass", f"one Replication Engine, on {holders[0]}", {"nodes": holders}
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "replication_engine",
+                "fail",
+                f"{len(holders)} Replication Engines ({', '.join(holders) or 'none'}); "
+                "exactly one is required",
+                {"nodes": holders},
+            )
+        )
+
+    reachable_nodes = [n for n in nodes if n.name in by_name]
+    probes = await _gather_limited([lambda n=n: op(n, Action.PROBE_LIBRARY, {}) for n in reachable_nodes])  # type: ignore[misc]
+    lib_ev: dict[str, Any] = {}
+    bad: list[str] = []
+    for n, res in zip(reachable_nodes, probes, strict=True):
+        ok = not isinstance(res, str) and res.get("reachable", True) is not False
+        lib_ev[n.name] = res if not isinstance(res, str) else {"error": res}
+        if not ok:
+            bad.append(n.name)
+    if bad or not reachable_nodes:
+        findings.append(
+            Finding(
+                "library", "fail", f"the library is not reachable from {', '.join(bad) or 'any node'}", lib_ev
+            )
+        )
+    else:
+        findings.append(Finding("library", "pass", "the library is reachable from every server", lib_ev))
+
+    pool_sizes: dict[str, int] = getattr(settings, "tomcat_pool_sizes", {}) or {}
+    required = sum(1 + pool_sizes.get(n.name, settings.tomcat_pool_size) for n in nodes)
+    conn_ev = {"required": required, "max_connections": settings.max_connections, "servers": len(nodes)}
+    if required > settings.max_connections:
+        findings.append(
+            Finding(
+                "db_connections",
+                "fail",
+                f"{required} database connections needed (one DLL plus one Tomcat pool per server), "
+                f"{settings.max_connections} available",
+                conn_ev,
+            )
+        )
+    elif required > 0.9 * settings.max_connections:
+        findings.append(
+            Finding(
+                "db_connections",
+                "warn",
+                f"{required} of {settings.max_connections} connections needed",
+                conn_ev,
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "db_connections",
+                "pass",
+                f"{required} of {settings.max_connections} connections needed",
+                conn_ev,
+            )
+        )
+
+    space: dict[str, Any] = {}
+    short: list[str] = []
+    unknown: list[str] = []
+    for name, st in by_name.items():
+        free = st.free_disk_bytes
+        space[name] = {"free_bytes": free, "needed_bytes": MIN_FREE_BYTES}
+        if free is None:
+            unknown.append(name)
+        elif free < MIN_FREE_BYTES:
+            short.append(name)
+    if short:
+        findings.append(
+            Finding(
+                "backup_space", "fail", f"not enough room for backups on {', '.join(sorted(short))}", space
+            )
+        )
+    elif unknown:
+        findings.append(
+            Finding("backup_space", "warn", f"free disk unknown on {', '.join(sorted(unknown))}", space)
+        )
+    else:
+        findings.append(Finding("backup_space", "pass", "room for the backups on every server", space))
+
+    if request.database is None:
+        findings.append(
+            Finding("sql_login", "warn", "no SQL login given; the installer uses the install's own", None)
+        )
+    elif request.database.user.lower() == "sa":
+        findings.append(
+            Finding(
+                "sql_login",
+                "fail",
+                "the installer's SQL login is 'sa'; use a dedicated login",
+                {"user": "sa"},
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "sql_login", "pass", f"SQL login {request.database.user}", {"user": request.database.user}
+            )
+        )
+
+    order = {n: i for i, n in enumerate(FINDINGS)}
+    findings.sort(key=lambda f: order.get(f.name, len(order)))
+    return PreflightResult(
+        findings=[f.as_json(list(request.overrides)) for f in findings],
+        nodes=nodes,
+        from_version=from_version,
+    )
+
+
+def _now() -> float:
+    import time
+
+    return time.time()

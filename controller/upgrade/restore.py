@@ -1,0 +1,152 @@
+"""Restore a live environment: the guide's chapter "Restoring a Live Environment", cluster-wide.
+
+"If a live upgrade fails, ... return the customer site to the pre-upgrade live environment." A node
+is *touched* once any step after the freeze changed it (the installer ran, triggers were disabled,
+a Replication Engine removed). The restore, in waves:
+
+1. every server locked out again (``maintenance``) — a rollback after success needs it;
+2. every touched server stopped (IIS, Tomcat, CRM services): the database needs exclusive access;
+3. the database restored **once**, on the database server, from the verified pre-upgrade backup
+   (the guide's "Restoring the database backup") — when the database server was touched;
+4. on each touched server: program files put back (the guide's ``<install>_backup`` folder),
+   the website redirected to them ("Redirecting the website"), the registry restored ("Restoring
+   the registry backup") and eware.dll re-registered ("Reregistering the installation");
+5. IIS, Tomcat and the CRM services started on every server ("Stopping and restarting IIS"), and a
+   warm-up logon on each;
+6. verified: every server on the old version, the old schema, the 20 records equal to the baseline,
+   logons served — a verification that fails says exactly what differs;
+7. the balancer back in service.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from controller.upgrade.evidence import baseline_ids, compare_fingerprints
+from controller.upgrade.model import Local, Phase, Run, Step
+from controller.upgrade.plan import PlannedNode, StepBuilder, database_server, start_actions, stop_actions
+from node_agent.protocol import Action
+
+if TYPE_CHECKING:
+    from controller.upgrade.executor import RunExecutor
+
+#: restore action -> the backup kind (``context.backups[node][kind]``) it puts back.
+SOURCES = {
+    Action.RESTORE_DATABASE.value: "database",
+    Action.RESTORE_PROGRAM_FILES.value: "program_files",
+    Action.RESTORE_REGISTRY.value: "registry",
+}
+
+
+def plan_restore(*, run: Run, nodes: list[PlannedNode], steps: list[Step]) -> list[Step]:
+    """The restore steps for what the run touched so far, numbered after ``steps``."""
+    b = StepBuilder(
+        run_id=run.id,
+        seq=max((s.seq for s in steps), default=0),
+        wave=max((s.wave for s in steps), default=-1) + 1,
+        timeouts=dict(run.options.get("step_timeouts") or {}),
+        default_timeout=float(run.options.get("step_timeout") or run.context.get("default_timeout") or 900.0),
+    )
+    touched = set(run.context.get("touched", []))
+    db = database_server(nodes)
+    ordered = ([db] if db else []) + [n for n in nodes if db is None or n.name != db.name]
+    touched_nodes = [n for n in ordered if n.name in touched]
+
+    b.add(Phase.RESTORE, None, Local.LOCK_OUT.value)
+    b.next_wave()
+    for n in touched_nodes:
+        b.lane(Phase.RESTORE, n.name, stop_actions(n, web=True))
+    b.next_wave()
+    if db is not None and db.name in touched:
+        b.add(Phase.RESTORE, db.name, Action.RESTORE_DATABASE.value, {})
+        b.next_wave()
+    for n in touched_nodes:
+        b.lane(
+            Phase.RESTORE,
+            n.name,
+            [
+                (Action.RESTORE_PROGRAM_FILES.value, {}),
+                (Action.REDIRECT_WEBSITE.value, {}),
+                (Action.RESTORE_REGISTRY.value, {}),
+                (Action.REGISTER_DLL.value, {}),
+            ],
+        )
+    b.next_wave()
+    for n in ordered:
+        b.lane(Phase.RESTORE, n.name, [*start_actions(n), (Action.WARMUP_LOGON.value, None)])
+    b.next_wave()
+    b.add(Phase.RESTORE, None, Local.VERIFY_RESTORE.value, {"version": run.from_version})
+    b.next_wave()
+    b.add(Phase.RESTORE, None, Local.RETURN_TO_SERVICE.value)
+    return b.steps
+
+
+def wire_params(ex: RunExecutor, step: Step, params: dict[str, Any]) -> dict[str, Any]:
+    """Fill a restore step's ``source``/``path`` from the backups and restores made earlier."""
+    if step.phase != Phase.RESTORE.value or not step.node:
+        return params
+    backups = ex.run.context.get("backups", {}).get(step.node, {})
+    kind = SOURCES.get(step.action)
+    if kind is not None:
+        path = (backups.get(kind) or {}).get("path")
+        if not path:
+            from controller.upgrade.operations import StepFailed
+
+            raise StepFailed(f"no verified {kind} backup of {step.node} to restore from")
+        return {**params, "source": path}
+    if step.action in (Action.REDIRECT_WEBSITE.value, Action.REGISTER_DLL.value):
+        restored = ex.run.context.get("restored", {}).get(step.node) or {}
+        key = "website" if step.action == Action.REDIRECT_WEBSITE.value else "dll"
+        path = restored.get(key) or restored.get("path")
+        return {**params, "path": path} if path else params
+    return params
+
+
+async def remember_restore(ex: RunExecutor, step: Step, result: dict[str, Any]) -> None:
+    """Keep where program files were put back (the website redirect and regsvr32 point there)."""
+    if step.action == Action.RESTORE_PROGRAM_FILES.value and step.node:
+        node = step.node
+        await ex.mutate_context(lambda c: c.setdefault("restored", {}).update({node: result}))
+
+
+async def verify(ex: RunExecutor, step: Step) -> tuple[dict[str, Any], list[str]]:
+    """``(evidence, differences)`` of the live environment against the one before the upgrade."""
+    old = step.params.get("version") or ex.run.from_version
+    diffs: list[str] = []
+    ev: dict[str, Any] = {"expected_version": old, "nodes": {}}
+    for name, node in ex.nodes.items():
+        try:
+            st = await ex.agents.client(node.agent_url).status()
+        except Exception as exc:
+            diffs.append(f"{name}: agent did not answer ({type(exc).__name__})")
+            continue
+        ev["nodes"][name] = {"version": st.version, "web": st.web.value, "tomcat": st.tomcat.value}
+        if st.version != old:
+            diffs.append(f"{name} runs {st.version}, not {old}")
+        if st.web.value != "running":
+            diffs.append(f"{name}: IIS is {st.web.value}")
+    baseline = ex.run.context.get("baseline")
+    if ex.db is not None and baseline:
+        from controller.upgrade.local_steps import sub_op
+
+        rec = await sub_op(
+            ex,
+            step,
+            ex.db.name,
+            "fingerprint",
+            Action.FINGERPRINT_RECORDS.value,
+            {"ids": baseline_ids(baseline)},
+        )
+        now = rec.result or {}
+        record_diffs = compare_fingerprints(baseline, now, schema=True)
+        ev["records"] = {"compared": len(baseline.get("records") or {}), "differences": record_diffs}
+        ev["schema_version"] = now.get("schema_version")
+        diffs += record_diffs
+    else:
+        ev["records"] = "not applicable: no baseline was taken before the failure"
+    from controller.upgrade.local_steps import logons_served
+
+    served = await logons_served(ex, step)
+    ev["logons"] = served
+    diffs += [f"{n}: logon not served ({why})" for n, why in served.items() if why != "ok"]
+    return ev, diffs

@@ -1,0 +1,139 @@
+"""The upgrade routes under ``/api/v1/upgrades`` (DESIGN.md "Controller contract").
+
+Planning, starting, aborting and rolling back need the admin token; pausing, resuming and reading
+accept the operator token too. Every command is recorded in the audit trail (secrets redacted).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+from controller.deps import AdminActor, Context, OperatorActor
+from controller.upgrade import orchestrator_for
+from controller.upgrade.checklist import build_checklist, render_html
+from controller.upgrade.events import event_stream, parse_last_id
+from controller.upgrade.model import RunStatus, UpgradeRequest
+from controller.upgrade.orchestrator import run_view
+
+router = APIRouter(prefix="/api/v1/upgrades", tags=["upgrades"])
+
+
+@router.post("", status_code=201)
+async def plan_upgrade(body: UpgradeRequest, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Plan the upgrade and run the preflight; nothing in the cluster changes."""
+    orch = orchestrator_for(ctx)
+    async with ctx.audit.change(
+        actor, "upgrades.plan", target=body.target_version, details=body.options()
+    ) as entry:
+        run = await orch.plan(body, actor=actor)
+        entry.target = run.id
+        entry.message = f"planned; blocking: {', '.join(run.blocking) or 'none'}"
+    return await orch.view(run.id)
+
+
+@router.get("")
+async def list_upgrades(
+    ctx: Context, _actor: OperatorActor, status: Annotated[RunStatus | None, Query()] = None
+) -> dict[str, Any]:
+    runs = await orchestrator_for(ctx).store.list_runs(statuses=[status] if status else None)
+    return {"upgrades": [run_view(r, None) for r in runs]}
+
+
+@router.get("/{run_id}")
+async def get_upgrade(run_id: str, ctx: Context, _actor: OperatorActor) -> dict[str, Any]:
+    return await orchestrator_for(ctx).view(run_id)
+
+
+async def _command(ctx: Context, actor: str, run_id: str, what: str) -> dict[str, Any]:
+    orch = orchestrator_for(ctx)
+    async with ctx.audit.change(actor, f"upgrades.{what}", target=run_id, details=None):
+        if what == "start":
+            await orch.start(run_id)
+        elif what == "pause":
+            await orch.pause(run_id)
+        elif what == "resume":
+            await orch.resume(run_id)
+        elif what == "approve":
+            await orch.approve(run_id, actor=actor)
+        elif what == "abort":
+            await orch.abort(run_id)
+        else:
+            await orch.rollback(run_id)
+    return await orch.view(run_id)
+
+
+@router.post("/{run_id}/start")
+async def start(run_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Start a planned run (refused while a failing preflight finding is not overridden)."""
+    return await _command(ctx, actor, run_id, "start")
+
+
+@router.post("/{run_id}/pause")
+async def pause(run_id: str, ctx: Context, actor: OperatorActor) -> dict[str, Any]:
+    """Pause after the steps now running."""
+    return await _command(ctx, actor, run_id, "pause")
+
+
+@router.post("/{run_id}/resume")
+async def resume(run_id: str, ctx: Context, actor: OperatorActor) -> dict[str, Any]:
+    return await _command(ctx, actor, run_id, "resume")
+
+
+@router.post("/{run_id}/approve")
+async def approve(run_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Record the client's sign-off and go on with the live upgrade."""
+    return await _command(ctx, actor, run_id, "approve")
+
+
+@router.post("/{run_id}/abort")
+async def abort(run_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Stop what runs, then restore the live environment."""
+    return await _command(ctx, actor, run_id, "abort")
+
+
+@router.post("/{run_id}/rollback")
+async def rollback(run_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Restore the live environment now."""
+    return await _command(ctx, actor, run_id, "rollback")
+
+
+@router.post("/{run_id}/steps/{step_id}/retry")
+async def retry(run_id: str, step_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Run a failed step again (a new attempt, a new op id)."""
+    orch = orchestrator_for(ctx)
+    async with ctx.audit.change(actor, "upgrades.retry", target=f"{run_id}/{step_id}", details=None):
+        await orch.retry(run_id, step_id)
+    return await orch.view(run_id)
+
+
+@router.get("/{run_id}/events")
+async def events(
+    run_id: str,
+    ctx: Context,
+    _actor: OperatorActor,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[str | None, Query(alias="last_event_id")] = None,
+) -> StreamingResponse:
+    """Server-sent events of every phase, step, log line and decision; replay with Last-Event-ID."""
+    orch = orchestrator_for(ctx)
+    await orch.get(run_id)
+    stream = event_stream(orch.store, run_id, last_id=parse_last_id(last_event_id, after))
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/{run_id}/checklist", response_model=None)
+async def checklist(run_id: str, request: Request, ctx: Context, _actor: OperatorActor) -> Any:
+    """The guide's sample upgrade checklist for this run (JSON, or HTML with ``Accept: text/html``)."""
+    orch = orchestrator_for(ctx)
+    run = await orch.get(run_id)
+    data = build_checklist(run, await orch.store.steps(run_id))
+    if "text/html" in request.headers.get("accept", ""):
+        return HTMLResponse(render_html(data))
+    return data

@@ -1,0 +1,381 @@
+"""Persistence of upgrade runs, their steps and their events (``upgrade_runs``/``_steps``/``_events``).
+
+Every write goes through :class:`GroupCommit`: callers queue statements and wait until they are
+committed; whatever queued while one transaction was being written goes in the next one. A step's
+"before" record is therefore durable before its operation is sent, yet a wave of 50 nodes starting
+together costs one or two transactions, not fifty.
+
+Secrets never reach a row: event data and messages pass through :func:`config.secrets.redact_mapping`
+and :func:`~config.secrets.redact`; the run's license key and passwords live only in
+``upgrade_runs.secrets``, encrypted by the controller's :class:`~config.secrets.SecretBox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Executable, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.database import unavailable_errors
+from config.secrets import SecretBox, redact, redact_mapping, register_secret
+from config.state_schema import nodes, upgrade_events, upgrade_runs, upgrade_steps, utcnow
+from controller.upgrade.model import Run, RunStatus, Step, StepStatus
+
+Listener = Callable[[str], None]
+
+
+class GroupCommit:
+    """Queue statements; one writer commits whatever is queued in one transaction at a time."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[Sequence[Executable], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def commit(self, *stmts: Executable) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((stmts, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="upgrade-store-writer")
+        await fut
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                with unavailable_errors("state database"):
+                    async with self.engine.begin() as conn:
+                        for stmts, _ in batch:
+                            for stmt in stmts:
+                                await conn.execute(stmt)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc)
+                    continue
+                # One bad statement must not fail its neighbours: write them one by one.
+                for stmts, fut in batch:
+                    try:
+                        async with self.engine.begin() as conn:
+                            for stmt in stmts:
+                                await conn.execute(stmt)
+                    except Exception as one:
+                        _settle(fut, one)
+                    else:
+                        _settle(fut, None)
+                continue
+            for _, fut in batch:
+                _settle(fut, None)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+def _run(row: Any) -> Run:
+    m = row._mapping
+    return Run(
+        id=m["id"],
+        status=RunStatus(m["status"]),
+        target_version=m["target_version"],
+        from_version=m["from_version"],
+        options=dict(m["options"] or {}),
+        preflight=list(m["preflight"] or []),
+        context=dict(m["context"] or {}),
+        secrets=m["secrets"],
+        requested=m["requested"],
+        message=m["message"],
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+    )
+
+
+def _step(row: Any) -> Step:
+    m = row._mapping
+    return Step(
+        run_id=m["run_id"],
+        id=m["id"],
+        seq=m["seq"],
+        wave=m["wave"],
+        phase=m["phase"],
+        node=m["node"],
+        action=m["action"],
+        params=dict(m["params"] or {}),
+        status=StepStatus(m["status"]),
+        attempt=m["attempt"],
+        op_id=m["op_id"],
+        timeout=m["timeout"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        message=m["message"],
+        result=m["result"],
+    )
+
+
+def step_values(step: Step) -> dict[str, Any]:
+    return {
+        "status": step.status.value,
+        "attempt": step.attempt,
+        "op_id": step.op_id,
+        "started_at": step.started_at,
+        "finished_at": step.finished_at,
+        "message": redact(step.message)[:4000] if step.message else None,
+        "result": redact_mapping(step.result) if step.result is not None else None,
+        "params": redact_mapping(step.params),
+        "timeout": step.timeout,
+    }
+
+
+class UpgradeStore:
+    """Runs, steps and events of upgrades in the state database.
+
+    ``listeners`` are told the run id after each committed event, so server-sent event streams in
+    this process wake at once (streams also poll, for events another controller wrote).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.writer = GroupCommit(engine)
+        self.listeners: set[Listener] = set()
+
+    # Runs ------------------------------------------------------------------------------------------
+    async def create_run(self, run: Run, steps: Iterable[Step]) -> None:
+        now = self.clock()
+        run.created_at = run.updated_at = now
+        stmts: list[Executable] = [
+            insert(upgrade_runs).values(
+                id=run.id,
+                status=run.status.value,
+                target_version=run.target_version,
+                from_version=run.from_version,
+                options=run.options,
+                secrets=run.secrets,
+                preflight=redact_mapping(run.preflight),
+                context=redact_mapping(run.context),
+                message=redact(run.message) if run.message else None,
+                created_by=run.created_by,
+                created_at=now,
+                updated_at=now,
+            )
+        ]
+        rows = [
+            {
+                "run_id": run.id,
+                "id": s.id,
+                "seq": s.seq,
+                "wave": s.wave,
+                "phase": s.phase,
+                "node": s.node,
+                "action": s.action,
+                **step_values(s),
+            }
+            for s in steps
+        ]
+        if rows:
+            stmts.append(insert(upgrade_steps).values(rows))
+        await self.writer.commit(*stmts)
+        await self.event(run.id, "run", {"status": run.status.value, "message": "planned"})
+
+    async def get_run(self, run_id: str) -> Run | None:
+        with unavailable_errors("state database"):
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(select(upgrade_runs).where(upgrade_runs.c.id == run_id))).first()
+        return _run(row) if row is not None else None
+
+    async def list_runs(self, *, statuses: Iterable[RunStatus] | None = None, limit: int = 100) -> list[Run]:
+        q = select(upgrade_runs).order_by(upgrade_runs.c.created_at.desc()).limit(limit)
+        if statuses is not None:
+            q = q.where(upgrade_runs.c.status.in_([s.value for s in statuses]))
+        with unavailable_errors("state database"):
+            async with self.engine.connect() as conn:
+                return [_run(r) for r in await conn.execute(q)]
+
+    async def update_run(self, run_id: str, *, event: dict[str, Any] | None = None, **values: Any) -> None:
+        """Write run columns (status, message, context, requested …) and, with it, a ``run`` event."""
+        values["updated_at"] = self.clock()
+        if isinstance(values.get("status"), RunStatus):
+            values["status"] = values["status"].value
+        if values.get("message"):
+            values["message"] = redact(values["message"])[:4000]
+        if "context" in values:
+            values["context"] = redact_mapping(values["context"])
+        stmts: list[Executable] = [update(upgrade_runs).where(upgrade_runs.c.id == run_id).values(**values)]
+        if event is not None:
+            stmts.append(self._event_stmt(run_id, "run", event))
+        await self.writer.commit(*stmts)
+        if event is not None:
+            self._notify(run_id)
+
+    async def request(self, run_id: str, requested: str | None, *, expect: Iterable[RunStatus]) -> bool:
+        """Compare-and-set the operator's request; False when the run is not in ``expect``."""
+        with unavailable_errors("state database"):
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    update(upgrade_runs)
+                    .where(upgrade_runs.c.id == run_id)
+                    .where(upgrade_runs.c.status.in_([s.value for s in expect]))
+                    .values(requested=requested, updated_at=self.clock())
+                )
+        return bool(res.rowcount)
+
+    async def transition(
+        self, run_id: str, *, expect: Iterable[RunStatus], status: RunStatus, **values: Any
+    ) -> bool:
+        """Compare-and-set the run's status (from one of ``expect``); emits a ``run`` event."""
+        values["updated_at"] = self.clock()
+        if values.get("message"):
+            values["message"] = redact(values["message"])[:4000]
+        with unavailable_errors("state database"):
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    update(upgrade_runs)
+                    .where(upgrade_runs.c.id == run_id)
+                    .where(upgrade_runs.c.status.in_([s.value for s in expect]))
+                    .values(status=status.value, **values)
+                )
+                if res.rowcount:
+                    await conn.execute(
+                        self._event_stmt(
+                            run_id, "run", {"status": status.value, "message": values.get("message")}
+                        )
+                    )
+        if res.rowcount:
+            self._notify(run_id)
+        return bool(res.rowcount)
+
+    # Steps -----------------------------------------------------------------------------------------
+    async def steps(self, run_id: str) -> list[Step]:
+        with unavailable_errors("state database"):
+            async with self.engine.connect() as conn:
+                rows = await conn.execute(
+                    select(upgrade_steps)
+                    .where(upgrade_steps.c.run_id == run_id)
+                    .order_by(upgrade_steps.c.seq)
+                )
+                return [_step(r) for r in rows]
+
+    async def add_steps(self, steps: Sequence[Step], *, event: dict[str, Any] | None = None) -> None:
+        if not steps:
+            return
+        rows = [
+            {
+                "run_id": s.run_id,
+                "id": s.id,
+                "seq": s.seq,
+                "wave": s.wave,
+                "phase": s.phase,
+                "node": s.node,
+                "action": s.action,
+                **step_values(s),
+            }
+            for s in steps
+        ]
+        stmts: list[Executable] = [insert(upgrade_steps).values(rows)]
+        if event is not None:
+            stmts.append(self._event_stmt(steps[0].run_id, "decision", event))
+        await self.writer.commit(*stmts)
+        self._notify(steps[0].run_id)
+
+    async def save_step(self, step: Step, *, kind: str = "step", event: dict[str, Any] | None = None) -> None:
+        """Write the step's record together with its ``step`` event (one transaction)."""
+        data = (
+            event
+            if event is not None
+            else {
+                "step": step.id,
+                "phase": step.phase,
+                "node": step.node,
+                "action": step.action,
+                "status": step.status.value,
+                "attempt": step.attempt,
+                "op_id": step.op_id,
+                "message": step.message,
+            }
+        )
+        await self.writer.commit(
+            update(upgrade_steps)
+            .where(upgrade_steps.c.run_id == step.run_id)
+            .where(upgrade_steps.c.id == step.id)
+            .values(**step_values(step)),
+            self._event_stmt(step.run_id, kind, data),
+        )
+        self._notify(step.run_id)
+
+    # Events ----------------------------------------------------------------------------------------
+    def _event_stmt(self, run_id: str, kind: str, data: dict[str, Any]) -> Executable:
+        return insert(upgrade_events).values(
+            run_id=run_id, at=self.clock(), kind=kind, data=redact_mapping(data)
+        )
+
+    async def event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        await self.writer.commit(self._event_stmt(run_id, kind, data))
+        self._notify(run_id)
+
+    async def events_after(self, run_id: str, after: int, *, limit: int = 500) -> list[dict[str, Any]]:
+        with unavailable_errors("state database"):
+            async with self.engine.connect() as conn:
+                rows = await conn.execute(
+                    select(upgrade_events)
+                    .where(upgrade_events.c.run_id == run_id)
+                    .where(upgrade_events.c.id > after)
+                    .order_by(upgrade_events.c.id)
+                    .limit(limit)
+                )
+                return [
+                    {"id": r.id, "at": r.at.isoformat() + "Z", "kind": r.kind, "data": r.data} for r in rows
+                ]
+
+    async def event_count(self, run_id: str) -> int:
+        async with self.engine.connect() as conn:
+            q = select(func.count()).select_from(upgrade_events).where(upgrade_events.c.run_id == run_id)
+            return int((await conn.execute(q)).scalar_one())
+
+    def _notify(self, run_id: str) -> None:
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):
+                listener(run_id)
+
+    # Nodes (the balancer reads these states within a second) ----------------------------------------
+    async def set_node_states(self, names: Iterable[str], state: str) -> None:
+        names = list(names)
+        if names:
+            await self.writer.commit(
+                update(nodes).where(nodes.c.name.in_(names)).values(state=state, updated_at=self.clock())
+            )
+
+    async def node_rows(self) -> list[dict[str, Any]]:
+        with unavailable_errors("state database"):
+            async with self.engine.connect() as conn:
+                rows = await conn.execute(select(nodes).order_by(nodes.c.name))
+                return [dict(r._mapping) for r in rows]
+
+
+def seal(box: SecretBox, secrets: dict[str, str]) -> str:
+    """The run's secrets as one encrypted token for ``upgrade_runs.secrets``."""
+    for value in secrets.values():
+        register_secret(value)
+    return box.encrypt(json.dumps(secrets))
+
+
+def unseal(box: SecretBox, token: str | None) -> dict[str, str]:
+    if not token:
+        return {}
+    data = json.loads(box.decrypt(token))
+    secrets = {str(k): str(v) for k, v in data.items()}
+    for value in secrets.values():
+        register_secret(value)
+    return secrets
