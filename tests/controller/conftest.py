@@ -166,3 +166,118 @@ async def controller(
         h = await start_controller(stack, settings, clock=clock, tokens=tokens, transport_for=transport_for)
         h.transports = transports
         yield h
+
+
+# A cluster of in-process sandbox agents ------------------------------------------------------------
+class Switch(httpx.AsyncBaseTransport):
+    """An agent's transport that a test can turn off (connection refused) and on again."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+GUIDE_ROLES = {
+    "crm1": ["database", "replication_engine", "email_manager"],
+    "crm2": ["indexer"],
+    "crm3": ["escalation"],
+}
+
+
+@dataclass
+class Cluster:
+    """The guide's three-server cluster: sandbox agents in-process behind a controller."""
+
+    h: Harness
+    stack: AsyncExitStack
+    db_url: str
+    tmp_path: Path
+    agents: dict[str, Any] = field(default_factory=dict)
+    switches: dict[str, Switch] = field(default_factory=dict)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self.h.client
+
+    async def add_agent(
+        self, name: str, roles: list[str], *, faults: str = "", library: Path | None = None
+    ) -> Any:
+        from node_agent.testing import running_sandbox_agent
+
+        agent = await self.stack.enter_async_context(
+            running_sandbox_agent(
+                name=name,
+                data_dir=self.tmp_path / name,
+                crm_db_url=self.db_url,
+                token=self.h.tokens["agent"],
+                roles=roles,
+                faults=faults,
+                library_root=library or self.tmp_path / "library",
+            )
+        )
+        self.agents[name] = agent
+        self.switches[name] = Switch(agent.transport)
+        self.h.transports[f"http://{name}.agent"] = self.switches[name]
+        return agent
+
+    def fqdn(self, name: str) -> str:
+        return str(self.agents[name].web_url).split("://", 1)[1].rstrip("/")
+
+    async def status(self, name: str) -> NodeStatus:
+        return NodeStatus.model_validate((await self.agents[name].client.get("/v1/status")).json())
+
+    async def wait_job(self, job_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        import asyncio
+
+        for _ in range(int(timeout / 0.05)):
+            job = (await self.client.get(f"/api/v1/jobs/{job_id}")).json()
+            if job["status"] != "running":
+                return dict(job)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"job {job_id} still running")
+
+
+@pytest.fixture
+async def cluster(
+    crm_engine: AsyncEngine,
+    db_url: str,
+    tokens: dict[str, str],
+    secret_key: str,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> AsyncIterator[Cluster]:
+    settings = make_settings(db_url, tokens, secret_key, tmp_path, heartbeat_timeout=15, sweep_interval=0.05)
+    transports: dict[str, httpx.AsyncBaseTransport] = {}
+    refuse = httpx.MockTransport(refused)
+    (tmp_path / "library").mkdir()
+
+    def transport_for(url: str) -> httpx.AsyncBaseTransport:
+        return transports.get(url.rstrip("/"), refuse)
+
+    async with AsyncExitStack() as stack:
+        h = await start_controller(stack, settings, clock=clock, tokens=tokens, transport_for=transport_for)
+        h.transports = transports
+        c = Cluster(h=h, stack=stack, db_url=db_url, tmp_path=tmp_path)
+        for name, roles in GUIDE_ROLES.items():
+            await c.add_agent(name, roles)
+        resp = await h.client.put(
+            "/api/v1/cluster/config",
+            json={
+                "server_names": list(GUIDE_ROLES),
+                "fq_server_names": [c.fqdn(n) for n in GUIDE_ROLES],
+                "dtls_server_name": "crm1",
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        for name, roles in GUIDE_ROLES.items():
+            r = await h.client.post(
+                "/api/v1/nodes", json={"name": name, "agent_url": f"http://{name}.agent", "roles": roles}
+            )
+            assert r.status_code == 201, r.text
+            assert r.json()["state"] == "up"
+        yield c
