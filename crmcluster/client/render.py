@@ -174,7 +174,7 @@ def render_status(cluster: Mapping[str, Any]) -> RenderableType:
 
 
 def render_capacity(cap: Mapping[str, Any]) -> RenderableType:
-    table = Table(title="Database connections needed for a metadata reload", title_justify="left")
+    table = Table(title="Connections a metadata reload needs", title_justify="left")
     table.add_column("server")
     table.add_column("DLL connections", justify="right")
     table.add_column("Tomcat pool", justify="right")
