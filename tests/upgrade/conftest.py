@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import insert
 from config.settings import ControllerSettings
 from config.state_schema import nodes, utcnow
 from controller.app import create_app
+from tests.conftest import pg_admin
 from tests.upgrade.fake_agents import FakeCluster
 
 LICENSE = "LIC-2017R1-ABCDEFGH-0001"
@@ -90,18 +92,34 @@ async def register(engine: Any, cluster: FakeCluster) -> None:
 
 
 def controller_settings(
-    db_url: str, tokens: dict[str, str], secret_key: str, tmp_path: Path
+    db_url: str, tokens: dict[str, str], secret_key: str, tmp_path: Path, crm_db_url: str | None = None
 ) -> ControllerSettings:
     return ControllerSettings(
+        _env_file=None,
         admin_token=tokens["admin"],
         agent_token=tokens["agent"],
         secret_key=secret_key,
         state_db_url=db_url,
-        crm_db_url=db_url,
+        crm_db_url=crm_db_url or db_url,
         data_dir=tmp_path,
         upgrade_lease_ttl=3.0,
         upgrade_poll_interval=0.01,
     )
+
+
+@pytest.fixture
+def crm_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """The CRM database, apart from the state database: restoring it must not roll the controller's
+    own tables back (SQLite: another file; PostgreSQL: another schema on the same server)."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}"
+        return
+    schema = "crm_" + uuid.uuid4().hex[:12]
+    pg_admin(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield db_url.split("?", 1)[0] + f"?search_path={schema}"
+    finally:
+        pg_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture

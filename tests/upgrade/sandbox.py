@@ -1,0 +1,122 @@
+"""A three-server sandbox cluster in-process: real sandbox agents (node_agent.testing) with their
+stand-in CRM web servers on loopback sockets, and the controller app in front of them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import insert, select
+
+from config.crm_schema import crm_tables
+from config.database import make_engine
+from config.settings import CommonSettings
+from config.state_schema import nodes, utcnow
+from config.sysparams import SysParamsStore
+from controller.app import create_app
+from node_agent.testing import SandboxAgent, running_sandbox_agent
+from tests.upgrade.conftest import Harness, controller_settings
+
+LIBRARY_UNC = "\\\\files\\crm\\library"
+ROLES = {
+    "crm1": ["database", "replication_engine", "email_manager"],
+    "crm2": ["indexer"],
+    "crm3": ["escalation"],
+}
+
+
+@dataclass
+class SandboxHarness(Harness):
+    agents: dict[str, SandboxAgent]
+
+    async def logon(self, node: str, user: str) -> int:
+        async with httpx.AsyncClient() as c:
+            r = await c.post(self.agents[node].web_url + "/crm/eware.dll/Logon", data={"User_Logon": user})
+        return r.status_code
+
+
+@contextlib.asynccontextmanager
+async def sandbox_cluster(
+    *,
+    db_url: str,
+    crm_db_url: str,
+    tokens: dict[str, str],
+    secret_key: str,
+    tmp_path: Path,
+    versions: dict[str, str] | None = None,
+    roles: dict[str, list[str]] | None = None,
+    faults: dict[str, str] | None = None,
+) -> AsyncIterator[SandboxHarness]:
+    roles = roles or ROLES
+    library = tmp_path / "library"
+    library.mkdir(exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        agents: dict[str, SandboxAgent] = {}
+        for name, node_roles in roles.items():  # crm1 first: it seeds the CRM database
+            agents[name] = await stack.enter_async_context(
+                running_sandbox_agent(
+                    name=name,
+                    data_dir=tmp_path / name,
+                    crm_db_url=crm_db_url,
+                    token=tokens["agent"],
+                    roles=node_roles,
+                    version=(versions or {}).get(name, "7.3"),
+                    faults=(faults or {}).get(name, ""),
+                    library_root=library,
+                )
+            )
+        engine = make_engine(crm_db_url)
+        stack.push_async_callback(engine.dispose)
+        tables = crm_tables()
+        async with engine.begin() as conn:
+            # Sage CRM ships its Admin user; the warm-up logons sign in as it.
+            if (
+                await conn.execute(select(tables.users).where(tables.users.c.User_Logon == "Admin"))
+            ).first() is None:
+                await conn.execute(tables.users.insert().values(User_Logon="Admin"))
+            await SysParamsStore(tables, CommonSettings(_env_file=None).sysparam_row_names()).write(
+                conn,
+                {
+                    "server_names": list(roles),
+                    "fq_server_names": [a.web_url.split("://", 1)[1] for a in agents.values()],
+                    "doc_store": LIBRARY_UNC,
+                    "doc_templates": LIBRARY_UNC,
+                },
+            )
+        transports = {f"http://{n}.agent": a.transport for n, a in agents.items()}
+
+        def transport_for(url: str) -> Any:
+            return transports.get(url.rstrip("/"))
+
+        settings = controller_settings(db_url, tokens, secret_key, tmp_path / "controller", crm_db_url)
+        app: FastAPI = create_app(settings, agent_transport_for=transport_for, watch=False)
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        async with app.state.ctx.state_engine.begin() as conn:
+            for name, node_roles in roles.items():
+                await conn.execute(
+                    insert(nodes).values(
+                        name=name,
+                        state="up",
+                        weight=1.0,
+                        fqdn=agents[name].web_url.split("://", 1)[1],
+                        agent_url=f"http://{name}.agent",
+                        roles=node_roles,
+                        version=(versions or {}).get(name, "7.3"),
+                        logged_on=0,
+                        fenced=False,
+                        updated_at=utcnow(),
+                    )
+                )
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://controller",
+                headers={"Authorization": f"Bearer {tokens['admin']}"},
+            )
+        )
+        yield SandboxHarness(app, client, None, settings, agents)  # type: ignore[arg-type]
