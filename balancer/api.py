@@ -67,6 +67,6 @@ def build_router(
 
     @router.get("/metrics")
     async def prometheus() -> Response:
-        return Response(metrics.render(pool), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -65,7 +65,7 @@ class BalancerApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.logon_route
-        if route is not None and scope["type"] == "http" and route.matches(scope["path"]):
+        if route is not None and scope["type"] == "http" and scope["path"].lower() in route.paths:
             await route(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -97,7 +97,7 @@ def create_app(
         fall=settings.health_fall,
         rise=settings.health_rise,
     )
-    metrics = BalancerMetrics()
+    metrics = BalancerMetrics(pool)
     ctx = BalancerContext(settings=settings, pool=pool, metrics=metrics, clock=clock)
 
     @contextlib.asynccontextmanager

@@ -98,7 +98,7 @@ class LogonRoute:
                 body = await self._read_body(scope, receive)
                 user_logon = _user_logon(scope, body)
         except BadRequest as exc:
-            self.metrics.decisions.labels("rejected").inc()
+            self.metrics.decisions["rejected"] += 1
             await _send_error(send, exc, allow=exc.status == 405)
             return
         started = time.perf_counter()
@@ -110,8 +110,7 @@ class LogonRoute:
             await self._unavailable(send, head=method == "HEAD")
             return
         slot = decision.slot
-        self.metrics.decided(decision.reason, started)
-        self.metrics.routed_to(slot.name)
+        self.metrics.decided(decision.reason, started, slot.name)
         location = slot.location + b"?" + query if query else slot.location
         await send(
             {

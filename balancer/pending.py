@@ -30,11 +30,16 @@ class PendingLogons:
         self.ttl = ttl
         self._queues: dict[str, deque[float]] = {}
 
-    def add(self, server: str, *, now: float) -> None:
+    def queue(self, server: str) -> deque[float]:
+        """The FIFO of ``server`` (created empty), which its :class:`~balancer.selection.Slot` holds
+        so the hot path counts and adds without a look-up."""
         queue = self._queues.get(server)
         if queue is None:
             queue = self._queues[server] = deque()
-        queue.append(now + self.ttl)
+        return queue
+
+    def add(self, server: str, *, now: float) -> None:
+        self.queue(server).append(now + self.ttl)
 
     def count(self, server: str) -> int:
         queue = self._queues.get(server)

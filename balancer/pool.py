@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from balancer.activity import ActivitySnapshot
 from balancer.health import HealthTracker
@@ -23,8 +23,7 @@ from balancer.selection import Slot, first_available, least_loaded
 from config.sysparams import ClusterConfig
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     slot: Slot
     reason: str  # least_loaded | sticky | first_available
 
@@ -53,6 +52,9 @@ class ServerPool:
         self.pending = PendingLogons(pending_ttl)
         self.config: ClusterConfig | None = None
         self.slots: tuple[Slot, ...] = ()
+        #: The slots that take logons now, in ServerNames order; rebuilt on every change.
+        self.routable: tuple[Slot, ...] = ()
+        self.pending_ttl = pending_ttl
         self.by_key: dict[str, Slot] = {}
         self.health: dict[str, HealthTracker] = {}
         self.node_rows: dict[str, NodeRow] = {}
@@ -89,6 +91,7 @@ class ServerPool:
             fqdn = cfg.fq_for(name)
             prev = old.get(key)
             slot = Slot(name=name, key=key, index=i, fqdn=fqdn, location=self.location_for(fqdn))
+            slot.pending = self.pending.queue(key)
             if prev is not None:
                 slot.health_up = prev.health_up
                 slot.logged_on = prev.logged_on
@@ -109,7 +112,11 @@ class ServerPool:
         self.pending.keep_only(self.by_key)
         self.config = cfg
         self.config_loaded = True
+        self._update_routable()
         return added
+
+    def _update_routable(self) -> None:
+        self.routable = tuple(s for s in self.slots if s.routable)
 
     def apply_node_states(self, rows: Mapping[str, NodeRow], *, now: float) -> None:
         """The controller's node rows (keys lower-cased); servers without a row: own checks only."""
@@ -119,6 +126,7 @@ class ServerPool:
             row = rows.get(slot.key)
             slot.node_state, slot.node_weight = (row.state, row.weight) if row else (None, 1.0)
             self._ramp_if_back(slot, was, now)
+        self._update_routable()
 
     def apply_health(self, key: str, ok: bool, *, now: float) -> bool | None:
         """Record a health check; return the new health state when it changed."""
@@ -130,6 +138,7 @@ class ServerPool:
             was = slot.routable
             slot.health_up = changed
             self._ramp_if_back(slot, was, now)
+            self._update_routable()
         return changed
 
     def apply_counts(self, snap: ActivitySnapshot, *, now: float) -> None:
@@ -151,11 +160,10 @@ class ServerPool:
     def decide(self, user_logon: str | None, *, now: float, count_pending: bool = True) -> Decision | None:
         """Choose the server for one logon (and count it as pending), or None when none is available."""
         cfg = self.config
-        if cfg is None:
+        if cfg is None or not self.routable:
             return None
         if cfg.do_load_balancing:
-            slot = first_available(self.slots)
-            return Decision(slot, "first_available") if slot is not None else None
+            return Decision(first_available(self.routable), "first_available")
         decision: Decision | None = None
         if user_logon:
             key = self.sessions.get(user_logon.strip().lower())
@@ -163,12 +171,12 @@ class ServerPool:
             if sticky is not None and sticky.routable:
                 decision = Decision(sticky, "sticky")
         if decision is None:
-            slot = least_loaded(self.slots, self.pending, now=now, slow_start=self.slow_start)
+            slot = least_loaded(self.routable, now=now, slow_start=self.slow_start)
             if slot is None:
                 return None
             decision = Decision(slot, "least_loaded")
         if count_pending:
-            self.pending.add(decision.slot.key, now=now)
+            decision.slot.pending.append(now + self.pending_ttl)
         return decision
 
     # Views ---------------------------------------------------------------------------------------------

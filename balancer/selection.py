@@ -21,10 +21,9 @@ can hold a server in slow start for as long as it likes. Weights never go below
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from balancer.pending import PendingLogons
 
 #: The floor of a server's weight, so a server in slow start is never divided by zero and a lone
 #: server always takes logons.
@@ -48,6 +47,7 @@ class Slot:
     health_up: bool = True
     logged_on: int = 0
     ramp_start: float | None = None  # monotonic time the slow start began; None: not ramping
+    pending: deque[float] = field(default_factory=deque)  # shared with PendingLogons
     name_header: bytes = field(default=b"")
 
     def __post_init__(self) -> None:
@@ -75,17 +75,13 @@ class Slot:
         return max(w, MIN_WEIGHT)
 
 
-def least_loaded(
-    slots: Sequence[Slot], pending: PendingLogons, *, now: float, slow_start: float
-) -> Slot | None:
-    """The routable slot with the lowest score (ties: earlier in ``slots``), or None."""
+def least_loaded(routable: Sequence[Slot], *, now: float, slow_start: float) -> Slot | None:
+    """The slot of ``routable`` with the lowest score (ties: the earlier one), or None."""
     best: Slot | None = None
     best_score = 0.0
-    for slot in slots:
-        if not slot.routable:
-            continue
-        load = slot.logged_on + pending.count(slot.key)
-        if slot.node_weight >= 1.0 and slot.ramp_start is None:
+    for slot in routable:
+        load = slot.logged_on + len(slot.pending)
+        if slot.ramp_start is None and slot.node_weight >= 1.0:
             score = float(load + 1)
         else:
             score = (load + 1) / slot.weight(now=now, slow_start=slow_start)
@@ -94,9 +90,6 @@ def least_loaded(
     return best
 
 
-def first_available(slots: Sequence[Slot]) -> Slot | None:
+def first_available(routable: Sequence[Slot]) -> Slot:
     """With ``DoLoadBalancing`` true Sage balances by itself: the first routable server."""
-    for slot in slots:
-        if slot.routable:
-            return slot
-    return None
+    return routable[0]
