@@ -53,9 +53,13 @@ def running_demo(data_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not demo_json.exists():
             if proc.poll() is not None:
-                raise RuntimeError(f"demo exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"demo exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}"
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"demo not ready in {STARTUP_TIMEOUT}s: {Path(log.name).read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"demo not ready in {STARTUP_TIMEOUT}s: {Path(log.name).read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         yield json.loads(demo_json.read_text())
     finally:

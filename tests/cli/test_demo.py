@@ -29,7 +29,17 @@ def run(demo: dict[str, Any], *args: str) -> Any:
 def test_status_for_people_and_scripts(demo: dict[str, Any]) -> None:
     human = run(demo, "status")
     assert human.returncode == 0, human.stderr
-    for word in ("crm1", "crm2", "crm3", "database", "replication_engine", "indexer", "escalation", "up", "7.3"):
+    for word in (
+        "crm1",
+        "crm2",
+        "crm3",
+        "database",
+        "replication_engine",
+        "indexer",
+        "escalation",
+        "up",
+        "7.3",
+    ):
         assert word in human.stdout
     assert demo["admin_token"] not in human.stdout
 

@@ -27,7 +27,9 @@ ARGS = [
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)"
+    ),
 ]
 
 
@@ -116,7 +118,9 @@ def test_drain_and_undrain_buttons(page: Any) -> None:
 
 def test_an_upgrade_progresses_on_the_timeline(page: Any, demo: dict[str, Any]) -> None:
     with api(demo) as client:
-        planned = client.post("/upgrades", json={"target_version": "2017 R1", "license_key": "DEMO-2017R1-KEY"})
+        planned = client.post(
+            "/upgrades", json={"target_version": "2017 R1", "license_key": "DEMO-2017R1-KEY"}
+        )
         assert planned.status_code in (200, 201), planned.text
         run = planned.json()
         page.wait_for_selector(f"#upgrade .run[data-run='{run['id']}'][data-status='planned']")
