@@ -145,6 +145,8 @@ def upgrade_view(run: Mapping[str, Any] | None) -> dict[str, Any]:
     for entry in phases.values():
         entry["label"] = PHASE_LABELS.get(entry["name"], entry["name"].replace("_", " ").capitalize())
     done = sum(1 for s in plan if str(s.get("status")) in STEP_DONE)
+    finished = [s for s in plan if s.get("finished_at") and str(s.get("status")) in STEP_DONE]
+    finished.sort(key=lambda s: str(s.get("finished_at")), reverse=True)
     return {
         "run": run,
         "phases": list(phases.values()),
@@ -152,6 +154,7 @@ def upgrade_view(run: Mapping[str, Any] | None) -> dict[str, Any]:
         "done": done,
         "total": len(plan),
         "failed_steps": [s for s in plan if str(s.get("status")) in STEP_FAILED],
+        "recent_steps": finished[:6],
     }
 
 

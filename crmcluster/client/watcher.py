@@ -152,9 +152,11 @@ class ProgressView:
         self._tasks: dict[tuple[str, str], TaskID] = {}
         self.header: Text = Text("")
 
-    def _bar(self, bars: Progress, kind: str, name: str, tally: Tally) -> None:
+    def _bar(self, bars: Progress, kind: str, name: str, tally: Tally, *, ended: bool) -> None:
         key = (kind, name)
-        if tally.failed:
+        if ended and not tally.failed and tally.done < tally.total:
+            note = Text(f"{tally.total - tally.done} not run", style="dim")
+        elif tally.failed:
             note = Text(f"{tally.failed} failed", style="bold red")
         elif tally.running:
             note = Text(f"running {tally.running}", style="cyan")
@@ -168,10 +170,11 @@ class ProgressView:
 
     def update(self, model: RunProgress) -> None:
         self.header = run_header(model.run)
+        ended = model.status in TERMINAL
         for name, tally in model.phases().items():
-            self._bar(self.phase_bars, "phase", name, tally)
+            self._bar(self.phase_bars, "phase", name, tally, ended=ended)
         for name, tally in model.nodes().items():
-            self._bar(self.node_bars, "server", name, tally)
+            self._bar(self.node_bars, "server", name, tally, ended=ended)
 
     def __rich__(self) -> RenderableType:
         return Group(

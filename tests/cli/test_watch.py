@@ -150,3 +150,10 @@ def test_run_progress_counts_per_phase_and_server_and_announces_once() -> None:
     assert (nodes["crm1"].done, nodes["crm1"].total, nodes["crm2"].total) == (0, 2, 2)
     again = model.absorb_run(run("running", plan("succeeded", "succeeded", "pending", "pending")))
     assert len(again) == 1 and "backup_database succeeded" in again[0]
+
+
+def test_steps_left_when_a_run_ends_are_called_not_run() -> None:
+    snaps = snapshots(run("aborted", plan("succeeded", "pending", "pending", "pending")))
+    result = invoke(fake_run(snaps, b""), "upgrade", "watch", "r1")
+    assert result.exit_code == 1
+    assert "1 not run" in result.stdout and "ended aborted" in result.stdout

@@ -89,3 +89,16 @@ def test_current_run_prefers_one_still_going() -> None:
     assert current_run(runs)["id"] == "b"  # type: ignore[index]
     assert current_run(runs[:1])["id"] == "a"  # type: ignore[index]
     assert current_run([]) is None
+
+
+def test_latest_steps_are_listed_newest_first() -> None:
+    plan = [
+        {**step("1", "freeze", None, "lock_out", "succeeded"), "finished_at": "2026-11-28T23:00:01"},
+        {**step("2", "freeze", "crm2", "stop_web", "failed"), "finished_at": "2026-11-28T23:00:02"},
+        step("3", "backup", "crm1", "backup_database", "running"),
+    ]
+    view = upgrade_view(RUN | {"plan": plan})
+    assert [s["id"] for s in view["recent_steps"]] == ["2", "1"]
+    html = render_sections(Snapshot(run=RUN | {"plan": plan}), actor="admin")["upgrade"]
+    recent = html[html.index('class="recent"') :]
+    assert recent.index("stop_web") < recent.index("lock_out")
