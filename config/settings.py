@@ -226,6 +226,13 @@ class AgentSettings(CommonSettings):
     # Windows driver -----------------------------------------------------------------------------
     windows_programs_root: str = r"C:\Program Files (x86)\Sage\CRM"
     windows_site: str = "Default Web Site"
+    #: The application pool whose recycle reloads eware.dll's metadata.
+    windows_app_pool: str = "DefaultAppPool"
+    #: Where this server's own CRM logon page answers (the warm-up logon goes there).
+    windows_web_url: str = "http://localhost"
+    windows_appcmd: str = r"C:\Windows\System32\inetsrv\appcmd.exe"
+    #: Sage CRM is a 32-bit program: its keys live in the 32-bit registry view (``/reg:32``).
+    windows_registry_view: Literal["32", "64"] = "32"
     windows_sql_backup_dir: str | None = None
     #: The installer's command line as a JSON list; ``{placeholders}`` are filled per run.
     windows_installer_command: list[str] = Field(

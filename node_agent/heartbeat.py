@@ -86,7 +86,7 @@ class HeartbeatSender:
     def _failed(self, why: str) -> None:
         self.failures += 1
         level = logging.WARNING if self.failures in (1, 5) or self.failures % 50 == 0 else logging.DEBUG
-        log.log(level, "heartbeat: controller %s; next try in %.0fs", why, self.next_delay())
+        log.log(level, "heartbeat: controller %s; next try in %.1fs", why, self.next_delay())
 
     async def run(self) -> None:
         async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:

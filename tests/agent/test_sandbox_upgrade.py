@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from node_agent.drivers.sandbox.install_tree import tree_manifest
+from node_agent.backup_files import tree_manifest
 from node_agent.testing import SandboxAgent
 
 UPGRADE = {

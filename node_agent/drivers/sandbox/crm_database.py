@@ -19,9 +19,6 @@ Only embedded (SQLite) or test/demo PostgreSQL databases are touched: never SQL 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +40,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from config.crm_schema import CrmTables, NotEmbeddedDatabase
+from node_agent.records import fingerprint_companies, schema_fingerprint
 
 SANDBOX_MD = MetaData()
 crm_state = Table(
@@ -313,54 +311,14 @@ class SandboxCrmDatabase:
             return [{"sid": int(a), "user": u, "logon_time": lt.isoformat()} for a, u, lt in rows]
 
     # Records and schema -----------------------------------------------------------------------------
-    async def fingerprint(self, ids: list[int] | None, *, sample: int = 20) -> dict[str, Any]:
-        t = self.tables
-        n = t.names
-        cols = [
-            t.company.c[n.comp_id],
-            t.company.c[n.comp_name],
-            t.company.c["Comp_Type"],
-            t.company.c["Comp_Status"],
-            t.company.c["Comp_WebSite"],
-            t.company.c[n.comp_updated_date],
-        ]
-        async with self.engine.connect() as conn:
-            if ids is None:
-                all_ids = list((await conn.scalars(select(t.company.c[n.comp_id]))).all())
-                ids = sorted(random.sample(all_ids, min(sample, len(all_ids))))
-            rows = (await conn.execute(select(*cols).where(t.company.c[n.comp_id].in_(ids)))).all()
-        found = {int(r[0]): record_hash(list(r)) for r in rows}
-        return {
-            "records": {str(i): found.get(i) for i in ids},
-            "missing": [i for i in ids if i not in found],
-            "schema": await self.schema_hash(),
-            "schema_version": await self.schema_version(),
-        }
+    async def fingerprint(self, ids: list[int] | None) -> dict[str, Any]:
+        out = await fingerprint_companies(self.engine, self.tables, ids)
+        out["schema"] = await self.schema_hash()
+        out["schema_version"] = await self.schema_version()
+        return out
 
     async def schema_hash(self) -> str:
-        """sha256 over tables, columns, indexes and views (definitions) of the CRM database."""
-
-        def describe(sync_conn: Any) -> dict[str, Any]:
-            insp = inspect(sync_conn)
-            out: dict[str, Any] = {}
-            for table in sorted(insp.get_table_names()):
-                if table in INTERNAL_TABLES:
-                    continue
-                out[f"table:{table}"] = {
-                    "columns": [(c["name"], str(c["type"])) for c in insp.get_columns(table)],
-                    "indexes": sorted(
-                        (str(i["name"]), tuple(str(c) for c in i["column_names"]), bool(i["unique"]))
-                        for i in insp.get_indexes(table)
-                    ),
-                }
-            for view in sorted(insp.get_view_names()):
-                cols = [c["name"] for c in insp.get_columns(view)]
-                out[f"view:{view}"] = cols
-            return out
-
-        async with self.engine.connect() as conn:
-            described = await conn.run_sync(describe)
-        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+        return await schema_fingerprint(self.engine, skip=INTERNAL_TABLES)
 
     async def view_definitions(self) -> dict[str, str]:
         def read(sync_conn: Any) -> dict[str, str]:
@@ -369,8 +327,3 @@ class SandboxCrmDatabase:
 
         async with self.engine.connect() as conn:
             return await conn.run_sync(read)
-
-
-def record_hash(values: list[Any]) -> str:
-    norm = [v.isoformat() if isinstance(v, datetime) else v for v in values]
-    return hashlib.sha256(json.dumps(norm, default=str).encode()).hexdigest()

@@ -12,7 +12,8 @@ Kinds:
 - ``nb``     (``run_installer``) the upgrade log carries a "NB must be fixed" line;
 - ``invalid`` (``check_license``, ``run_installer``) the license key is refused.
 
-``*N`` after a kind makes it fire N times only (then the action behaves), e.g. to test a retry.
+``*N`` after a kind makes it fire N times only (then the action behaves), e.g. to test a retry;
+the sandbox keeps the count in its state, so ``crash*1`` crashes once, not once per restart.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Fault:
 class Faults:
     def __init__(self, spec: str = "") -> None:
         self._faults: dict[tuple[str, str], Fault] = {}
+        #: How often each counted fault fired: ``{"action:kind": n}`` (the sandbox persists it).
+        self.used: dict[str, int] = {}
         for part in (p.strip() for p in spec.split(",")):
             if part:
                 self._add(part)
@@ -75,11 +78,23 @@ class Faults:
             if fault is None:
                 continue
             if fault.remaining is not None:
+                self.used[f"{action.value}:{kind}"] = self.used.get(f"{action.value}:{kind}", 0) + 1
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     del self._faults[(action.value, kind)]
             return kind
         return None
+
+    def already_used(self, used: dict[str, int]) -> None:
+        """Count faults that fired before a restart against their ``*N``."""
+        for key, n in used.items():
+            action, _, kind = key.partition(":")
+            fault = self._faults.get((action, kind))
+            self.used[key] = n
+            if fault is not None and fault.remaining is not None:
+                fault.remaining -= n
+                if fault.remaining <= 0:
+                    del self._faults[(action, kind)]
 
     def spec(self) -> str:
         return ",".join(

@@ -36,11 +36,12 @@ from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
 from config.sysparams import SysParamsStore
 from config.vocabulary import Role
+from node_agent.backup_files import tree_manifest, verify_folder
 from node_agent.drivers.base import ActionFailed, HostDriver, OperationContext, resolve_under
 from node_agent.drivers.sandbox import database_backup
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
 from node_agent.drivers.sandbox.faults import Faults
-from node_agent.drivers.sandbox.install_tree import InstallTree, tree_manifest
+from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key, mappings_key
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
@@ -168,6 +169,7 @@ class SandboxDriver(HostDriver):
             log.info("sandbox %s: using the existing install under %s", self.node, self.base)
         else:
             self._bootstrap()
+        self.faults.already_used(dict(self._state.get("faults_used", {})))
         self.backup_root.mkdir(parents=True, exist_ok=True)
         await self._db.ensure_schema(
             seed_version=self.settings.sandbox_version if self.holds_database else None
@@ -300,6 +302,8 @@ class SandboxDriver(HostDriver):
         ctx.progress(0.05, f"{action.value} on {self.node}")
         kinds = ("hang", "crash") if action == Action.RUN_INSTALLER else ("fail", "hang", "crash")
         fault = self.faults.take(action, *kinds)
+        if fault is not None:
+            self._set(faults_used=dict(self.faults.used))
         if fault == "fail":
             raise ActionFailed(f"injected fault: {action.value} fails on {self.node}")
         if fault == "hang":
@@ -307,6 +311,7 @@ class SandboxDriver(HostDriver):
             await asyncio.Event().wait()
         if fault == "crash":
             ctx.log(f"injected fault: the agent dies during {action.value}")
+            await asyncio.sleep(0.3)  # mid-action: the request that started it has been answered
             self._crash()
             raise ActionFailed("injected crash")  # only reached when the crash hook returns (tests)
         return await super().perform(action, params, ctx)
@@ -423,11 +428,10 @@ class SandboxDriver(HostDriver):
         backup_tree = InstallTree(source, self.install_name)
         if not backup_tree.exists():
             raise ActionFailed(f"{params.source} is not a program files backup (no WWWRoot/eware.dll)")
-        manifest_file = source.parent / (source.name + ".manifest.json")
-        if manifest_file.exists():
-            expected = json.loads(manifest_file.read_text(encoding="utf-8"))
-            if tree_manifest(source)["sha256"] != expected.get("sha256"):
-                raise ActionFailed(f"{params.source} does not match its manifest: the backup is damaged")
+        try:
+            await asyncio.to_thread(verify_folder, source)
+        except ValueError as exc:
+            raise ActionFailed(f"{params.source}: the backup is damaged ({exc})") from exc
         folder = f"{self.install_name}_backup"
         ctx.log(f"copying {params.source} to {folder}")
         await asyncio.to_thread(backup_tree.copy_to, self.programs_root / folder)
@@ -567,17 +571,27 @@ class SandboxDriver(HostDriver):
     async def _add_node(
         self, params: RunInstallerParams, ctx: OperationContext, key_hash: str
     ) -> dict[str, Any]:
+        """The wizard's install on another server: the program files of ``version``, which — as
+        the guide warns — include a Replication Engine (the join sequence removes it)."""
         tree = self.tree
-        if tree.exists() and tree.version == params.version:
-            ctx.log(f"Sage CRM {params.version} is already installed")
-            return {"mode": "add_node", "version": tree.version, "installed": False}
-        if tree.exists():
+        if tree.exists() and tree.version != params.version:
             raise ActionFailed(f"Sage CRM {tree.version} is installed here: upgrade it instead")
-        tree.create(version=params.version, replication_engine=True)
+        reinstall = tree.exists()
+        if reinstall:
+            ctx.log(f"Sage CRM {params.version} is installed: laying its program files down again")
+            tree.add_replication_engine(params.version)
+        else:
+            tree.create(version=params.version, replication_engine=True)
         self.registry.set_values(config_key(self.install_name), {"Version": params.version})
         self._set(web=RUNNING, tomcat=RUNNING, iis_started_at=_now().isoformat(), license_hash=key_hash)
         await self._refresh_sessions()
-        return {"mode": "add_node", "version": params.version, "installed": True, "replication_engine": True}
+        return {
+            "mode": "add_node",
+            "version": params.version,
+            "installed": True,
+            "reinstalled": reinstall,
+            "replication_engine": tree.has_replication_engine,
+        }
 
     async def read_upgrade_log(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         path = self.tree.upgrade_log

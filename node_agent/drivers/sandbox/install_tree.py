@@ -10,12 +10,10 @@ restored tree reports the version it was backed up at.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import shutil
 from pathlib import Path
 
+from node_agent.backup_files import copy_folder
 from node_agent.journal import atomic_write_text
 
 DLL_MARK = "Sage CRM eware.dll stand-in; version="
@@ -108,27 +106,4 @@ class InstallTree:
     # Copies ------------------------------------------------------------------------------------------
     def copy_to(self, destination: Path) -> dict[str, object]:
         """Copy the whole install folder (Tomcat included) and write a manifest; returns it."""
-        if destination.exists():
-            shutil.rmtree(destination)
-        tmp = destination.with_name(destination.name + ".partial")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(self.root, tmp, symlinks=True)
-        manifest = tree_manifest(tmp)
-        os.replace(tmp, destination)
-        atomic_write_text(destination.parent / (destination.name + ".manifest.json"), json.dumps(manifest))
-        return manifest
-
-
-def tree_manifest(root: Path) -> dict[str, object]:
-    """Files, total size and one sha256 over every (relative path, content hash) pair."""
-    h = hashlib.sha256()
-    files = 0
-    size = 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        data = path.read_bytes()
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-        files += 1
-        size += len(data)
-    return {"files": files, "bytes": size, "sha256": h.hexdigest()}
+        return copy_folder(self.root, destination)
