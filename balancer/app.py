@@ -35,6 +35,7 @@ from balancer.logon import LogonRoute, Receive, Scope, Send
 from balancer.metrics import BalancerMetrics
 from balancer.pool import ServerPool
 from balancer.refresh import Refresher
+from balancer.replicas import ReplicaExchange, default_replica_id
 from config.aiotasks import TaskSupervisor
 from config.api_errors import install_error_handlers
 from config.crm_schema import create_embedded_crm_tables, crm_tables
@@ -127,6 +128,14 @@ def create_app(
                 tables, session_timeout=timedelta(minutes=settings.session_timeout_minutes)
             ),
             probe=probe,
+            replicas=(
+                ReplicaExchange(
+                    replica_id=settings.replica_id or default_replica_id(),
+                    peer_ttl=max(5.0, 6 * settings.states_interval),
+                )
+                if settings.share_pending
+                else None
+            ),
             clock=clock,
             crm_now=crm_now or _crm_now,
             db_timeout=settings.db_timeout,
@@ -134,8 +143,8 @@ def create_app(
         ctx.refresher = refresher
         if settings.counts_mode == "per_logon" and app_.logon_route is not None:
             app_.logon_route.before_decide = refresher.refresh_counts
-        await refresher.refresh_states()
         await refresher.refresh_config()
+        await refresher.refresh_states()
         await refresher.refresh_counts()
         if background:
             every = Refresher.every

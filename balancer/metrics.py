@@ -4,7 +4,8 @@
     crmcluster_balancer_decisions_total{reason}            least_loaded | sticky | first_available
                                                            | unavailable (503) | rejected (4xx)
     crmcluster_balancer_decision_seconds                   time to choose a server (histogram)
-    crmcluster_balancer_pending{server}                    pending logons (routed, not yet in Activity)
+    crmcluster_balancer_pending{server}                    pending logons (routed, not yet in Activity;
+                                                           this replica's and its peers')
     crmcluster_balancer_logged_on{server}                  logged-on users from Activity
     crmcluster_balancer_server_up{server}                  1 when the server takes logons
     crmcluster_balancer_stale                              1 while routing on last known data
@@ -97,7 +98,7 @@ class BalancerMetrics(Collector):
         logged_on = GaugeMetricFamily(_PREFIX + "logged_on", "Logged-on users, by server", labels=["server"])
         up = GaugeMetricFamily(_PREFIX + "server_up", "1 when the server takes logons", labels=["server"])
         for slot in pool.slots:
-            pending.add_metric([slot.name], pool.pending.count(slot.key))
+            pending.add_metric([slot.name], len(slot.pending) + slot.peer_pending)
             logged_on.add_metric([slot.name], slot.logged_on)
             up.add_metric([slot.name], 1 if slot.routable else 0)
         yield from (pending, logged_on, up)

@@ -59,6 +59,7 @@ class ServerPool:
         self.health: dict[str, HealthTracker] = {}
         self.node_rows: dict[str, NodeRow] = {}
         self.sessions: dict[str, str] = {}
+        self.peer_pending: dict[str, int] = {}
         self.last_activity_id: int | None = None
         self.config_loaded = False
         self.counts_loaded = False
@@ -92,6 +93,7 @@ class ServerPool:
             prev = old.get(key)
             slot = Slot(name=name, key=key, index=i, fqdn=fqdn, location=self.location_for(fqdn))
             slot.pending = self.pending.queue(key)
+            slot.peer_pending = self.peer_pending.get(key, 0)
             if prev is not None:
                 slot.health_up = prev.health_up
                 slot.logged_on = prev.logged_on
@@ -152,6 +154,12 @@ class ServerPool:
         self.last_activity_id = snap.last_id
         self.counts_loaded = True
 
+    def apply_peer_pending(self, peers: Mapping[str, int]) -> None:
+        """The other balancer replicas' pending logons per server key."""
+        self.peer_pending = dict(peers)
+        for slot in self.slots:
+            slot.peer_pending = peers.get(slot.key, 0)
+
     def _ramp_if_back(self, slot: Slot, was_routable: bool, now: float) -> None:
         if self.ready and not was_routable and slot.routable and self.slow_start > 0:
             slot.ramp_start = now
@@ -191,7 +199,7 @@ class ServerPool:
                 "state": s.state,
                 "weight": round(s.weight(now=now, slow_start=self.slow_start), 3),
                 "logged_on": s.logged_on,
-                "pending": self.pending.count(s.key),
+                "pending": len(s.pending) + s.peer_pending,
             }
             for s in self.slots
         ]

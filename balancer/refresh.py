@@ -4,7 +4,8 @@
 |---------------|-----------------------------------------|----------------------|---------------|
 | ``config``    | ``Custom_SysParams`` (CRM database)     | ``config_interval`` 2 s  | within 5 s |
 | ``counts``    | ``Activity`` + ``Users`` (CRM database) | ``counts_interval`` 0.5 s| at least 1/s |
-| ``states``    | ``nodes`` (state database)              | ``states_interval`` 0.5 s| within 1 s |
+| ``states``    | ``nodes`` (state database), and the     | ``states_interval`` 0.5 s| within 1 s |
+|               | replicas' ``balancer_pending``          |                      |               |
 | ``health``    | each server's logon page (HTTP GET)     | ``health_interval`` 2 s  | fall 3 / rise 2 |
 
 Each pass is bounded by ``db_timeout``. A pass that fails (database unreachable, time-out) leaves
@@ -30,9 +31,10 @@ from balancer.activity import ActivityReader
 from balancer.health import HealthProbe
 from balancer.metrics import BalancerMetrics
 from balancer.pool import NodeRow, ServerPool
+from balancer.replicas import ReplicaExchange
 from config.errors import DatabaseUnavailable, SysParamsError
 from config.secrets import redact
-from config.state_schema import nodes
+from config.state_schema import nodes, utcnow
 from config.sysparams import SysParamsStore
 from config.vocabulary import NodeState
 
@@ -53,6 +55,7 @@ class Refresher:
         sysparams: SysParamsStore,
         activity: ActivityReader,
         probe: HealthProbe,
+        replicas: ReplicaExchange | None,
         clock: Callable[[], float],
         crm_now: Callable[[], datetime],
         db_timeout: float,
@@ -64,6 +67,7 @@ class Refresher:
         self.sysparams = sysparams
         self.activity = activity
         self.probe = probe
+        self.replicas = replicas
         self.clock = clock
         self.crm_now = crm_now
         self.db_timeout = db_timeout
@@ -114,11 +118,17 @@ class Refresher:
             return True
 
     async def refresh_states(self) -> bool:
-        """Read the controller's node rows; True when read."""
+        """Read the controller's node rows and exchange pending logons with the other replicas."""
         try:
-            async with asyncio.timeout(self.db_timeout), self.state_engine.connect() as conn:
+            async with asyncio.timeout(self.db_timeout), self.state_engine.begin() as conn:
                 rows = (await conn.execute(select(nodes.c.name, nodes.c.state, nodes.c.weight))).all()
+                peers = None
+                if self.replicas is not None:
+                    own = self.pool.pending.counts()
+                    peers = await self.replicas.exchange(conn, own=own, now=utcnow())
         except _DB_ERRORS as exc:
+            if self.replicas is not None:
+                self.replicas.forget_publication()
             self._db_failed("state", exc)
             return False
         parsed: dict[str, NodeRow] = {}
@@ -132,6 +142,8 @@ class Refresher:
                 w = 1.0
             parsed[str(name).strip().lower()] = NodeRow(st, w)
         self.pool.apply_node_states(parsed, now=self.clock())
+        if peers is not None:
+            self.pool.apply_peer_pending(peers)
         self._db_ok("state")
         return True
 

@@ -1,7 +1,8 @@
 """Choosing the server for a logon: the guide's "fewest logged-on users", with slow start.
 
 Every available server is scanned (clusters are a handful of servers; no sampling). A server's
-*load* is its logged-on users (``Activity``) plus its pending logons; its *score* is
+*load* is its logged-on users (``Activity``) plus its pending logons (this replica's and, see
+:mod:`balancer.replicas`, the other replicas'); its *score* is
 
     score = (load + 1) / weight
 
@@ -48,6 +49,7 @@ class Slot:
     logged_on: int = 0
     ramp_start: float | None = None  # monotonic time the slow start began; None: not ramping
     pending: deque[float] = field(default_factory=deque)  # shared with PendingLogons
+    peer_pending: int = 0  # other balancer replicas' pending logons (balancer.replicas)
     name_header: bytes = field(default=b"")
 
     def __post_init__(self) -> None:
@@ -80,7 +82,7 @@ def least_loaded(routable: Sequence[Slot], *, now: float, slow_start: float) -> 
     best: Slot | None = None
     best_score = 0.0
     for slot in routable:
-        load = slot.logged_on + len(slot.pending)
+        load = slot.logged_on + len(slot.pending) + slot.peer_pending
         if slot.ramp_start is None and slot.node_weight >= 1.0:
             score = float(load + 1)
         else:

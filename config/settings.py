@@ -311,6 +311,10 @@ class BalancerSettings(CommonSettings):
     #: ``background`` (default): counts refreshed by a loop, no database round trip per logon.
     #: ``per_logon``: re-read Activity before every decision (slower; kept to measure against).
     counts_mode: Literal["background", "per_logon"] = "background"
+    #: Share pending logons with the other balancer replicas through the state database.
+    share_pending: bool = True
+    #: This replica's id in ``balancer_pending`` (default ``host:pid``).
+    replica_id: str | None = Field(None, min_length=1, max_length=100)
 
     @field_validator("admin_token")
     @classmethod

@@ -10,6 +10,7 @@ as naive UTC (SQLite keeps no zone); use :func:`utcnow`.
 - ``audit``: every change made through the API (who, what, when, result; secrets redacted).
 - ``upgrade_runs`` / ``upgrade_steps`` / ``upgrade_events``: the orchestrator's persisted progress.
 - ``jobs`` / ``job_steps``: multi-step cluster operations (join a node, move the Replication Engine).
+- ``balancer_pending``: pending logons each balancer replica publishes for the others.
 """
 
 from __future__ import annotations
@@ -158,4 +159,16 @@ job_steps = Table(
     Column("finished_at", DateTime, nullable=True),
     Column("message", Text, nullable=True),
     Column("result", JSON, nullable=True),
+)
+
+#: Migration 0002_balancer: each balancer replica's pending logons per server (routed, not yet in
+#: Activity), so replicas add each other's to a server's load. Rows older than a few seconds
+#: belong to a replica that stopped and are ignored.
+balancer_pending = Table(
+    "balancer_pending",
+    metadata,
+    Column("replica", String(100), primary_key=True),
+    Column("server", String(63), primary_key=True),
+    Column("pending", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
 )

@@ -207,11 +207,16 @@ async def wrk(
 
 
 # The Python load generator (when wrk is missing) ----------------------------------------------------
-_REQUEST = f"GET {PATH} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+_FORM = b"User_Logon=user7&Password=never-logged&Mode=1"
+_GET = f"GET {PATH} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+_POST = (
+    f"POST {PATH} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    f"Content-Length: {len(_FORM)}\r\n\r\n"
+).encode() + _FORM
 
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-    writer.write(_REQUEST)
+async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+    writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     m = re.search(rb"(?i)content-length:\s*(\d+)", head)
     if m and int(m.group(1)):
@@ -219,7 +224,9 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bo
     return head[9:12] in (b"307", b"200")
 
 
-async def pyload(port: int, *, connections: int, duration: float, rate: float | None = None) -> Result:
+async def pyload(
+    port: int, *, connections: int, duration: float, rate: float | None = None, post: bool = False
+) -> Result:
     """Closed loop (``rate`` None) or open loop paced at ``rate``/s, latency from the planned send."""
     latencies: list[float] = []
     errors = 0
@@ -243,7 +250,7 @@ async def pyload(port: int, *, connections: int, duration: float, rate: float | 
                     t0 = now
                 if t0 >= end:
                     return
-                ok = await _one(reader, writer)
+                ok = await _one(reader, writer, _POST if post else _GET)
                 latencies.append(time.perf_counter() - t0)
                 errors += not ok
         finally:
@@ -302,7 +309,7 @@ class Driver:
             return await wrk(
                 port, connections=self.args.connections, duration=duration, post=post, pin=self.pin
             )
-        return await pyload(port, connections=self.args.connections, duration=duration)
+        return await pyload(port, connections=self.args.connections, duration=duration, post=post)
 
     async def half(self, port: int, *, rate: float) -> Result:
         if self.use_wrk:
