@@ -115,7 +115,10 @@ class OperationContext:
         from config.secrets import redact
 
         self.log("$ " + redact(" ".join(argv)))
-        result = await self.runner.run(argv, env=env, timeout=timeout, on_line=self.log)
+        try:
+            result = await self.runner.run(argv, env=env, timeout=timeout, on_line=self.log)
+        except OSError as exc:  # not installed, not executable: the step cannot be done here
+            raise ActionFailed(f"cannot run {PurePath(argv[0]).name}: {exc.strerror or exc}") from exc
         if check and result.returncode != 0:
             raise ActionFailed(
                 f"{PurePath(argv[0]).name} exited with {result.returncode}: "

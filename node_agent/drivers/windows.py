@@ -50,7 +50,7 @@ from node_agent.protocol import (
     ServiceParams,
     ServiceStatus,
 )
-from node_agent.runner import CommandRunner
+from node_agent.runner import CommandResult, CommandRunner
 from node_agent.upgrade_log import parse_upgrade_log
 from node_agent.warmup import warmup_logon
 
@@ -151,8 +151,15 @@ class WindowsDriver(HostDriver):
         if ctx is not None:
             r = await ctx.run(argv, check=False)
         else:
-            r = await self.runner.run(argv)
+            r = await self._quiet(argv)
         return r.returncode, r.output
+
+    async def _quiet(self, argv: list[str]) -> CommandResult:
+        """Run a query command for status; a missing program reads as an unknown answer."""
+        try:
+            return await self.runner.run(argv)
+        except OSError as exc:
+            return CommandResult(127, str(exc))
 
     async def _service_state(self, name: str) -> ServiceStatus:
         code, out = await self._sc(None, "query", name)
@@ -197,7 +204,7 @@ class WindowsDriver(HostDriver):
             return None
         _, out = await self._sc(None, "queryex", "W3SVC")
         pid = _PID.search(out)
-        wp = await self.runner.run([self.settings.windows_appcmd, "list", "wp"])
+        wp = await self._quiet([self.settings.windows_appcmd, "list", "wp"])
         seen = (pid.group(1) if pid else "?", *sorted(_WP.findall(wp.output)))
         if seen != self._iis_seen:
             # A new worker process appearing after the first request is not a recycle.
@@ -210,7 +217,7 @@ class WindowsDriver(HostDriver):
         self._last_warmup = when
 
     async def _registry_version(self) -> str | None:
-        r = await self.runner.run(["reg.exe", "query", self.config_key, "/v", "Version", *self._reg_view()])
+        r = await self._quiet(["reg.exe", "query", self.config_key, "/v", "Version", *self._reg_view()])
         m = re.search(r"Version\s+REG_SZ\s+(.+)", r.output)
         return m.group(1).strip() if r.returncode == 0 and m else None
 

@@ -101,3 +101,21 @@ def test_faults_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("CRMCLUSTER_SANDBOX_ROLES", "database,chef")
     with pytest.raises(SettingError, match="CRMCLUSTER_SANDBOX_ROLES"):
         load_settings(AgentSettings, data_dir=tmp_path)
+
+
+async def test_a_72_node_upgrades_too(tmp_path: Path, sqlite_url: str, tokens: dict[str, str]) -> None:
+    from node_agent.testing import running_sandbox_agent
+
+    async with running_sandbox_agent(
+        name="old1",
+        data_dir=tmp_path / "old1",
+        crm_db_url=sqlite_url,
+        token=tokens["agent"],
+        roles=["database"],
+        version="7.2",
+    ) as agent:
+        assert (await agent.client.get("/v1/status")).json()["version"] == "7.2"
+        rec = await agent.run("u", "run_installer", UPGRADE)
+        assert rec.state == "succeeded" and rec.result is not None and rec.result["from_version"] == "7.2"
+        log = (await agent.run("l", "read_upgrade_log")).result
+        assert log is not None and log["from_version"] == "7.2" and log["to_version"] == "2017 R1"

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.crm_schema import crm_tables
 from config.database import make_engine
+from config.errors import SettingError
 from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
 from config.sysparams import SysParamsStore
@@ -80,6 +82,18 @@ def _crash() -> None:  # pragma: no cover - ends the process
     os._exit(70)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Stop at start, in one line, when the stand-in web server's port is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise SettingError(
+                f"CRMCLUSTER_SANDBOX_WEB_PORT: port {port} on {host} is already in use"
+            ) from None
+
+
 class SandboxDriver(HostDriver):
     kind = "sandbox"
 
@@ -116,6 +130,8 @@ class SandboxDriver(HostDriver):
             self._engine, self.tables, node=self.node, session_ttl=settings.sandbox_session_ttl
         )
         self._crash = crash
+        if settings.sandbox_web_port:
+            _check_port(web_host, settings.sandbox_web_port)
         self._web = StandInWebServer(build_web_app(self), host=web_host, port=settings.sandbox_web_port)
         self._refresher: asyncio.Task[None] | None = None
         self.warmup_transport: Any = None  # tests may route the warm-up through an ASGI transport
