@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import webbrowser
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -475,13 +476,12 @@ def preflight_blocked(run: Mapping[str, Any]) -> list[str]:
 
 TargetOpt = Annotated[str, typer.Option("--target", help="Version to upgrade to.")]
 LicenseOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--license-key",
         envvar="CRMCLUSTER_LICENSE_KEY",
-        prompt="License key for the target version",
-        hide_input=True,
-        help="License key for the target version (or CRMCLUSTER_LICENSE_KEY); never printed.",
+        help="License key for the target version (or CRMCLUSTER_LICENSE_KEY); asked for when missing "
+        "at a terminal; never printed.",
     ),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Non-database servers upgraded at once.")]
@@ -495,10 +495,19 @@ OverrideOpt = Annotated[
 ]
 
 
+def _license(license_key: str | None) -> str:
+    if license_key:
+        return license_key
+    if sys.stdin.isatty():
+        key: str = typer.prompt("License key for the target version", hide_input=True)
+        return key
+    raise BadArgument("--license-key (or CRMCLUSTER_LICENSE_KEY) is required")
+
+
 def _plan_body(
     *,
     target: str,
-    license_key: str,
+    license_key: str | None,
     batch_size: int,
     failure_policy: str,
     require_signoff: bool,
@@ -509,7 +518,7 @@ def _plan_body(
         raise BadArgument(f"--failure-policy: {failure_policy!r} is not restore or pause")
     body: dict[str, Any] = {
         "target_version": target,
-        "license_key": license_key,
+        "license_key": _license(license_key),
         "batch_size": batch_size,
         "failure_policy": failure_policy,
         "require_signoff": require_signoff,
@@ -523,7 +532,7 @@ def _plan_body(
 @upgrade_app.command("plan")
 def upgrade_plan(
     ctx: typer.Context,
-    license_key: LicenseOpt,
+    license_key: LicenseOpt = None,
     target: TargetOpt = "2017 R1",
     batch_size: BatchOpt = 1,
     failure_policy: PolicyOpt = "restore",
@@ -562,10 +571,7 @@ def upgrade_start(
     ctx: typer.Context,
     run_id: Annotated[str | None, typer.Argument(help="A planned run; without it, plan one now.")] = None,
     target: TargetOpt = "2017 R1",
-    license_key: Annotated[
-        str | None,
-        typer.Option("--license-key", envvar="CRMCLUSTER_LICENSE_KEY", help="Needed when planning here."),
-    ] = None,
+    license_key: LicenseOpt = None,
     batch_size: BatchOpt = 1,
     failure_policy: PolicyOpt = "restore",
     require_signoff: SignoffOpt = False,
@@ -579,8 +585,6 @@ def upgrade_start(
     console = _console(ctx)
     with _client(ctx, demo) as client:
         if run_id is None:
-            if not license_key:
-                license_key = typer.prompt("License key for the target version", hide_input=True)
             body = _plan_body(
                 target=target,
                 license_key=license_key,

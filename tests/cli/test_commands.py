@@ -234,3 +234,10 @@ def test_checklist_is_saved_as_html(fake: FakeController, tmp_path: Path) -> Non
     assert out.read_text() == "<html>checklist</html>"
     result = invoke(fake, "upgrade", "checklist", "r1", "--json")
     assert json.loads(result.stdout) == {"sections": []}
+
+
+def test_upgrade_plan_without_a_license_key_off_a_terminal_is_a_usage_error(fake: FakeController) -> None:
+    result = invoke(fake, "upgrade", "plan")
+    assert result.exit_code == 2
+    assert result.stderr == "crmcluster: --license-key (or CRMCLUSTER_LICENSE_KEY) is required\n"
+    assert not fake.bodies("POST", "/api/v1/upgrades")
