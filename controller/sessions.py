@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.crm_schema import CrmTables
@@ -43,16 +44,20 @@ class SessionCounter:
         self.tz = tz
         self.clock = clock
 
-    async def counts(self) -> dict[str, int]:
-        """``{server name: logged-on users}`` for every server with at least one."""
+    def statement(self) -> Select[tuple[Any, int]]:
+        """Open sessions per server: distinct users with an open, recent Activity row."""
         t = self.tables
         server = t.acty("acty_server_name")
         cutoff = session_cutoff(self.clock(), timeout_minutes=self.timeout_minutes, tz=self.tz)
-        query = (
-            select(server, func.count(func.distinct(t.acty("acty_user_id"))))
+        return (
+            select(server, func.count(t.acty("acty_user_id").distinct()))
             .where(t.acty("acty_logoff").is_(None), t.acty("acty_logon_time") >= cutoff)
             .group_by(server)
         )
+
+    async def counts(self) -> dict[str, int]:
+        """``{server name: logged-on users}`` for every server with at least one."""
+        query = self.statement()
         with unavailable_errors("CRM database"):
             async with self.engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
