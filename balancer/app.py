@@ -103,6 +103,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet = logging.getLogger("httpx")
+        if quiet.level == logging.NOTSET:
+            # httpx logs every request at INFO: one line per health check, every 2 s per server.
+            quiet.setLevel(logging.WARNING)
         own: list[AsyncEngine] = []
         crm = crm_engine
         if crm is None:

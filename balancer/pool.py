@@ -7,7 +7,9 @@ synchronous: each update is applied whole between two decisions (asyncio runs on
 
 Slow start (see :mod:`balancer.selection`) begins when a server becomes routable again after the
 pool is ready — its checks rise, or the controller sets it back ``up`` — and when a server is
-added to ``ServerNames``; the servers found at start-up do not ramp.
+added to ``ServerNames``, provided another server is taking logons at that moment (with no peer
+there is no storm to spread: a lone server takes every logon anyway). The servers found at
+start-up do not ramp.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class ServerPool:
         if self.config_loaded and cfg == self.config:
             return []
         old = self.by_key
+        had_peers = bool(self.routable)
         slots: list[Slot] = []
         added: list[str] = []
         for i, name in enumerate(cfg.server_names):
@@ -101,8 +104,9 @@ class ServerPool:
             else:
                 self.health[key] = HealthTracker(fall=self.fall, rise=self.rise)
                 if self.config_loaded:
-                    slot.ramp_start = now
                     added.append(key)
+                    if had_peers and self.slow_start > 0:
+                        slot.ramp_start = now
             row = self.node_rows.get(key)
             if row is not None:
                 slot.node_state, slot.node_weight = row.state, row.weight
@@ -162,7 +166,8 @@ class ServerPool:
 
     def _ramp_if_back(self, slot: Slot, was_routable: bool, now: float) -> None:
         if self.ready and not was_routable and slot.routable and self.slow_start > 0:
-            slot.ramp_start = now
+            if any(s.routable for s in self.slots if s is not slot):
+                slot.ramp_start = now
 
     # The hot path ------------------------------------------------------------------------------------
     def decide(self, user_logon: str | None, *, now: float, count_pending: bool = True) -> Decision | None:

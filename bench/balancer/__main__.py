@@ -337,11 +337,12 @@ async def main() -> None:
     )
     parser.add_argument("--connections", type=int, default=64, help="connections at peak (default 64)")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--pin", action="store_true", help="server on cpu 0, wrk on cpu 1 (taskset)")
     args = parser.parse_args()
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk") is not None)
     if args.generator == "wrk" and not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install -y wrk (or --generator python)")
-    pin = use_wrk and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    pin = args.pin and use_wrk and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
     tmp = Path(tempfile.mkdtemp(prefix="crmcluster-bench-"))
     url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"

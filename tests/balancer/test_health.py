@@ -170,3 +170,23 @@ async def test_controller_weight_caps_the_slow_start(make_balancer: Any, crm: Cr
         assert (await b.servers())["crm3"]["weight"] == 0.5
         routed = await b.route([f"u{i}" for i in range(6)])
         assert routed.count("crm3") == 5  # crm3 fills to half of its peers' load: (5+1) <= 0.5 x (11+1)
+
+
+async def test_no_slow_start_without_peers(make_balancer: Any, crm: Crm) -> None:
+    await crm.configure(server_names=[], fq_server_names=[])
+    async with make_balancer(slow_start=30) as b:
+        await crm.configure(
+            server_names=["crm1", "crm2"], fq_server_names=["crm1.example.com", "crm2.example.com"]
+        )
+        await b.refresher.refresh_config()  # servers added to an empty pool: nobody to protect
+        assert [s["weight"] for s in (await b.servers()).values()] == [1.0, 1.0]
+        # every server down, then one back: it is alone, so it takes logons at full weight
+        b.health.down.update({"crm1.example.com", "crm2.example.com"})
+        await b.refresher.check_health()
+        await b.refresher.check_health()
+        await b.refresher.check_health()
+        assert (await b.logon()).status_code == 503
+        b.health.down.discard("crm1.example.com")
+        await b.refresher.check_health()
+        await b.refresher.check_health()
+        assert (await b.servers())["crm1"]["weight"] == 1.0
