@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import select
+
+from config.state_schema import upgrade_runs
 from config.vocabulary import NodeState
 from controller.context import ControllerContext
 from controller.errors import ClusterBusy
@@ -19,6 +22,22 @@ from controller.jobs import StepSpec, run_steps
 from controller.registry import NodeRecord
 
 DRAIN_STEP = "wait_for_logoffs"
+#: Upgrade run statuses during which node states belong to the upgrade (DESIGN.md "Upgrades").
+UPGRADE_ACTIVE = ("running", "paused", "awaiting_approval", "restoring")
+
+
+async def refuse_during_upgrade(ctx: ControllerContext, name: str, what: str) -> None:
+    """An upgrade holds its nodes (``maintenance``/``upgrading``): no drain or undrain meanwhile."""
+    async with ctx.state_engine.connect() as conn:
+        run = (
+            await conn.execute(
+                select(upgrade_runs.c.id).where(upgrade_runs.c.status.in_(UPGRADE_ACTIVE)).limit(1)
+            )
+        ).scalar()
+    if run is not None:
+        raise ClusterBusy(
+            f"upgrade {run} is in progress; {what} {name} after it ends", details={"node": name, "run": run}
+        )
 
 
 async def wait_drained(ctx: ControllerContext, name: str, *, timeout: float) -> dict[str, Any]:
@@ -53,6 +72,7 @@ async def start_drain(ctx: ControllerContext, name: str, *, timeout: float | Non
     rec = await ctx.registry.get(name)
     if rec.state == NodeState.UPGRADING:
         raise ClusterBusy(f"node {name} is being upgraded; it cannot be drained now", details={"node": name})
+    await refuse_during_upgrade(ctx, name, "drain")
     running = await ctx.jobs.running(kind="drain", target=name)
     if running:
         return await ctx.jobs.get(running[0])
@@ -70,6 +90,7 @@ async def undrain(ctx: ControllerContext, name: str) -> NodeRecord:
         raise ClusterBusy(f"node {name} is being upgraded; the upgrade puts it back", details={"node": name})
     if rec.state not in (NodeState.DRAINING, NodeState.MAINTENANCE):
         return rec
+    await refuse_during_upgrade(ctx, name, "undrain")
     for kind in ("join", "remove"):
         if await ctx.jobs.running(kind=kind, target=name):
             raise ClusterBusy(

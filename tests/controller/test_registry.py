@@ -116,3 +116,29 @@ async def test_register_refuses_bad_input(controller: Harness) -> None:
     assert (
         await c.post("/api/v1/nodes", content=b"{not json", headers={"Content-Type": "application/json"})
     ).status_code == 422
+
+
+async def test_no_drain_or_undrain_while_an_upgrade_holds_the_nodes(controller: Harness) -> None:
+    from config.state_schema import upgrade_runs
+
+    await controller.register("crm2")
+    await controller.heartbeat(node_status("crm2"))
+    now = controller.clock()
+    async with controller.ctx.state_engine.begin() as conn:
+        await conn.execute(
+            upgrade_runs.insert().values(
+                id="run-1",
+                status="running",
+                target_version="2017 R1",
+                options={},
+                preflight=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    await controller.ctx.registry.set_state("crm2", "maintenance")
+    for path in ("/api/v1/nodes/crm2/drain", "/api/v1/nodes/crm2/undrain"):
+        resp = await controller.client.post(path)
+        assert resp.status_code == 409, resp.text
+        assert "run-1" in resp.json()["error"]["message"]
+    assert await state_row(controller, "crm2") == "maintenance"
