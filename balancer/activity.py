@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from config.crm_schema import CrmTables
@@ -50,33 +50,41 @@ class ActivityReader:
         self._user_id = t.users.c[t.names.user_id]
         self._user_logon = t.users.c[t.names.user_logon]
 
+    # Statements (kept apart so they can be compiled for every dialect, SQL Server included) -----
+    def max_id(self) -> Select[Any]:
+        return select(func.max(self._id))
+
+    def new_rows(self, *, since_id: int, last_id: int) -> Select[Any]:
+        return (
+            select(self._server, func.count())
+            .where(self._id > since_id, self._id <= last_id)
+            .group_by(self._server)
+        )
+
+    def open_sessions(self, *, cutoff: datetime, last_id: int) -> Select[Any]:
+        return (
+            select(self._server, self._user, self._user_logon)
+            .select_from(self.tables.activity.outerjoin(self.tables.users, self._user_id == self._user))
+            .where(self._logoff.is_(None), self._logon_time >= cutoff, self._id <= last_id)
+            .order_by(self._id)
+        )
+
     async def read(self, conn: AsyncConnection, *, since_id: int | None, now: datetime) -> ActivitySnapshot:
         """The snapshot as of now (``now`` in the CRM database's time zone, naive)."""
-        top: Any = (await conn.execute(select(func.max(self._id)))).scalar()
+        top: Any = (await conn.execute(self.max_id())).scalar()
         last_id = int(top) if top is not None else 0
         if since_id is not None and last_id < since_id:
             # Rows were deleted (a restored database): start counting new rows from here.
             since_id = last_id
         new_rows: dict[str, int] = {}
         if since_id is not None and last_id > since_id:
-            rows = await conn.execute(
-                select(self._server, func.count())
-                .where(self._id > since_id, self._id <= last_id)
-                .group_by(self._server)
-            )
-            for server, n in rows:
+            for server, n in await conn.execute(self.new_rows(since_id=since_id, last_id=last_id)):
                 key = str(server).strip().lower()
                 new_rows[key] = new_rows.get(key, 0) + int(n)
-        cutoff = now - self.session_timeout
-        rows = await conn.execute(
-            select(self._server, self._user, self._user_logon)
-            .select_from(self.tables.activity.outerjoin(self.tables.users, self._user_id == self._user))
-            .where(self._logoff.is_(None), self._logon_time >= cutoff, self._id <= last_id)
-            .order_by(self._id)
-        )
         users: dict[str, set[object]] = {}
         sessions: dict[str, str] = {}
-        for server, user_id, logon in rows:
+        cutoff = now - self.session_timeout
+        for server, user_id, logon in await conn.execute(self.open_sessions(cutoff=cutoff, last_id=last_id)):
             key = str(server).strip().lower()
             users.setdefault(key, set()).add(user_id)
             if logon:
