@@ -490,6 +490,25 @@ PolicyOpt = Annotated[
 ]
 SignoffOpt = Annotated[bool, typer.Option("--require-signoff", help="Wait for `upgrade approve` first.")]
 BackupOpt = Annotated[str | None, typer.Option("--backup-location", help="Where the backups go.")]
+SqlServerOpt = Annotated[
+    str | None, typer.Option("--sql-server", help="Database server name for the installer (wizard step 4).")
+]
+SqlPortOpt = Annotated[int, typer.Option("--sql-port", min=1, max=65535, help="Its port.")]
+SqlUserOpt = Annotated[str | None, typer.Option("--sql-user", help="SQL Server login (not sa).")]
+SqlPasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sql-password",
+        envvar="CRMCLUSTER_SQL_PASSWORD",
+        help="Its password (or CRMCLUSTER_SQL_PASSWORD); asked for at a terminal; never printed.",
+    ),
+]
+TriggersOpt = Annotated[
+    bool, typer.Option("--disable-triggers", help="Disable triggers around the database upgrade.")
+]
+GraceOpt = Annotated[
+    float, typer.Option("--drain-grace", min=0, help="Seconds users are told before they are locked out.")
+]
 OverrideOpt = Annotated[
     list[str] | None, typer.Option("--override", help="A preflight finding you accept (repeatable).")
 ]
@@ -504,6 +523,27 @@ def _license(license_key: str | None) -> str:
     raise BadArgument("--license-key (or CRMCLUSTER_LICENSE_KEY) is required")
 
 
+@dataclass
+class SqlLogin:
+    server: str | None = None
+    port: int = 1433
+    user: str | None = None
+    password: str | None = None
+
+    def body(self) -> dict[str, Any] | None:
+        """The ``database`` field of the plan request, or None when no login was given."""
+        if not self.server and not self.user:
+            return None
+        if not self.server or not self.user:
+            raise BadArgument("--sql-server and --sql-user go together")
+        password = self.password
+        if not password:
+            if not sys.stdin.isatty():
+                raise BadArgument("--sql-password (or CRMCLUSTER_SQL_PASSWORD) is required with --sql-user")
+            password = str(typer.prompt(f"Password of SQL login {self.user}", hide_input=True))
+        return {"server": self.server, "port": self.port, "user": self.user, "password": password}
+
+
 def _plan_body(
     *,
     target: str,
@@ -513,6 +553,9 @@ def _plan_body(
     require_signoff: bool,
     backup_location: str | None,
     override: list[str] | None,
+    sql: SqlLogin,
+    disable_triggers: bool,
+    drain_grace: float,
 ) -> dict[str, Any]:
     if failure_policy not in ("restore", "pause"):
         raise BadArgument(f"--failure-policy: {failure_policy!r} is not restore or pause")
@@ -526,6 +569,13 @@ def _plan_body(
     }
     if backup_location:
         body["backup_location"] = backup_location
+    login = sql.body()
+    if login is not None:
+        body["database"] = login
+    if disable_triggers:
+        body["disable_triggers"] = True
+    if drain_grace:
+        body["drain_grace"] = drain_grace
     return body
 
 
@@ -539,6 +589,12 @@ def upgrade_plan(
     require_signoff: SignoffOpt = False,
     backup_location: BackupOpt = None,
     override: OverrideOpt = None,
+    sql_server: SqlServerOpt = None,
+    sql_port: SqlPortOpt = 1433,
+    sql_user: SqlUserOpt = None,
+    sql_password: SqlPasswordOpt = None,
+    disable_triggers: TriggersOpt = False,
+    drain_grace: GraceOpt = 0.0,
     json_: JsonOpt = False,
     demo: DemoOpt = None,
 ) -> None:
@@ -552,6 +608,9 @@ def upgrade_plan(
             require_signoff=require_signoff,
             backup_location=backup_location,
             override=override,
+            sql=SqlLogin(sql_server, sql_port, sql_user, sql_password),
+            disable_triggers=disable_triggers,
+            drain_grace=drain_grace,
         )
         run = client.post("/upgrades", body)
     _emit(ctx, json_, run, render_run(run))
@@ -577,6 +636,12 @@ def upgrade_start(
     require_signoff: SignoffOpt = False,
     backup_location: BackupOpt = None,
     override: OverrideOpt = None,
+    sql_server: SqlServerOpt = None,
+    sql_port: SqlPortOpt = 1433,
+    sql_user: SqlUserOpt = None,
+    sql_password: SqlPasswordOpt = None,
+    disable_triggers: TriggersOpt = False,
+    drain_grace: GraceOpt = 0.0,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow it with progress bars.")] = True,
     json_: JsonOpt = False,
     demo: DemoOpt = None,
@@ -593,6 +658,9 @@ def upgrade_start(
                 require_signoff=require_signoff,
                 backup_location=backup_location,
                 override=override,
+                sql=SqlLogin(sql_server, sql_port, sql_user, sql_password),
+                disable_triggers=disable_triggers,
+                drain_grace=drain_grace,
             )
             planned = client.post("/upgrades", body)
             run_id = str(planned["id"])

@@ -120,7 +120,12 @@ def main() -> None:
 
         run = api.post(
             "/upgrades",
-            json={"target_version": "2017 R1", "license_key": "DEMO-2017R1-LICENSE", "overrides": opts.override},
+            json={
+                "target_version": "2017 R1",
+                "license_key": "DEMO-2017R1-LICENSE",
+                "overrides": opts.override,
+                "database": {"server": "dbserver", "user": "crmupgrade", "password": "demo-sql-password"},
+            },
         ).json()
         page.wait_for_selector(f"#upgrade .run[data-run='{run['id']}']")
         command = f"{sys.executable} -m crmcluster upgrade start {run['id']} --demo {opts.demo_dir}; sleep 600"

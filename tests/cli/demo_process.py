@@ -83,7 +83,9 @@ def api(demo: dict[str, Any]) -> httpx.Client:
     )
 
 
-def wait_for(predicate: Any, *, timeout: float = 60.0, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Any, *, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"
+) -> Any:
     """Poll ``predicate()`` until it returns something true (real processes: no clock to inject)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -92,4 +94,4 @@ def wait_for(predicate: Any, *, timeout: float = 60.0, what: str = "condition") 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
+        time.sleep(interval)

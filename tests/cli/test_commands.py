@@ -241,3 +241,34 @@ def test_upgrade_plan_without_a_license_key_off_a_terminal_is_a_usage_error(fake
     assert result.exit_code == 2
     assert result.stderr == "crmcluster: --license-key (or CRMCLUSTER_LICENSE_KEY) is required\n"
     assert not fake.bodies("POST", "/api/v1/upgrades")
+
+
+def test_upgrade_plan_passes_the_sql_login_and_never_shows_its_password(fake: FakeController) -> None:
+    fake.routes[("POST", "/api/v1/upgrades")] = run("planned", [])
+    result = invoke(
+        fake,
+        "upgrade",
+        "plan",
+        "--license-key",
+        "LIC-KEY-SECRET-1",
+        "--sql-server",
+        "dbserver",
+        "--sql-user",
+        "crmupgrade",
+        "--sql-password",
+        "Pa55-word-secret",
+        "--disable-triggers",
+    )
+    assert result.exit_code == 0, result.stderr
+    body = fake.bodies("POST", "/api/v1/upgrades")[0]
+    assert body["database"] == {
+        "server": "dbserver",
+        "port": 1433,
+        "user": "crmupgrade",
+        "password": "Pa55-word-secret",
+    }
+    assert body["disable_triggers"] is True
+    assert "Pa55-word-secret" not in result.output
+
+    result = invoke(fake, "upgrade", "plan", "--license-key", "K" * 10, "--sql-user", "crmupgrade")
+    assert result.exit_code == 2 and "--sql-server and --sql-user go together" in result.stderr

@@ -13,6 +13,7 @@ from tests.cli.demo_process import api, crmcluster, running_demo, wait_for
 
 pytestmark = pytest.mark.slow
 LICENSE = "DEMO-2017R1-LICENSE-KEY"
+SQL_LOGIN = ("--sql-server", "dbserver", "--sql-user", "crmupgrade", "--sql-password", "demo-sql-password")
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +81,11 @@ def test_errors_are_one_line_and_fail(demo: dict[str, Any]) -> None:
 
 
 def test_upgrade_plan_start_watch_and_checklist(demo: dict[str, Any], tmp_path: Path) -> None:
-    plan = run(demo, "upgrade", "plan", "--license-key", LICENSE, "--json")
+    plan = run(demo, "upgrade", "plan", "--license-key", LICENSE, *SQL_LOGIN, "--json")
     assert plan.returncode == 0, plan.stdout + plan.stderr
     planned = json.loads(plan.stdout)
     assert planned["status"] == "planned" and planned["plan"]
-    assert LICENSE not in plan.stdout
+    assert LICENSE not in plan.stdout and "demo-sql-password" not in plan.stdout
 
     started = run(demo, "upgrade", "start", planned["id"], "--no-watch", "--json")
     assert started.returncode == 0, started.stderr
