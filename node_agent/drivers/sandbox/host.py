@@ -528,6 +528,9 @@ class SandboxDriver(HostDriver):
                 )
         if params.mode == "add_node":
             return await self._add_node(params, ctx, key_hash)
+        # The database server's upgrade: the node holding the database, or a run given the
+        # database login (the wizard's "Confirm your database server name … and password").
+        with_database = params.database is not None or self.holds_database
         was_web, was_tomcat = self.web_running, self.tomcat_running
         result: dict[str, Any] = {"mode": "upgrade"}
         ctx.progress(0.1, "stopping IIS")
@@ -535,7 +538,7 @@ class SandboxDriver(HostDriver):
         await self._refresh_sessions()
         if params.backup:
             result["backup"] = await self._wizard_backup(
-                params, ctx, with_database=params.database is not None
+                params, ctx, with_database=with_database
             )
         installer = SandboxInstaller(
             tree=self.tree, registry=self.registry, db=self._db, install_name=self.install_name
@@ -543,7 +546,7 @@ class SandboxDriver(HostDriver):
         try:
             upgraded = await installer.upgrade(
                 to_version=params.version,
-                with_database=params.database is not None,
+                with_database=with_database,
                 ctx=ctx,
                 fail=fail,
                 log_error=log_error,
