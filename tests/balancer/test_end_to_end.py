@@ -130,6 +130,16 @@ async def test_server_goes_down_and_comes_back(db_url: str, crm: Crm, pages: lis
             await eventually(lambda: _is(state, "crm2", "maintenance"), timeout=1.0)
             assert time.monotonic() - started < 1.0
             assert "crm2" not in {await logon() for _ in range(4)}
+
+            # a Custom_SysParams change is picked up by the config loop, without a restart
+            await crm.configure(server_names=["crm1"], fq_server_names=[f"127.0.0.1:{pages[0].port}"])
+
+            async def only_crm1() -> bool:
+                body = (await client.get("/api/v1/servers")).json()
+                return [s["name"] for s in body["servers"]] == ["crm1"]
+
+            await eventually(only_crm1, timeout=5.0)
+            assert {await logon() for _ in range(3)} == {"crm1"}
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
