@@ -6,7 +6,8 @@
    sessions in Activity; three stand-in logon pages (in this process) answer the health checks.
 2. Each server — ``bare`` (fixed 307), ``balancer`` (the default: counts refreshed in the
    background) and ``per_logon`` (the alternative: Activity read before every decision) — is
-   started alone (``python -m bench.balancer.serve``, one uvicorn worker), warmed up, then driven
+   started alone (``python -m bench.balancer.serve``, one uvicorn worker; plus ``fastapi``, the
+   logon served by a FastAPI route instead of the raw ASGI path), warmed up, then driven
    at its peak (closed loop, ``--connections``) and at half of that peak (paced) with wrk
    (``apt-get install -y wrk``) or, without wrk, a raw asyncio HTTP/1.1 client in this process.
 3. Printed: logons/s, p50/p99 at peak, p99 at half the peak, the ratio balancer/bare, the
@@ -378,6 +379,7 @@ async def main() -> None:
             return peak, await d.half(port, rate=peak.rps / 2)
 
         per_peak, per_half = await d.run("per_logon", per_logon)
+        fastapi_peak = await d.run("fastapi", lambda port: d.peak(port, duration=args.duration))
         decide_us, read_us = await alternatives(url)
     finally:
         for p in pages:
@@ -389,6 +391,7 @@ async def main() -> None:
         ("balancer (background counts)", best["balancer"], bal_half),
         ("  same, POST with a logon form", bal_post, None),
         ("balancer, Activity read per logon", per_peak, per_half),
+        ("balancer, logon as a FastAPI route", fastapi_peak, None),
     ]
     print()
     print(f"{'best of rounds':<34}{'logons/s':>11}{'p50 ms':>9}{'p99 ms':>9}   p99 at half peak")
@@ -412,6 +415,9 @@ async def main() -> None:
     print(
         f"alternative, Activity read per logon: {per_peak.rps / best['balancer'].rps:.3f}x the default's "
         "throughput"
+    )
+    print(
+        f"alternative, logon as a FastAPI route: {fastapi_peak.rps / best['balancer'].rps:.2f}x the raw path"
     )
     print(
         f"in process: one decision {decide_us:.2f} us; "

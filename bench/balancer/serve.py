@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from fastapi import Request, Response
 
 LOCATION = b"http://crm1.example.com/crm/eware.dll/Logon"
 
@@ -68,7 +69,29 @@ def main(argv: list[str]) -> None:
         install_name="CRM",
         counts_mode="per_logon" if kind == "per_logon" else "background",
     )
-    run(create_app(settings), port)
+    app = create_app(settings)
+    if kind == "fastapi":
+        ctx = app.state.balancer
+        app.logon_route = None
+
+        @app.api_route("/crm/eware.dll/Logon", methods=["GET", "POST"])
+        async def logon(request: Request) -> Response:
+            decision = ctx.pool.decide(None, now=ctx.clock())
+            if decision is None:
+                return Response(status_code=503)
+            location = decision.slot.location.decode()
+            if request.url.query:
+                location += "?" + request.url.query
+            return Response(
+                status_code=307,
+                headers={
+                    "location": location,
+                    "x-crm-server": decision.slot.name,
+                    "cache-control": "no-store",
+                },
+            )
+
+    run(app, port)
 
 
 if __name__ == "__main__":
