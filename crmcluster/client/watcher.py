@@ -40,6 +40,22 @@ STEP_FINISHED = frozenset(
 STEP_FAILED = frozenset({"failed", "cancelled", "interrupted"})
 
 
+def _rank(status: Any) -> int:
+    return 2 if status in STEP_FINISHED else 1 if status == "running" else 0
+
+
+def _older(event_step: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """True when an event describes an earlier state of the step than the snapshot already has.
+
+    A stream replayed from the start re-sends ``running`` for steps long finished; a retry is a
+    new ``attempt`` and is never older.
+    """
+    attempt, known = event_step.get("attempt"), current.get("attempt")
+    if isinstance(attempt, int) and isinstance(known, int) and attempt != known:
+        return attempt < known
+    return _rank(event_step.get("status")) < _rank(current.get("status"))
+
+
 @dataclass
 class Tally:
     done: int = 0
@@ -88,8 +104,9 @@ class RunProgress:
         elif data.get("step_id") is not None:
             step = {"id": data["step_id"], **{k: v for k, v in data.items() if k != "step_id"}}
         if step is not None and str(step.get("id")) in self.steps:
-            sid = str(step.get("id"))
-            self.steps[sid].update({k: v for k, v in step.items() if k != "id"})
+            current = self.steps[str(step.get("id"))]
+            if not _older(step, current):
+                current.update({k: v for k, v in step.items() if k != "id"})
         run_status = data.get("run_status")
         if run_status is None and event.event in ("run", "end") and isinstance(data.get("status"), str):
             run_status = data["status"]

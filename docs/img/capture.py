@@ -10,7 +10,7 @@ Writes, next to this file:
 - ``upgrade-watch.png``      ``crmcluster upgrade start`` (then watching) in a real terminal
                              (tmux), captured while the run is under way;
 - ``dashboard-upgrade.png``  the dashboard during that same upgrade;
-- ``checklist.png``          the upper part of the run's checklist (HTML).
+- ``checklist.png``          the live part of the run's checklist (HTML), from "Freeze live system".
 
 Terminal captures are real: the ANSI text of the tmux pane (or of the command's output) is
 drawn by Rich's SVG export and that SVG photographed by Chromium. Nothing here talks to
@@ -36,7 +36,7 @@ from rich.text import Text
 
 OUT = Path(__file__).resolve().parent
 ROOT = OUT.parents[1]
-COLS, ROWS = 118, 58
+COLS, ROWS = 118, 40
 TMUX = ["tmux", "-L", "crmcluster-tour"]
 ARGS = [
     "--headless",
@@ -162,7 +162,12 @@ def main() -> None:
         html = api.get(f"/upgrades/{run['id']}/checklist", headers={"Accept": "text/html"}).text
         checklist = browser.new_page(viewport={"width": 1100, "height": 900})
         checklist.set_content(html)
-        checklist.screenshot(path=str(OUT / "checklist.png"))
+        # The live part of the checklist: the freeze, the live backups and the live upgrade.
+        box = checklist.get_by_text("Freeze live system", exact=False).first.bounding_box()
+        top = max(0, int(box["y"]) - 150) if box else 0
+        checklist.screenshot(
+            path=str(OUT / "checklist.png"), full_page=True, clip={"x": 0, "y": top, "width": 1100, "height": 1000}
+        )
         print("wrote", OUT / "checklist.png")
         browser.close()
 

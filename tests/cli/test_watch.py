@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from crmcluster.client.http import ControllerClient, SseParser, Target
+from crmcluster.client.http import ControllerClient, SseEvent, SseParser, Target
 from crmcluster.client.watcher import RunProgress
 from tests.cli.fake_controller import TOKEN, URL, FakeController, invoke, run, sse, step
 
@@ -157,3 +157,16 @@ def test_steps_left_when_a_run_ends_are_called_not_run() -> None:
     result = invoke(fake_run(snaps, b""), "upgrade", "watch", "r1")
     assert result.exit_code == 1
     assert "1 not run" in result.stdout and "ended aborted" in result.stdout
+
+
+def test_a_replayed_event_never_moves_a_step_back_but_a_retry_does() -> None:
+    model = RunProgress()
+    model.absorb_run(run("running", plan("succeeded", "running", "pending", "pending")))
+    model.absorb_event(SseEvent(id="1", event="step", data={"step": "s1", "status": "running", "attempt": 0}))
+    assert model.steps["s1"]["status"] == "succeeded"
+    model.absorb_event(SseEvent(id="9", event="step", data={"step": "s2", "status": "failed", "attempt": 0}))
+    assert model.steps["s2"]["status"] == "failed"
+    model.absorb_event(
+        SseEvent(id="10", event="step", data={"step": "s2", "status": "running", "attempt": 1})
+    )
+    assert model.steps["s2"]["status"] == "running" and model.steps["s2"]["attempt"] == 1
