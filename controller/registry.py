@@ -268,9 +268,21 @@ class NodeRegistry:
             values["fqdn"] = fqdn_from_web_url(status.web_url)
         if heartbeat:
             values["last_heartbeat"] = self.clock()
-        if rec.state in LIVENESS_STATES and heartbeat:
-            values["state"] = (NodeState.UP if status.web == ServiceStatus.RUNNING else NodeState.DOWN).value
-        return await self._update(name, **values)
+        values["updated_at"] = self.clock()
+        alive = NodeState.UP if status.web == ServiceStatus.RUNNING else NodeState.DOWN
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(nodes).where(nodes.c.name == name).values(**values))
+            if result.rowcount == 0:
+                raise UnknownNode(name)
+            if heartbeat:
+                # Conditional in SQL: a drain or an upgrade that holds the node between our read and
+                # this write keeps its state.
+                await conn.execute(
+                    update(nodes)
+                    .where(nodes.c.name == name, nodes.c.state.in_([s.value for s in LIVENESS_STATES]))
+                    .values(state=alive.value)
+                )
+        return await self.get(name)
 
     async def mark_silent_down(self, *, heartbeat_timeout: float) -> list[str]:
         """Every ``up`` node whose last heartbeat is older than the time-out becomes ``down``."""
