@@ -356,7 +356,8 @@ async def main() -> None:
         print(
             f"generator: {'wrk' if use_wrk else 'python asyncio client'}; cpus: {os.cpu_count()}"
             f"{' (server on cpu 0, wrk on cpu 1)' if pin else ''}; {args.rounds} rounds of "
-            f"{args.duration:g} s at {args.connections} connections",
+            f"{args.duration:g} s at {args.connections} connections; "
+            f"load average {os.getloadavg()[0]:.1f} (other work on this machine skews the figures)",
             flush=True,
         )
         for r in range(args.rounds):
