@@ -50,6 +50,16 @@ STATIC_DIR = HERE / "static"
 STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 SECTIONS = ("warnings", "servers", "distribution", "upgrade", "audit")
 KEEPALIVE_SECONDS = 15.0
+#: The page may load and call nothing but this controller (the browser enforces it).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
 
 #: The guide's order, for phases the plan names; unknown phases keep their own name and order.
 PHASE_LABELS = {
@@ -210,7 +220,7 @@ def feed_for(request: Request) -> DashboardFeed:
 
 def _signin_page(message: str | None, status: int = 401) -> HTMLResponse:
     html = TEMPLATES.get_template("signin.html").render(message=message)
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
 def _signed_in(request: Request, actor: Actor) -> RedirectResponse:
@@ -256,7 +266,7 @@ async def dashboard_page(request: Request, token: str | None = None) -> Response
         install_name=_ctx(request).settings.install_name,
         csrf_header=CSRF_HEADER,
     )
-    return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
 @router.post("/dashboard/signin")

@@ -31,7 +31,7 @@
   function refreshNow() {
     return fetch("/dashboard/fragments", { credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
-        if (r.status === 401) { setLive("off", "signed out"); throw new Error("signed out"); }
+        if (r.status === 401) { window.location.assign("/"); throw new Error("signed out"); }
         return r.json();
       })
       .then(apply);

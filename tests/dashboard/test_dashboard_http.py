@@ -71,6 +71,8 @@ async def test_signin_with_token_sets_an_httponly_cookie_without_the_token(contr
 
         page = await client.get("/")
         assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "script-src 'self'" in csp
         assert "signed in as <strong>admin</strong>" in page.text
         for name in ("crm1", "crm2"):
             assert f'data-node="{name}"' in page.text
