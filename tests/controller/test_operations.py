@@ -183,6 +183,26 @@ async def test_capacity_figures(cluster: Cluster) -> None:
         expected = 100  # the setting
         assert body["max_connections_source"] == "setting"
     assert body["max_connections"] == expected and body["headroom"] == expected - 33
+    # a per-node pool size (CRMCLUSTER_TOMCAT_POOL_SIZES='{"crm2": 20}')
+    cluster.h.ctx.settings.tomcat_pool_sizes = {"crm2": 20}
+    body = (await cluster.client.get("/api/v1/capacity")).json()
+    assert [n["tomcat_pool"] for n in body["nodes"]] == [10, 20, 10]
+    assert body["required"] == 43 and body["headroom"] == expected - 43
+
+
+def test_per_node_pool_sizes_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, secret_key: str
+) -> None:
+    from config.settings import ControllerSettings
+
+    monkeypatch.setenv("CRMCLUSTER_TOMCAT_POOL_SIZES", '{"crm2": 20}')
+    settings = ControllerSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        admin_token="a" * 20,
+        agent_token="b" * 20,
+        secret_key=secret_key,
+    )
+    assert settings.tomcat_pool_sizes == {"crm2": 20}
 
 
 async def test_remove_a_node_drains_it_first(cluster: Cluster, balancer: Balancer) -> None:

@@ -142,3 +142,17 @@ async def test_no_drain_or_undrain_while_an_upgrade_holds_the_nodes(controller: 
         assert resp.status_code == 409, resp.text
         assert "run-1" in resp.json()["error"]["message"]
     assert await state_row(controller, "crm2") == "maintenance"
+
+
+async def test_list_routes_refuse_bad_query_parameters(controller: Harness) -> None:
+    c = controller.client
+    for path in (
+        "/api/v1/audit?limit=0",
+        "/api/v1/audit?limit=x",
+        "/api/v1/audit?before_id=-1",
+        "/api/v1/jobs?limit=0",
+        "/api/v1/jobs?limit=100000",
+    ):
+        resp = await c.get(path)
+        assert resp.status_code == 422, path
+        assert resp.json()["error"]["code"] == "invalid"
