@@ -8,6 +8,7 @@ The lifespan migrates the state database (under the shared lock), builds the
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -27,6 +28,8 @@ from controller import cluster, heartbeats, upgrade
 from controller.agent_client import AgentPool
 from controller.context import ControllerContext
 from controller.errors import API_ERRORS
+
+log = logging.getLogger("crmcluster.controller")
 
 
 def create_app(
@@ -102,18 +105,20 @@ def create_app(
         ctx: ControllerContext = app.state.ctx
         try:
             await cluster.view(ctx)  # refreshes the node and warning gauges
-        except Exception:  # noqa: S110 - a scrape still answers with the counters
-            pass
+        except Exception as exc:  # a scrape still answers with the counters
+            log.debug("metrics: gauges not refreshed: %s", exc)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # --- routers ---
     from controller.api import cluster as cluster_api
     from controller.api import nodes as nodes_api
     from controller.api import operations as operations_api
+    from controller.api import records as records_api
 
     app.include_router(cluster_api.router)
     app.include_router(nodes_api.router)
     app.include_router(operations_api.router)
+    app.include_router(records_api.router)
     from controller import dashboard
 
     app.include_router(dashboard.router)

@@ -50,7 +50,3 @@ async def view(ctx: ControllerContext) -> dict[str, Any]:
         "sysparams": config.model_dump(),
         "warnings": invariants.as_json(warnings),
     }
-
-
-async def warnings(ctx: ControllerContext) -> list[invariants.ClusterWarning]:
-    return invariants.check(await ctx.registry.list_nodes(), await read_config(ctx))

@@ -17,6 +17,7 @@ from config.errors import DatabaseUnavailable
 from controller.context import ControllerContext
 from controller.errors import InvalidChange
 from controller.registry import NodeRecord
+from controller.replication_engine import enforce_fence
 from node_agent.protocol import Heartbeat
 
 log = logging.getLogger("crmcluster.controller.heartbeats")
@@ -31,8 +32,6 @@ async def receive(ctx: ControllerContext, name: str, heartbeat: Heartbeat) -> No
     rec = await ctx.registry.observe(name, heartbeat.status, agent_url=heartbeat.agent_url)
     ctx.metrics.heartbeats.labels(name).inc()
     if rec.fenced:
-        from controller.replication_engine import enforce_fence
-
         enforce_fence(ctx, rec)
     return rec
 

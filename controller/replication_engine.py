@@ -22,7 +22,7 @@ from typing import Any
 
 from controller.agent_client import AgentError
 from controller.context import ControllerContext
-from controller.errors import AgentsUnavailable, ClusterBusy, StepFailed
+from controller.errors import AgentsUnavailable, StepFailed
 from controller.jobs import StepError, StepSpec, agent_step, new_op_id, run_agent_op, run_steps
 from controller.registry import NodeRecord
 from node_agent.protocol import Action, NodeStatus
@@ -171,8 +171,3 @@ def enforce_fence(ctx: ControllerContext, rec: NodeRecord) -> None:
         ctx.tasks.start(task, run)
     except RuntimeError:  # shutting down, or started concurrently
         pass
-
-
-def refuse_if_busy(ctx: ControllerContext) -> None:
-    if ctx.placement_lock.locked():
-        raise ClusterBusy("another placement change (join, move, services) is running; try again")

@@ -124,29 +124,3 @@ async def undrain_node(name: str, ctx: Context, actor: OperatorActor) -> dict[st
         rec = await drain.undrain(ctx, name)
         e.message = f"now {rec.state}"
     return rec.public()
-
-
-@router.get("/jobs")
-async def list_jobs(
-    ctx: Context,
-    _actor: AdminActor,
-    kind: Annotated[str | None, Query(max_length=40)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
-    return {"jobs": await ctx.jobs.list(kind=kind, limit=limit)}
-
-
-@router.get("/jobs/{job_id}")
-async def get_job(job_id: str, ctx: Context, _actor: AdminActor) -> dict[str, Any]:
-    return await ctx.jobs.get(job_id)
-
-
-@router.get("/audit")
-async def list_audit(
-    ctx: Context,
-    _actor: AdminActor,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
-) -> dict[str, Any]:
-    """The audit trail, newest first (who, what, when, result; secrets redacted)."""
-    return {"entries": await ctx.audit.list(limit=limit, before_id=before_id)}
