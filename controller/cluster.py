@@ -50,3 +50,18 @@ async def view(ctx: ControllerContext) -> dict[str, Any]:
         "sysparams": config.model_dump(),
         "warnings": invariants.as_json(warnings),
     }
+
+
+async def check_invariants(ctx: ControllerContext) -> list[invariants.ClusterWarning]:
+    """Check the invariants now (the heartbeat watch does, every pass): refresh the gauges and log
+    each warning when it appears and when it clears, so a violation is noticed without a reader."""
+    nodes = await ctx.registry.list_nodes()
+    warnings = invariants.check(nodes, await read_config(ctx))
+    ctx.metrics.refresh(nodes, [w.code for w in warnings])
+    now = {(w.code, tuple(w.nodes)): w for w in warnings}
+    for key in now.keys() - ctx.warnings_seen:
+        log.warning("cluster invariant violated: %s (%s)", now[key].message, now[key].code)
+    for code, names in ctx.warnings_seen - now.keys():
+        log.info("cluster invariant restored: %s%s", code, f" ({', '.join(names)})" if names else "")
+    ctx.warnings_seen = set(now)
+    return warnings

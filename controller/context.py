@@ -47,6 +47,8 @@ class ControllerContext:
     #: Held while a change moves a role between nodes (Replication Engine, services, join, remove):
     #: one such change at a time, so two Replication Engines can never be installed concurrently.
     placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The invariant warnings (code, nodes) seen by the last check, to log only what changes.
+    warnings_seen: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.registry = NodeRegistry(self.state_engine, clock=self.clock)

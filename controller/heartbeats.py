@@ -3,9 +3,10 @@
 Agents push ``POST /api/v1/agents/{name}/heartbeat`` (a :class:`~node_agent.protocol.Heartbeat`)
 every few seconds; each one records the node's observed status and, unless the node is in a held
 state, sets it ``up`` (IIS running) or ``down``. :func:`watch` — a supervised loop — makes every
-``up`` node that has been silent for ``heartbeat_timeout`` seconds ``down``, and keeps the stored
-logged-on counts current. Both read time from the context's clock, so :func:`sweep` is tested by
-moving a fake clock rather than by sleeping.
+``up`` node that has been silent for ``heartbeat_timeout`` seconds ``down``, keeps the stored
+logged-on counts current and checks the cluster's invariants (logging each violation once).
+Both read time from the context's clock, so :func:`sweep` is tested by moving a fake clock rather
+than by sleeping.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 
 from config.errors import DatabaseUnavailable
+from controller.cluster import check_invariants
 from controller.context import ControllerContext
 from controller.errors import InvalidChange
 from controller.registry import NodeRecord
@@ -47,6 +49,10 @@ async def sweep(ctx: ControllerContext) -> list[str]:
         log.warning("cannot count logged-on users: %s", exc)
     else:
         await ctx.registry.set_logged_on(counts)
+    try:
+        await check_invariants(ctx)
+    except DatabaseUnavailable as exc:
+        log.warning("cannot check the cluster invariants: %s", exc)
     return down
 
 

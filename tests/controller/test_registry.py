@@ -3,6 +3,9 @@ the balancer reads."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from sqlalchemy import select
 
 from config.state_schema import nodes
@@ -156,3 +159,22 @@ async def test_list_routes_refuse_bad_query_parameters(controller: Harness) -> N
         resp = await c.get(path)
         assert resp.status_code == 422, path
         assert resp.json()["error"]["code"] == "invalid"
+
+
+async def test_the_watch_checks_invariants_continuously(
+    controller: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="crmcluster.controller")
+    await controller.register("crm1", roles=["database"])
+    await controller.heartbeat(node_status("crm1", replication_engine=True))
+    await controller.register("crm2")
+    await controller.heartbeat(node_status("crm2", replication_engine=True))
+    await heartbeats.sweep(controller.ctx)
+    await heartbeats.sweep(controller.ctx)
+    violated = [r.getMessage() for r in caplog.records if "invariant violated" in r.getMessage()]
+    assert sum("Replication Engine" in m for m in violated) == 1  # logged once, not every pass
+    metrics = (await controller.client.get("/metrics")).text
+    assert 'crmcluster_controller_cluster_warnings{code="replication_engine_count"} 1.0' in metrics
+    await controller.heartbeat(node_status("crm2"))
+    await heartbeats.sweep(controller.ctx)
+    assert any("restored: replication_engine_count" in r.getMessage() for r in caplog.records)
