@@ -91,7 +91,8 @@ def test_two_processes_migrating_the_same_database_at_once(db_url: str) -> None:
 
 async def test_unknown_revision_in_database_is_refused(migrated_engine: AsyncEngine) -> None:
     async with migrated_engine.begin() as conn:
-        await conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+        await conn.execute(text("DELETE FROM alembic_version"))
+        await conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('9999_from_the_future')"))
     with pytest.raises(MigrationError):
         await migrate(migrated_engine)
 
