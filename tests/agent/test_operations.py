@@ -146,3 +146,17 @@ async def test_subprocess_output_and_exit_code(tmp_path: Path) -> None:
         [sys.executable, "-c", "import sys; print('a'); print('b'); sys.exit(3)"]
     )
     assert r.returncode == 3 and r.output.splitlines() == ["a", "b"]
+
+
+async def test_an_existing_data_dir_is_used_as_it_is(
+    tmp_path: Path, sqlite_url: str, tokens: dict[str, str]
+) -> None:
+    kw = dict(name="crm1", data_dir=tmp_path, crm_db_url=sqlite_url, token=tokens["agent"])
+    async with running_sandbox_agent(roles=["database", "indexer"], version="7.2", **kw) as agent:  # type: ignore[arg-type]
+        await agent.run("s1", "stop_tomcat")
+        port = agent.driver._web.port
+    async with running_sandbox_agent(roles=["escalation"], version="7.3", **kw) as agent:  # type: ignore[arg-type]
+        status = (await agent.client.get("/v1/status")).json()
+        assert status["version"] == "7.2" and status["roles"] == ["database", "indexer"]
+        assert status["tomcat"] == "stopped" and status["services"]["indexer"] == "running"
+        assert agent.driver._web.port == port

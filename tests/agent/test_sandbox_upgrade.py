@@ -79,3 +79,15 @@ async def test_back_up_upgrade_read_the_log_and_restore(db_agent: SandboxAgent) 
     async with httpx.AsyncClient() as c:
         r = await c.post(a.web_url + "/crm/eware.dll/Logon", data={"User_Logon": "after-restore"})
         assert r.status_code == 200 and r.headers["X-CRM-Server"] == "crm1"
+    warm = await _ok(a, "warm", "warmup_logon")
+    assert warm["logged_on"] is True and warm["logged_off"] == 1
+
+    # The website decides which tree is live: back to the install's own, then to the backup again.
+    own = await _ok(a, "w-own", "redirect_website")
+    assert own == {"website_path": "CRM/WWWRoot", "version": "2017 R1"}
+    again = await _ok(a, "w-bak", "redirect_website", {"path": "CRM_backup"})
+    assert again == {"website_path": "CRM_backup/WWWRoot", "version": "7.3"}
+    nowhere = await a.run("w-none", "redirect_website", {"path": "NoSuchFolder"})
+    assert nowhere.state == "failed" and "not a Sage CRM website" in (nowhere.error or "")
+    missing = await a.run("r-none", "restore_database", {"source": "database/never-made"})
+    assert missing.state == "failed" and "no backup" in (missing.error or "")
