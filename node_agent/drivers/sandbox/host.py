@@ -537,9 +537,7 @@ class SandboxDriver(HostDriver):
         self._set(web=STOPPED, tomcat=STOPPED)
         await self._refresh_sessions()
         if params.backup:
-            result["backup"] = await self._wizard_backup(
-                params, ctx, with_database=with_database
-            )
+            result["backup"] = await self._wizard_backup(params, ctx, with_database=with_database)
         installer = SandboxInstaller(
             tree=self.tree, registry=self.registry, db=self._db, install_name=self.install_name
         )
