@@ -12,7 +12,7 @@ from typing import Any
 from config.vocabulary import CRM_SERVICES
 from controller.context import ControllerContext
 from controller.errors import AgentsUnavailable, InvalidChange, StepFailed
-from controller.jobs import StepError, StepSpec, agent_step, run_steps
+from controller.jobs import StepError, StepSpec, agent_step, refuse_if_placing, run_steps
 from controller.registry import NodeRecord
 from controller.replication_engine import live_statuses
 from node_agent.protocol import Action, NodeStatus, ServiceParams, ServiceStatus
@@ -64,6 +64,7 @@ def _verify_running(ctx: ControllerContext, node: NodeRecord, service: str) -> S
 
 async def place(ctx: ControllerContext, changes: dict[str, str]) -> dict[str, Any]:
     """Put each named service on its node (others untouched); the placement and the job."""
+    refuse_if_placing(ctx)
     async with ctx.placement_lock:
         nodes = await ctx.registry.list_nodes()
         by_name = {n.name.lower(): n for n in nodes}

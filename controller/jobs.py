@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config.secrets import redact, redact_mapping
 from config.state_schema import job_steps, jobs, utcnow
 from controller.agent_client import AgentError, AgentRejected, AgentUnreachable, OperationTimeout
-from controller.errors import UnknownJob
+from controller.errors import ClusterBusy, UnknownJob
 from node_agent.protocol import Action, NoParams, OperationState, Params
 
 if TYPE_CHECKING:
@@ -319,3 +319,12 @@ async def run_agent_op(
 
 def new_op_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def refuse_if_placing(ctx: ControllerContext) -> None:
+    """One placement change at a time: a second one is refused now rather than left waiting."""
+    if ctx.placement_lock.locked():
+        raise ClusterBusy(
+            "another change that moves roles between nodes (join, removal, Replication Engine, "
+            "services) is running; try again when it has finished"
+        )

@@ -34,7 +34,7 @@ from controller.cluster import read_config
 from controller.context import ControllerContext
 from controller.drain import DRAIN_STEP, drain_step
 from controller.errors import AgentsUnavailable, ClusterBusy, InvalidChange
-from controller.jobs import StepError, StepSpec, agent_step, run_steps
+from controller.jobs import StepError, StepSpec, agent_step, refuse_if_placing, run_steps
 from controller.registry import NodeRecord, fqdn_from_web_url
 from node_agent.protocol import Action, NodeStatus, RunInstallerParams
 
@@ -119,6 +119,7 @@ async def start_join(
     version: str | None,
 ) -> dict[str, Any]:
     """Check what the join needs, register the node in ``maintenance`` and start the join job."""
+    refuse_if_placing(ctx)
     if await ctx.registry.find(name) is not None:
         raise ClusterBusy(f"node {name} is already registered", details={"node": name})
     nodes = await ctx.registry.list_nodes()
@@ -241,6 +242,7 @@ def _held_roles(rec: NodeRecord, config: ClusterConfig) -> list[str]:
 
 
 async def start_remove(ctx: ControllerContext, name: str, *, drain_timeout: float | None) -> dict[str, Any]:
+    refuse_if_placing(ctx)
     rec = await ctx.registry.get(name)
     config = await read_config(ctx)
     held = _held_roles(rec, config)

@@ -23,7 +23,15 @@ from typing import Any
 from controller.agent_client import AgentError
 from controller.context import ControllerContext
 from controller.errors import AgentsUnavailable, StepFailed
-from controller.jobs import StepError, StepSpec, agent_step, new_op_id, run_agent_op, run_steps
+from controller.jobs import (
+    StepError,
+    StepSpec,
+    agent_step,
+    new_op_id,
+    refuse_if_placing,
+    run_agent_op,
+    run_steps,
+)
 from controller.registry import NodeRecord
 from node_agent.protocol import Action, NodeStatus
 
@@ -103,6 +111,7 @@ def _fence(ctx: ControllerContext, node: NodeRecord) -> StepSpec:
 
 async def move(ctx: ControllerContext, target: str) -> dict[str, Any]:
     """Move (or keep) the Replication Engine on ``target``; the final location and the job."""
+    refuse_if_placing(ctx)
     async with ctx.placement_lock:
         await ctx.registry.get(target)
         nodes = await ctx.registry.list_nodes()

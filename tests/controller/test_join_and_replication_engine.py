@@ -155,3 +155,16 @@ async def test_replication_engine_bad_input(cluster: Cluster) -> None:
     r = await c.put("/api/v1/replication-engine", json={"node": "crm2"})
     assert r.status_code == 503
     assert (await cluster.status("crm1")).replication_engine  # nothing was touched
+
+
+async def test_one_placement_change_at_a_time(cluster: Cluster) -> None:
+    async with cluster.h.ctx.placement_lock:  # as a join in progress holds it
+        for method, path, body in (
+            ("PUT", "/api/v1/replication-engine", {"node": "crm2"}),
+            ("PUT", "/api/v1/services", {"indexer": "crm3"}),
+            ("DELETE", "/api/v1/nodes/crm2", None),
+        ):
+            resp = await cluster.client.request(method, path, json=body)
+            assert resp.status_code == 409, (path, resp.text)
+            assert "another change" in resp.json()["error"]["message"]
+    assert (await cluster.status("crm1")).replication_engine
