@@ -416,10 +416,15 @@ def _say(message: str) -> None:
     typer.echo(f"crmcluster demo: {message}", err=True)
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def banner(plan: DemoPlan, placed: dict[str, str]) -> str:
     w = max(len(n.name) for n in plan.nodes) + 2
     lines = [
-        f"Sage CRM {VERSION} demo cluster is up ({len(plan.nodes)} web servers, data in {plan.data_dir})",
+        f"Sage CRM {VERSION} demo cluster is up ({_count(len(plan.nodes), 'web server')}, "
+        f"data in {plan.data_dir})",
         "",
         f"  {'controller':<12}{plan.controller_url}/api/v1   (OpenAPI: {plan.controller_url}/docs)",
         f"  {'dashboard':<12}{plan.controller_url}/   (signed-in link: dashboard_url in demo.json)",
@@ -475,7 +480,8 @@ async def run_demo(plan: DemoPlan) -> int:
     headers = {"Authorization": f"Bearer {plan.admin_token}"}
     try:
         sup.start_all()
-        _say(f"starting controller, balancer and {len(plan.nodes)} nodes (logs in {plan.data_dir / 'logs'})")
+        nodes = _count(len(plan.nodes), "node")
+        _say(f"starting controller, balancer and {nodes} (logs in {plan.data_dir / 'logs'})")
         startup = asyncio.ensure_future(_start(plan, sup, headers))
         stopper = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
