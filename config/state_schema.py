@@ -98,6 +98,7 @@ upgrade_runs = Table(
     Column("started_at", DateTime, nullable=True),
     Column("finished_at", DateTime, nullable=True),
     Column("requested", String(20), nullable=True),  # 0004_upgrade: pause/abort/rollback asked
+    Column("nodes", JSON, nullable=True),  # 0004_upgrade: the servers as the preflight saw them
 )
 
 upgrade_steps = Table(

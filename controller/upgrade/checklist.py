@@ -111,7 +111,7 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
                     DONE,
                     {
                         "steps": len([s for s in steps if s.phase != Phase.RESTORE.value]),
-                        "servers": len(run.context.get("nodes", [])),
+                        "servers": len(run.nodes),
                         "risks": [
                             {
                                 "finding": f["name"],
@@ -307,7 +307,7 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
         "status": run.status.value,
         "from_version": run.from_version,
         "target_version": run.target_version,
-        "servers": [n["name"] for n in run.context.get("nodes", [])],
+        "servers": [n["name"] for n in run.nodes],
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "lockout": {

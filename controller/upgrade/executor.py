@@ -119,7 +119,7 @@ class RunExecutor:
             return False
         self.run = run
         self.steps = await self.store.steps(self.run_id)
-        self.nodes = {n["name"]: PlannedNode.from_json(n) for n in run.context.get("nodes", [])}
+        self.nodes = {n["name"]: PlannedNode.from_json(n) for n in run.nodes}
         self.db = database_server(self.nodes.values())
         self.secrets = unseal(self.box, run.secrets)
         return True
@@ -128,10 +128,10 @@ class RunExecutor:
         if not await self.load():
             return
         while self.is_leader():
-            fresh = await self.store.get_run(self.run_id)
+            fresh = await self.store.status_of(self.run_id)
             if fresh is None:
                 return
-            self.run.status, self.run.requested = fresh.status, fresh.requested
+            self.run.status, self.run.requested = fresh
             if self.run.requested in ("abort", "rollback"):
                 await self.begin_restore(
                     reason=f"{self.run.requested} requested by an operator",
@@ -284,6 +284,7 @@ class RunExecutor:
         for s in wave_steps:
             lanes.setdefault(s.node or f"~{s.id}", []).append(s)
         self._stop_new = False
+        await self.mark_touched([s for s in wave_steps if s.status == StepStatus.PENDING])
         watcher = asyncio.create_task(self._watch_requests())
         try:
             await asyncio.gather(*(self._lane(steps) for steps in lanes.values()))
@@ -298,32 +299,42 @@ class RunExecutor:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=1.0)
             self.wake.clear()
-            run = await self.store.get_run(self.run_id)
-            if run is None or not self.is_leader():
+            fresh = await self.store.status_of(self.run_id)
+            if fresh is None or not self.is_leader():
                 self._stop_new = True
                 return
-            if run.requested == "pause" and run.status == RunStatus.RUNNING:
+            status, requested = fresh
+            if requested == "pause" and status == RunStatus.RUNNING:
                 self._stop_new = True
-            if run.requested in ("abort", "rollback") and run.status == RunStatus.RUNNING:
+            if requested in ("abort", "rollback") and status == RunStatus.RUNNING:
                 self._stop_new = True
                 self.aborting.set()
                 return
 
     async def _lane(self, steps: list[Step]) -> None:
-        for step in steps:
-            if step.status.done:
-                continue
-            if self._stop_new and step.status == StepStatus.PENDING:
-                return
-            if step.status in (StepStatus.FAILED, StepStatus.CANCELLED):
-                return
-            await self.run_step(step)
-            if step.status != StepStatus.SUCCEEDED:
-                self._stop_new = True  # Ansible's max_fail_percentage 0: no new step after a failure
-                return
+        unsaved: list[Step] = []  # a finished step whose record goes out with the next "before"
+        try:
+            for step in steps:
+                if step.status.done:
+                    continue
+                if self._stop_new and step.status == StepStatus.PENDING:
+                    return
+                if step.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+                    return
+                await self.run_step(step, unsaved)
+                unsaved = [step]
+                if step.status != StepStatus.SUCCEEDED:
+                    self._stop_new = True  # Ansible's max_fail_percentage 0: no new step after a failure
+                    return
+        finally:
+            if unsaved:
+                await asyncio.shield(self.store.save_steps(unsaved))
 
     # One step ---------------------------------------------------------------------------------------
-    async def run_step(self, step: Step) -> None:
+    async def run_step(self, step: Step, unsaved: list[Step]) -> None:
+        """Run one step. Its "before" record is committed (with ``unsaved``, the lane's previous
+        step's "after" record) before anything is sent; its own "after" record is left for the
+        caller to write — with the next step's "before", or alone at the end of the lane."""
         if step.status == StepStatus.PENDING:
             step.status = StepStatus.RUNNING
             step.op_id = step.op_id_for(step.attempt)
@@ -332,7 +343,11 @@ class RunExecutor:
             step.message = None
             step.result = None
             await self.before(step)
-            await self.store.save_step(step)
+            await self.store.save_steps([*unsaved, step])
+            unsaved.clear()
+        elif unsaved:
+            await self.store.save_steps(unsaved)
+            unsaved.clear()
         deadline = None
         if step.timeout and step.started_at is not None:
             deadline = epoch(step.started_at) + step.timeout
@@ -358,7 +373,9 @@ class RunExecutor:
             except StepFailed as exc:
                 step.status = StepStatus.FAILED
                 step.message = exc.message
-                if exc.record is not None and exc.record.result:
+                if exc.evidence is not None:
+                    step.result = exc.evidence
+                elif exc.record is not None and exc.record.result:
                     step.result = exc.record.result
             except Exception as exc:  # a bug or the database: fail the step, never the loop
                 log.error("upgrade %s step %s: %s", self.run_id, step.id, redact(repr(exc)))
@@ -368,7 +385,6 @@ class RunExecutor:
                 step.status = StepStatus.SUCCEEDED
                 step.result, step.message = outcome
         step.finished_at = self.now()
-        await self.store.save_step(step)
 
     async def _cancel_on_agent(self, step: Step) -> None:
         if step.is_local or not step.node or step.op_id is None:
@@ -377,15 +393,23 @@ class RunExecutor:
             await self.agents.client(self.nodes[step.node].agent_url).cancel(step.op_id)
 
     async def before(self, step: Step) -> None:
-        """Mark a node *touched* (and ``upgrading`` for the balancer) before a change is sent."""
-        if step.phase in _UNTOUCHING or step.action not in CHANGING_ACTIONS:
-            return
+        """Mark the node *touched* before a change is sent (when the wave did not already)."""
+        await self.mark_touched([step])
+
+    async def mark_touched(self, steps: list[Step]) -> None:
+        """Persist, in one write, the nodes these steps are about to change (DESIGN.md step 8: a
+        node is *touched* once any step after the freeze changed it); installers' nodes go
+        ``upgrading`` for the balancer."""
+        changing = [s for s in steps if s.phase not in _UNTOUCHING and s.action in CHANGING_ACTIONS]
+        names: set[str] = set()
+        for s in changing:
+            names |= {s.node} if s.node else set(self.nodes)
         touched = set(self.run.context.get("touched", []))
-        names = [step.node] if step.node else list(self.nodes)
-        if not set(names) <= touched:
-            await self.update_context(touched=sorted(touched | set(names)))
-        if step.action == "run_installer" and step.node:
-            await self.store.set_node_states([step.node], NodeState.UPGRADING.value)
+        if not names <= touched:
+            await self.update_context(touched=sorted(touched | names))
+        upgrading = sorted({s.node for s in changing if s.action == "run_installer" and s.node})
+        if upgrading:
+            await self.store.set_node_states(upgrading, NodeState.UPGRADING.value)
 
     async def _perform(self, step: Step, deadline: float | None) -> tuple[dict[str, Any] | None, str | None]:
         if step.is_local:
@@ -436,16 +460,11 @@ class RunExecutor:
             ev, problem = backup_evidence(result)
             if problem:
                 raise StepFailed(f"{step.action} on {node} not verified: {problem}")
-            kind = step.action.removeprefix("backup_") + ("-post" if step.phase == Phase.AFTER.value else "")
-            await self.mutate_context(
-                lambda c: c.setdefault("backups", {}).setdefault(node, {}).update({kind: ev})
-            )
-            return ev, f"{ev['bytes']} bytes, sha256 {str(ev['sha256'])[:12]}…"
+            return ev, f"{ev['bytes']} bytes, sha256 {str(ev['sha256'])[:12]}…"  # the step keeps it
         if step.action == "read_upgrade_log":
             ev, problems = upgrade_log_findings(result)
-            await self.mutate_context(lambda c: c.setdefault("logs", {}).update({node: ev}))
             if problems:
-                raise StepFailed(f"upgrade log of {node}: " + "; ".join(problems[:10]))
+                raise StepFailed(f"upgrade log of {node}: " + "; ".join(problems[:10]), evidence=ev)
             return ev, f"{ev['scripts']} scripts succeeded, nothing must be fixed"
         if step.action == "restore_program_files":
             await restore.remember_restore(self, step, result)

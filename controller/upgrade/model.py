@@ -235,6 +235,7 @@ class Run:
     context: dict[str, Any]
     secrets: str | None = None
     requested: str | None = None
+    nodes: list[dict[str, Any]] = field(default_factory=list)
     message: str | None = None
     created_by: str | None = None
     created_at: datetime | None = None

@@ -100,6 +100,8 @@ class Orchestrator:
             await self.stop_executors()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.lease.release())
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.aclose())
 
     async def reconcile(self) -> None:
         """One pass: hold the lease, then make sure every run that needs driving has an executor."""
@@ -192,8 +194,8 @@ class Orchestrator:
             from_version=result.from_version,
             options=options,
             preflight=result.findings,
+            nodes=[n.as_json() for n in result.nodes],
             context={
-                "nodes": [n.as_json() for n in result.nodes],
                 "install_name": self.settings.install_name,
                 "default_timeout": default_timeout,
             },

@@ -30,12 +30,20 @@ from node_agent.protocol import Action
 if TYPE_CHECKING:
     from controller.upgrade.executor import RunExecutor
 
-#: restore action -> the backup kind (``context.backups[node][kind]``) it puts back.
+#: restore action -> the backup action whose verified result (a pre-upgrade backup step's) it puts back.
 SOURCES = {
-    Action.RESTORE_DATABASE.value: "database",
-    Action.RESTORE_PROGRAM_FILES.value: "program_files",
-    Action.RESTORE_REGISTRY.value: "registry",
+    Action.RESTORE_DATABASE.value: Action.BACKUP_DATABASE.value,
+    Action.RESTORE_PROGRAM_FILES.value: Action.BACKUP_PROGRAM_FILES.value,
+    Action.RESTORE_REGISTRY.value: Action.BACKUP_REGISTRY.value,
 }
+
+
+def backup_of(steps: list[Step], node: str, backup_action: str) -> dict[str, Any] | None:
+    """The evidence of the verified pre-upgrade backup of ``node`` made by ``backup_action``."""
+    for s in steps:
+        if s.phase == Phase.BACKUP.value and s.node == node and s.action == backup_action and s.status.done:
+            return s.result
+    return None
 
 
 def plan_restore(*, run: Run, nodes: list[PlannedNode], steps: list[Step]) -> list[Step]:
@@ -85,10 +93,9 @@ def wire_params(ex: RunExecutor, step: Step, params: dict[str, Any]) -> dict[str
     """Fill a restore step's ``source``/``path`` from the backups and restores made earlier."""
     if step.phase != Phase.RESTORE.value or not step.node:
         return params
-    backups = ex.run.context.get("backups", {}).get(step.node, {})
     kind = SOURCES.get(step.action)
     if kind is not None:
-        path = (backups.get(kind) or {}).get("path")
+        path = (backup_of(ex.steps, step.node, kind) or {}).get("path")
         if not path:
             from controller.upgrade.operations import StepFailed
 
@@ -96,7 +103,7 @@ def wire_params(ex: RunExecutor, step: Step, params: dict[str, Any]) -> dict[str
         return {**params, "source": path}
     if step.action in (Action.REDIRECT_WEBSITE.value, Action.REGISTER_DLL.value):
         restored = ex.run.context.get("restored", {}).get(step.node) or {}
-        key = "website" if step.action == Action.REDIRECT_WEBSITE.value else "dll"
+        key = "website_path" if step.action == Action.REDIRECT_WEBSITE.value else "dll"
         path = restored.get(key) or restored.get("path")
         return {**params, "path": path} if path else params
     return params

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Executable, bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from config.database import unavailable_errors
 from config.secrets import SecretBox, redact, redact_mapping, register_secret
@@ -30,40 +31,117 @@ from controller.upgrade.model import Run, RunStatus, Step, StepStatus
 Listener = Callable[[str], None]
 
 
-class GroupCommit:
-    """Queue statements; one writer commits whatever is queued in one transaction at a time."""
+class HeldConnection:
+    """One connection kept open and shared under a lock.
+
+    The embedded SQLite engine opens a new connection (and thread) for every use; a run writes
+    thousands of small records, so the store keeps one connection for writing and one for reading.
+    A read ends its transaction at once, so the next read sees the latest commits. Any error drops
+    the connection; the next use opens a fresh one.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._pending: list[tuple[Sequence[Executable], asyncio.Future[None]]] = []
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get(self) -> AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await self.engine.connect()
+        return self._conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close())
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self._lock:
+            conn = await self._get()
+            try:
+                async with conn.begin():
+                    yield conn
+            except BaseException:
+                await self._drop()
+                raise
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._lock:
+            conn = await self._get()
+            try:
+                yield conn
+                await conn.rollback()
+            except BaseException:
+                await self._drop()
+                raise
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+
+@dataclass
+class Write:
+    """What one caller asks to commit: statements, step records (``step_values`` plus ``run_id``/
+    ``id``) and event rows — the last two written with one ``executemany`` each per transaction."""
+
+    stmts: Sequence[Executable] = ()
+    steps: Sequence[dict[str, Any]] = ()
+    events: Sequence[dict[str, Any]] = ()
+
+
+class GroupCommit:
+    """Queue writes; one writer commits whatever is queued in one transaction at a time."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.held = HeldConnection(engine)
+        self._pending: list[tuple[Write, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def commit(self, *stmts: Executable) -> None:
+    async def commit(
+        self,
+        *stmts: Executable,
+        steps: Sequence[dict[str, Any]] = (),
+        events: Sequence[dict[str, Any]] = (),
+    ) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((stmts, fut))
+        self._pending.append((Write(stmts, steps, events), fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="upgrade-store-writer")
         await fut
+
+    @staticmethod
+    async def _apply(conn: AsyncConnection, writes: list[Write]) -> None:
+        for w in writes:
+            for stmt in w.stmts:
+                await conn.execute(stmt)
+        steps = [row for w in writes for row in w.steps]
+        if steps:
+            await conn.execute(step_update(), steps)
+        events = [row for w in writes for row in w.events]
+        if events:
+            await conn.execute(insert(upgrade_events), events)
 
     async def _write(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
                 with unavailable_errors("state database"):
-                    async with self.engine.begin() as conn:
-                        for stmts, _ in batch:
-                            for stmt in stmts:
-                                await conn.execute(stmt)
+                    async with self.held.begin() as conn:
+                        await self._apply(conn, [w for w, _ in batch])
             except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0][1], exc)
                     continue
-                # One bad statement must not fail its neighbours: write them one by one.
-                for stmts, fut in batch:
+                # One bad write must not fail its neighbours: write them one by one.
+                for w, fut in batch:
                     try:
-                        async with self.engine.begin() as conn:
-                            for stmt in stmts:
-                                await conn.execute(stmt)
+                        async with self.held.begin() as conn:
+                            await self._apply(conn, [w])
                     except Exception as one:
                         _settle(fut, one)
                     else:
@@ -94,6 +172,7 @@ def _run(row: Any) -> Run:
         context=dict(m["context"] or {}),
         secrets=m["secrets"],
         requested=m["requested"],
+        nodes=list(m["nodes"] or []),
         message=m["message"],
         created_by=m["created_by"],
         created_at=m["created_at"],
@@ -125,6 +204,33 @@ def _step(row: Any) -> Step:
     )
 
 
+def step_update() -> Executable:
+    """One UPDATE of a step's record, run as executemany over rows of :func:`step_row`."""
+    return (
+        update(upgrade_steps)
+        .where(upgrade_steps.c.run_id == bindparam("k_run"))
+        .where(upgrade_steps.c.id == bindparam("k_id"))
+        .values(**{k: bindparam(f"v_{k}") for k in STEP_FIELDS})
+    )
+
+
+def step_row(step: Step) -> dict[str, Any]:
+    return {"k_run": step.run_id, "k_id": step.id, **{f"v_{k}": v for k, v in step_values(step).items()}}
+
+
+STEP_FIELDS = (
+    "status",
+    "attempt",
+    "op_id",
+    "started_at",
+    "finished_at",
+    "message",
+    "result",
+    "params",
+    "timeout",
+)
+
+
 def step_values(step: Step) -> dict[str, Any]:
     return {
         "status": step.status.value,
@@ -139,6 +245,19 @@ def step_values(step: Step) -> dict[str, Any]:
     }
 
 
+def step_event(step: Step) -> dict[str, Any]:
+    return {
+        "step": step.id,
+        "phase": step.phase,
+        "node": step.node,
+        "action": step.action,
+        "status": step.status.value,
+        "attempt": step.attempt,
+        "op_id": step.op_id,
+        "message": step.message,
+    }
+
+
 class UpgradeStore:
     """Runs, steps and events of upgrades in the state database.
 
@@ -150,7 +269,12 @@ class UpgradeStore:
         self.engine = engine
         self.clock = clock
         self.writer = GroupCommit(engine)
+        self.reader = HeldConnection(engine)
         self.listeners: set[Listener] = set()
+
+    async def aclose(self) -> None:
+        await self.writer.held.aclose()
+        await self.reader.aclose()
 
     # Runs ------------------------------------------------------------------------------------------
     async def create_run(self, run: Run, steps: Iterable[Step]) -> None:
@@ -164,6 +288,7 @@ class UpgradeStore:
                 from_version=run.from_version,
                 options=run.options,
                 secrets=run.secrets,
+                nodes=run.nodes,
                 preflight=redact_mapping(run.preflight),
                 context=redact_mapping(run.context),
                 message=redact(run.message) if run.message else None,
@@ -192,16 +317,29 @@ class UpgradeStore:
 
     async def get_run(self, run_id: str) -> Run | None:
         with unavailable_errors("state database"):
-            async with self.engine.connect() as conn:
+            async with self.reader.read() as conn:
                 row = (await conn.execute(select(upgrade_runs).where(upgrade_runs.c.id == run_id))).first()
         return _run(row) if row is not None else None
+
+    async def status_of(self, run_id: str) -> tuple[RunStatus, str | None] | None:
+        """The run's status and pending request, read without its JSON columns (the hot path)."""
+        with unavailable_errors("state database"):
+            async with self.reader.read() as conn:
+                row = (
+                    await conn.execute(
+                        select(upgrade_runs.c.status, upgrade_runs.c.requested).where(
+                            upgrade_runs.c.id == run_id
+                        )
+                    )
+                ).first()
+        return (RunStatus(row[0]), row[1]) if row is not None else None
 
     async def list_runs(self, *, statuses: Iterable[RunStatus] | None = None, limit: int = 100) -> list[Run]:
         q = select(upgrade_runs).order_by(upgrade_runs.c.created_at.desc()).limit(limit)
         if statuses is not None:
             q = q.where(upgrade_runs.c.status.in_([s.value for s in statuses]))
         with unavailable_errors("state database"):
-            async with self.engine.connect() as conn:
+            async with self.reader.read() as conn:
                 return [_run(r) for r in await conn.execute(q)]
 
     async def update_run(self, run_id: str, *, event: dict[str, Any] | None = None, **values: Any) -> None:
@@ -213,17 +351,17 @@ class UpgradeStore:
             values["message"] = redact(values["message"])[:4000]
         if "context" in values:
             values["context"] = redact_mapping(values["context"])
-        stmts: list[Executable] = [update(upgrade_runs).where(upgrade_runs.c.id == run_id).values(**values)]
-        if event is not None:
-            stmts.append(self._event_stmt(run_id, "run", event))
-        await self.writer.commit(*stmts)
+        await self.writer.commit(
+            update(upgrade_runs).where(upgrade_runs.c.id == run_id).values(**values),
+            events=[self._event_row(run_id, "run", event)] if event is not None else (),
+        )
         if event is not None:
             self._notify(run_id)
 
     async def request(self, run_id: str, requested: str | None, *, expect: Iterable[RunStatus]) -> bool:
         """Compare-and-set the operator's request; False when the run is not in ``expect``."""
         with unavailable_errors("state database"):
-            async with self.engine.begin() as conn:
+            async with self.writer.held.begin() as conn:
                 res = await conn.execute(
                     update(upgrade_runs)
                     .where(upgrade_runs.c.id == run_id)
@@ -240,7 +378,7 @@ class UpgradeStore:
         if values.get("message"):
             values["message"] = redact(values["message"])[:4000]
         with unavailable_errors("state database"):
-            async with self.engine.begin() as conn:
+            async with self.writer.held.begin() as conn:
                 res = await conn.execute(
                     update(upgrade_runs)
                     .where(upgrade_runs.c.id == run_id)
@@ -260,7 +398,7 @@ class UpgradeStore:
     # Steps -----------------------------------------------------------------------------------------
     async def steps(self, run_id: str) -> list[Step]:
         with unavailable_errors("state database"):
-            async with self.engine.connect() as conn:
+            async with self.reader.read() as conn:
                 rows = await conn.execute(
                     select(upgrade_steps)
                     .where(upgrade_steps.c.run_id == run_id)
@@ -284,50 +422,40 @@ class UpgradeStore:
             }
             for s in steps
         ]
-        stmts: list[Executable] = [insert(upgrade_steps).values(rows)]
-        if event is not None:
-            stmts.append(self._event_stmt(steps[0].run_id, "decision", event))
-        await self.writer.commit(*stmts)
+        await self.writer.commit(
+            insert(upgrade_steps).values(rows),
+            events=[self._event_row(steps[0].run_id, "decision", event)] if event is not None else (),
+        )
         self._notify(steps[0].run_id)
 
-    async def save_step(self, step: Step, *, kind: str = "step", event: dict[str, Any] | None = None) -> None:
+    async def save_steps(self, steps: Sequence[Step]) -> None:
+        """Write several steps' records and their events in one transaction (a lane's "after" of one
+        step with the "before" of the next)."""
+        if steps:
+            await self.writer.commit(
+                steps=[step_row(s) for s in steps],
+                events=[self._event_row(s.run_id, "step", step_event(s)) for s in steps],
+            )
+            self._notify(steps[0].run_id)
+
+    async def save_step(self, step: Step) -> None:
         """Write the step's record together with its ``step`` event (one transaction)."""
-        data = (
-            event
-            if event is not None
-            else {
-                "step": step.id,
-                "phase": step.phase,
-                "node": step.node,
-                "action": step.action,
-                "status": step.status.value,
-                "attempt": step.attempt,
-                "op_id": step.op_id,
-                "message": step.message,
-            }
-        )
-        await self.writer.commit(
-            update(upgrade_steps)
-            .where(upgrade_steps.c.run_id == step.run_id)
-            .where(upgrade_steps.c.id == step.id)
-            .values(**step_values(step)),
-            self._event_stmt(step.run_id, kind, data),
-        )
-        self._notify(step.run_id)
+        await self.save_steps([step])
 
     # Events ----------------------------------------------------------------------------------------
     def _event_stmt(self, run_id: str, kind: str, data: dict[str, Any]) -> Executable:
-        return insert(upgrade_events).values(
-            run_id=run_id, at=self.clock(), kind=kind, data=redact_mapping(data)
-        )
+        return insert(upgrade_events).values(**self._event_row(run_id, kind, data))
+
+    def _event_row(self, run_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"run_id": run_id, "at": self.clock(), "kind": kind, "data": redact_mapping(data)}
 
     async def event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
-        await self.writer.commit(self._event_stmt(run_id, kind, data))
+        await self.writer.commit(events=[self._event_row(run_id, kind, data)])
         self._notify(run_id)
 
     async def events_after(self, run_id: str, after: int, *, limit: int = 500) -> list[dict[str, Any]]:
         with unavailable_errors("state database"):
-            async with self.engine.connect() as conn:
+            async with self.reader.read() as conn:
                 rows = await conn.execute(
                     select(upgrade_events)
                     .where(upgrade_events.c.run_id == run_id)
@@ -359,7 +487,7 @@ class UpgradeStore:
 
     async def node_rows(self) -> list[dict[str, Any]]:
         with unavailable_errors("state database"):
-            async with self.engine.connect() as conn:
+            async with self.reader.read() as conn:
                 rows = await conn.execute(select(nodes).order_by(nodes.c.name))
                 return [dict(r._mapping) for r in rows]
 

@@ -240,7 +240,11 @@ class FakeCluster:
             elif a == "restore_program_files":
                 node.version = snap["version"]
                 node.replication_engine = snap["replication_engine"]
-                return {"path": "CRM_backup", "website": "CRM_backup/WWWRoot", "dll": "CRM_backup/eware.dll"}
+                return {
+                    "path": "CRM_backup",
+                    "website_path": "CRM_backup/WWWRoot",
+                    "dll": "CRM_backup/eware.dll",
+                }
             else:
                 node.registry = snap["registry"]
         elif a == "redirect_website":
