@@ -48,6 +48,8 @@ class ReplicaExchange:
     def _due(self, counts: dict[str, int], now: datetime) -> bool:
         if counts != self._published or self._published_at is None:
             return True
+        if not counts:
+            return False  # no rows of ours to keep fresh: write nothing (the database may be shared)
         return now - self._published_at >= self.peer_ttl / 3
 
     async def exchange(self, conn: AsyncConnection, *, own: dict[str, int], now: datetime) -> dict[str, int]:
