@@ -30,6 +30,7 @@ from config.api_errors import (
     InvalidInput,
     NotFound,
     Unauthorized,
+    Unavailable,
     check_bearer,
     install_error_handlers,
 )
@@ -39,7 +40,14 @@ from node_agent.drivers.base import HostDriver
 from node_agent.heartbeat import HeartbeatSender, Sleep
 from node_agent.iis_watch import IisResetWatcher
 from node_agent.journal import OperationJournal
-from node_agent.operations import Clock, OperationConflict, OperationManager, UnknownOperation, utcnow
+from node_agent.operations import (
+    AgentStopping,
+    Clock,
+    OperationConflict,
+    OperationManager,
+    UnknownOperation,
+    utcnow,
+)
 from node_agent.protocol import (
     Action,
     NodeStatus,
@@ -162,6 +170,8 @@ def create_app(
             record = operations.submit(body.op_id, Action(body.action), params)
         except OperationConflict as exc:
             raise Conflict(str(exc)) from None
+        except AgentStopping as exc:
+            raise Unavailable(str(exc)) from None
         return JSONResponse(record.model_dump(mode="json"), status_code=202)
 
     @v1.get("/operations", response_model=list[OperationRecord])

@@ -52,6 +52,10 @@ class UnknownOperation(Exception):
     pass
 
 
+class AgentStopping(Exception):
+    """The agent is shutting down and takes no new operation."""
+
+
 def shown_params(params: Params) -> dict[str, Any]:
     """Params as a record shows them: secrets masked."""
     dumped = params.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -160,7 +164,7 @@ class OperationManager:
                 )
             return self._snapshot(existing)
         if self._stopping:
-            raise RuntimeError("the agent is stopping")
+            raise AgentStopping("the agent is stopping; send the operation again once it is back")
         rec = OperationRecord(
             op_id=op_id,
             action=action,

@@ -134,3 +134,21 @@ async def test_the_record_never_echoes_secrets(agent: SandboxAgent) -> None:
     assert rec.params == {"license_key": "***"}
     raw = (await agent.client.get("/v1/operations/lic-1")).text
     assert "SECRET-LICENSE-KEY-77" not in raw
+
+
+async def test_the_agent_works_while_the_crm_database_is_away(tmp_path: Path, tokens: dict[str, str]) -> None:
+    async with running_sandbox_agent(
+        name="crm1",
+        data_dir=tmp_path / "crm1",
+        crm_db_url="postgresql+asyncpg://postgres@127.0.0.1:1/nowhere",
+        token=tokens["agent"],
+        roles=["database"],
+    ) as agent:
+        status = (await agent.client.get("/v1/status")).json()
+        assert status["version"] == "7.3" and status["logged_on"] is None
+        rec = await agent.run("s1", "database_sessions")
+        assert rec.state == "failed" and rec.error
+        assert (await agent.run("w1", "stop_web")).state == "succeeded"
+        async with httpx.AsyncClient() as c:
+            r = await c.post(agent.web_url + "/crm/eware.dll/Logon", data={"User_Logon": "x"})
+            assert r.status_code == 503

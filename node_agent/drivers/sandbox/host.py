@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.crm_schema import crm_tables
-from config.database import make_engine
-from config.errors import SettingError
+from config.database import make_engine, unavailable_errors
+from config.errors import DatabaseUnavailable, SettingError
 from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
 from config.sysparams import SysParamsStore
@@ -134,6 +135,7 @@ class SandboxDriver(HostDriver):
             _check_port(web_host, settings.sandbox_web_port)
         self._web = StandInWebServer(build_web_app(self), host=web_host, port=settings.sandbox_web_port)
         self._refresher: asyncio.Task[None] | None = None
+        self._schema_ready = False
         self.warmup_transport: Any = None  # tests may route the warm-up through an ASGI transport
 
     # State ---------------------------------------------------------------------------------------------
@@ -187,14 +189,20 @@ class SandboxDriver(HostDriver):
             self._bootstrap()
         self.faults.already_used(dict(self._state.get("faults_used", {})))
         self.backup_root.mkdir(parents=True, exist_ok=True)
-        await self._db.ensure_schema(
-            seed_version=self.settings.sandbox_version if self.holds_database else None
-        )
+        try:
+            await self._ensure_schema()
+        except (DBAPIError, DatabaseUnavailable, OSError) as exc:
+            # The agent still serves its API and heartbeats; the refresh loop tries again.
+            log.warning(
+                "sandbox %s: the CRM database is not ready (%s); retrying", self.node, type(exc).__name__
+            )
         port = self.settings.sandbox_web_port or int(self._state.get("web_port") or 0)
         self._web.port = port
         await self._web.start(fallback_to_free_port=not self.settings.sandbox_web_port)
         self._set(web_port=self._web.port)
-        await self._refresh_sessions()
+        if self._schema_ready:
+            with contextlib.suppress(DBAPIError, DatabaseUnavailable, OSError):
+                await self._refresh_sessions()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="sandbox-sessions")
 
     def _bootstrap(self) -> None:
@@ -240,6 +248,12 @@ class SandboxDriver(HostDriver):
             "sandbox %s: installed Sage CRM %s (%s) under %s", self.node, version, ",".join(roles), self.base
         )
 
+    async def _ensure_schema(self) -> None:
+        await self._db.ensure_schema(
+            seed_version=self.settings.sandbox_version if self.holds_database else None
+        )
+        self._schema_ready = True
+
     async def stop(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
@@ -254,6 +268,8 @@ class SandboxDriver(HostDriver):
         while True:
             await asyncio.sleep(interval)
             try:
+                if not self._schema_ready:
+                    await self._ensure_schema()
                 await self._refresh_sessions()
             except Exception as exc:  # the database may be away for a while: keep trying
                 log.debug("sandbox %s: cannot refresh sessions: %s", self.node, type(exc).__name__)
@@ -270,7 +286,12 @@ class SandboxDriver(HostDriver):
         return held
 
     async def _refresh_sessions(self) -> None:
-        await self._db.hold_sessions(self._programs())
+        """Record this node's connections now. A database that is away does not stop IIS from
+        stopping: the refresh loop records them once it answers again."""
+        try:
+            await self._db.hold_sessions(self._programs())
+        except (DBAPIError, OSError) as exc:
+            log.debug("sandbox %s: sessions not recorded (%s)", self.node, type(exc).__name__)
 
     # Status ------------------------------------------------------------------------------------------
     async def iis_started_at(self) -> datetime | None:
@@ -330,7 +351,11 @@ class SandboxDriver(HostDriver):
             await asyncio.sleep(0.3)  # mid-action: the request that started it has been answered
             self._crash()
             raise ActionFailed("injected crash")  # only reached when the crash hook returns (tests)
-        return await super().perform(action, params, ctx)
+        try:
+            with unavailable_errors("the CRM database"):
+                return await super().perform(action, params, ctx)
+        except DatabaseUnavailable as exc:
+            raise ActionFailed(str(exc)) from exc
 
     # Paths ---------------------------------------------------------------------------------------------
     def _destination(self, given: str | None, kind: str, ctx: OperationContext) -> tuple[Path, str]:
