@@ -30,6 +30,7 @@ from rich.text import Text
 from crmcluster.client.http import ApiFailure, ClientError, ControllerClient
 from crmcluster.client.jobs import job_of, render_job, wait_job
 from crmcluster.client.render import (
+    checks_view,
     plan_table,
     render_capacity,
     render_run,
@@ -397,7 +398,7 @@ def library_verify(ctx: typer.Context, json_: JsonOpt = False, demo: DemoOpt = N
     """Probe the library from every server (exit code 1 when one cannot reach it)."""
     with _client(ctx, demo) as client:
         answer = client.post("/library/verify")
-    _emit(ctx, json_, answer, render_value(answer, title="Library reachability"))
+    _emit(ctx, json_, answer, checks_view(answer, title="Library probe"))
     if _reports_problem(answer):
         raise SystemExit(1)
 
@@ -410,7 +411,7 @@ def metadata_refresh(ctx: typer.Context, json_: JsonOpt = False, demo: DemoOpt =
     """Reload metadata on every server, as after a customization."""
     with _client(ctx, demo) as client:
         answer = client.post("/metadata/refresh")
-    _emit(ctx, json_, answer, render_value(answer, title="Metadata refresh"))
+    _emit(ctx, json_, answer, checks_view(answer, title="Metadata reload"))
     if _reports_problem(answer):
         raise SystemExit(1)
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -43,7 +44,7 @@ def render_job(job: Mapping[str, Any]) -> RenderableType:
     steps = job.get("steps") or []
     if not steps:
         return head
-    table = Table(show_edge=False, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("#", "server", "action", "status", "finished", "message"):
         table.add_column(col)
     for s in steps:

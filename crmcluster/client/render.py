@@ -103,6 +103,30 @@ def render_value(value: Any, *, title: str | None = None) -> RenderableType:
     return Text(short(value))
 
 
+def checks_view(answer: Any, *, title: str) -> RenderableType:
+    """A per-server check (``{"ok", "nodes": [{name, ok, message}]}``): one row per server."""
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("nodes"), list):
+        return render_value(answer, title=title)
+    table = Table(title=title, title_justify="left")
+    for col in ("server", "ok", "message"):
+        table.add_column(col)
+    for row in answer["nodes"]:
+        if isinstance(row, Mapping):
+            ok = row.get("ok")
+            table.add_row(
+                str(row.get("name")),
+                Text(short(ok), style="green" if ok else "bold red"),
+                short(row.get("message")),
+            )
+    extra = {
+        k: v for k, v in answer.items() if k not in ("nodes", "ok") and not isinstance(v, list | Mapping)
+    }
+    for key in ("paths", "confirmed"):
+        if key in answer:
+            extra[key] = answer[key]
+    return Group(table, render_value(extra)) if extra else table
+
+
 def nodes_table(nodes: Iterable[Mapping[str, Any]]) -> Table:
     table = Table(title="Servers", title_justify="left")
     for col in ("server", "roles", "state", "version", "logged on", "weight", "heartbeat", "fqdn"):
