@@ -39,8 +39,12 @@
 
   function poll() {
     if (pollTimer) { return; }
-    setLive("poll", "live (polling)");
-    pollTimer = window.setInterval(function () { refreshNow().catch(function () {}); }, 2000);
+    setLive("off", "reconnecting…");
+    pollTimer = window.setInterval(function () {
+      refreshNow()
+        .then(function () { setLive("poll", "live (polling)"); })
+        .catch(function () { setLive("off", "controller unreachable"); });
+    }, 2000);
   }
 
   function connect() {
