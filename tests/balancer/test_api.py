@@ -85,3 +85,14 @@ async def test_unknown_api_route_is_a_json_404(make_balancer: Any) -> None:
     async with make_balancer() as b:
         r = await b.client.get("/api/v1/nothing")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_no_log_line_per_logon(make_balancer: Any, caplog: Any) -> None:
+    import logging
+
+    async with make_balancer() as b:
+        caplog.set_level(logging.DEBUG)
+        caplog.clear()
+        await b.route([f"u{i}" for i in range(20)])
+        assert (await b.client.post("/crm/eware.dll/Logon", content=b"x" * 20_000)).status_code == 413
+    assert [r for r in caplog.records if r.name.startswith("crmcluster")] == []

@@ -159,3 +159,12 @@ async def test_do_load_balancing_true_sends_everyone_to_the_first_available(
         await crm.configure(do_load_balancing=False)
         await b.refresher.refresh_config()
         assert await b.route(["u5"]) == ["crm2"]  # crm1 is still down; crm2 and crm3 tie at 0
+
+
+async def test_per_logon_counts_mode_reads_activity_before_each_decision(
+    make_balancer: Any, crm: Crm
+) -> None:
+    async with make_balancer(counts_mode="per_logon") as b:
+        await crm.logon("a", "crm1")
+        await crm.logon("b", "crm2")
+        assert await b.route(["u1"]) == ["crm3"]  # no refresh by hand: the logon itself read Activity
