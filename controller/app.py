@@ -47,6 +47,8 @@ def create_app(
     """
     for secret in (settings.admin_token, settings.agent_token, settings.operator_token, settings.secret_key):
         register_secret(secret)
+    # One INFO line per agent request would drown the log; failures are logged where they matter.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
     assert settings.secret_key is not None  # ControllerSettings requires it
 
     @contextlib.asynccontextmanager

@@ -3,19 +3,21 @@ CRM tables, the multi-server settings in ``Custom_SysParams`` (ServerNames, FQSe
 stand-in web servers' host:port, DTLSServerName, DocStore/DocTemplates) and the demo users.
 
 Sessions left open by an earlier run are closed, so the users the demo logs on are the only ones
-counted. Companies are seeded by the database server's sandbox (``crm1``) when it first starts.
+counted, and nodes an earlier run with more ``--nodes`` registered are forgotten. Companies are
+seeded by the database server's sandbox (``crm1``) when it first starts.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from config.crm_schema import create_embedded_crm_tables, crm_tables
 from config.database import make_engine
 from config.migrate import migrate
 from config.settings import CommonSettings
+from config.state_schema import nodes
 from config.sysparams import SysParamsStore
 
 DEMO_USERS = (
@@ -66,6 +68,7 @@ async def prepare_database(
             missing = [u for u in DEMO_USERS if u not in have]
             if missing:
                 await conn.execute(tables.users.insert(), [{n.user_logon: u} for u in missing])
+            await conn.execute(delete(nodes).where(nodes.c.name.not_in(server_names)))
             await conn.execute(
                 update(tables.activity)
                 .where(tables.acty("acty_logoff").is_(None))

@@ -259,3 +259,54 @@ def test_bad_options_fail_with_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2, err.decode()
         lines = err.decode().strip().splitlines()
         assert len(lines) == 1 and words in lines[0], lines
+
+
+async def test_the_database_is_prepared_afresh_on_every_start(tmp_path: Path) -> None:
+    from sqlalchemy import func, select
+
+    from config.crm_schema import crm_tables
+    from config.database import make_engine
+    from config.state_schema import nodes, utcnow
+    from crmcluster.demo_data import DEMO_USERS, prepare_database
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crmcluster.db'}"
+    fq = ["127.0.0.1:8801", "127.0.0.1:8802", "127.0.0.1:8803", "127.0.0.1:8804"]
+    await prepare_database(
+        url, server_names=["crm1", "crm2", "crm3", "crm4"], fq_server_names=fq, dtls_server_name="crm1"
+    )
+    t = crm_tables()
+    n = t.names
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for name in ("crm1", "crm4"):
+                await conn.execute(
+                    nodes.insert().values(name=name, state="up", roles=[], updated_at=utcnow())
+                )
+            await conn.execute(
+                t.activity.insert().values(
+                    {
+                        n.acty_user_id: 1,
+                        n.acty_server_name: "crm1",
+                        n.acty_logon_time: utcnow(),
+                        n.acty_logoff: None,
+                    }
+                )
+            )
+        # a restart with three nodes on other ports
+        await prepare_database(
+            url, server_names=["crm1", "crm2", "crm3"], fq_server_names=fq[1:], dtls_server_name="crm1"
+        )
+        async with engine.connect() as conn:
+            assert [r[0] for r in await conn.execute(select(nodes.c.name))] == ["crm1"]
+            open_rows = await conn.scalar(
+                select(func.count()).select_from(t.activity).where(t.acty("acty_logoff").is_(None))
+            )
+            assert open_rows == 0
+            assert await conn.scalar(select(func.count()).select_from(t.users)) == len(DEMO_USERS)
+            values = dict((await conn.execute(select(t.parm("parm_name"), t.parm("parm_value")))).all())
+        assert values["ServerNames"] == "crm1;crm2;crm3"
+        assert values["FQServerNames"] == "127.0.0.1:8802;127.0.0.1:8803;127.0.0.1:8804"
+        assert values["DTLSServerName"] == "crm1" and values["DocStore"].startswith("\\\\")
+    finally:
+        await engine.dispose()
