@@ -15,10 +15,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from config.crm_schema import CrmTables
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
-from config.sysparams import SysParamsStore
 from controller.app import create_app
 from controller.context import ControllerContext
 from node_agent.protocol import Heartbeat, NodeStatus, ServiceStatus
@@ -111,17 +109,6 @@ def make_settings(
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-def sysparams(tables: CrmTables) -> SysParamsStore:
-    return SysParamsStore(tables, _row_names())
-
-
-def _row_names() -> dict[str, str]:
-    from config.settings import CommonSettings
-
-    return CommonSettings(_env_file=None).sysparam_row_names()  # type: ignore[call-arg]
 
 
 async def start_controller(
