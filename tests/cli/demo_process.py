@@ -49,6 +49,7 @@ def running_demo(data_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
         start_new_session=True,
     )
     demo_json = data_dir / "demo.json"
+    children: dict[str, int] = {}
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not demo_json.exists():
@@ -61,7 +62,9 @@ def running_demo(data_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
                     f"demo not ready in {STARTUP_TIMEOUT}s: {Path(log.name).read_text()[-2000:]}"
                 )
             time.sleep(0.2)
-        yield json.loads(demo_json.read_text())
+        data = json.loads(demo_json.read_text())
+        children = {k: int(v) for k, v in (data.get("pids") or {}).items()}
+        yield data
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -73,6 +76,31 @@ def running_demo(data_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything of ours left in its group
         log.close()
+    left = _alive(children)
+    for pid in left.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"the demo left processes running after SIGTERM: {left}"
+
+
+def _alive(pids: dict[str, int], *, grace: float = 10.0) -> dict[str, int]:
+    """The services of ``pids`` still running after ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = {}
+        for name, pid in pids.items():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            with contextlib.suppress(OSError):
+                state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+                if state == "Z":  # exited, not yet reaped by its parent
+                    continue
+            left[name] = pid
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def api(demo: dict[str, Any]) -> httpx.Client:
