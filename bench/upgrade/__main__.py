@@ -45,7 +45,13 @@ from config.settings import ControllerSettings  # noqa: E402
 from config.state_schema import nodes, utcnow  # noqa: E402
 from controller.agent_client import AgentPool  # noqa: E402
 from controller.upgrade.lease import LeaderLease  # noqa: E402
-from controller.upgrade.model import LOCAL_ACTIONS, TERMINAL, Step, UpgradeRequest  # noqa: E402
+from controller.upgrade.model import (  # noqa: E402
+    LOCAL_ACTIONS,
+    TERMINAL,
+    DatabaseLoginIn,
+    Step,
+    UpgradeRequest,
+)
 from controller.upgrade.operations import Polling  # noqa: E402
 from controller.upgrade.orchestrator import Orchestrator  # noqa: E402
 from controller.upgrade.store import UpgradeStore  # noqa: E402
@@ -117,7 +123,10 @@ async def one(n: int, *, step_time: float, batch: int, poll: float) -> dict[str,
     t0 = time.perf_counter()
     run = await orch.plan(
         UpgradeRequest(
-            target_version="2017 R1", license_key=SecretStr("BENCH-LICENSE-KEY"), batch_size=batch
+            target_version="2017 R1",
+            license_key=SecretStr("BENCH-LICENSE-KEY"),
+            batch_size=batch,
+            database=DatabaseLoginIn(server="sql01", user="crmsql", password=SecretStr("bench-password")),
         ),
         actor="bench",
     )
@@ -217,7 +226,8 @@ def main() -> None:
             f"N={r['nodes']:>4} {r['status']:<9} steps={r['steps']:>5} waves={r['waves']:>3} | "
             f"upgrade {r['upgrade_s']:>7.2f}s vs ideal {r['upgrade_ideal_s']:>6.2f}s "
             f"({r['upgrade_overhead_pct']:+.1f}%) | run {r['run_s']:>7.2f}s vs {r['run_ideal_s']:>6.2f}s "
-            f"({r['run_overhead_pct']:+.1f}%) | locked out {r['lockout_s']:>6.2f}s vs min {r['lockout_min_s']:>6.2f}s "
+            f"({r['run_overhead_pct']:+.1f}%) | locked out {r['lockout_s']:>6.2f}s "
+            f"vs min {r['lockout_min_s']:>6.2f}s "
             f"({r['lockout_overhead_pct']:+.1f}%) | peak RSS {r['peak_rss_mib']} MiB | "
             f"plan+preflight {r['plan_and_preflight_s']}s | agent requests {r['agent_requests']}",
             flush=True,

@@ -478,6 +478,10 @@ class RunExecutor:
                 await self.update_context(baseline=result)
                 return result, f"{len(result.get('records') or {})} company records fingerprinted"
             diffs = compare_fingerprints(self.run.context.get("baseline") or {}, result, schema=False)
+            if result.get("schema_version") not in (None, self.run.target_version):
+                diffs.append(
+                    f"the database schema is at {result.get('schema_version')}, not {self.run.target_version}"
+                )
             await self.update_context(
                 records_compared={"differences": diffs, "count": len(result.get("records") or {})}
             )

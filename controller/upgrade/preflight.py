@@ -17,7 +17,7 @@ library             the Document Library's shared UNC path, reachable from every
 db_connections      "one DLL per web server plus one Tomcat database connection pool per web server"
 dta_objects         "_dta_index_"/"_dta_stat_" objects "may cause an error during the upgrade"
 backup_space        "Ensure the location ... has sufficient storage space"
-sql_login           the installer's SQL login should not be ``sa``
+sql_login           the database server's installer needs a SQL login, and it should not be ``sa``
 =================== ===========================================================================
 
 Operations sent here are read-only (check_license, list_dta_objects, probe_library), with op ids
@@ -374,7 +374,13 @@ async def run_preflight(
 
     if request.database is None:
         findings.append(
-            Finding("sql_login", "warn", "no SQL login given; the installer uses the install's own", None)
+            Finding(
+                "sql_login",
+                "fail",
+                "no SQL login given: the database server's installer upgrades the database with it "
+                "(the wizard's 'Confirm the database server name, port and SQL Server user ID')",
+                None,
+            )
         )
     elif request.database.user.lower() == "sa":
         findings.append(

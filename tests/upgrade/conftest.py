@@ -34,7 +34,11 @@ class Harness:
     settings: ControllerSettings
 
     async def plan(self, **body: Any) -> dict[str, Any]:
-        payload: dict[str, Any] = {"target_version": "2017 R1", "license_key": LICENSE}
+        payload: dict[str, Any] = {
+            "target_version": "2017 R1",
+            "license_key": LICENSE,
+            "database": {"server": "sql01", "user": "crmsql", "password": DB_PASSWORD},
+        }
         payload.update(body)
         resp = await self.client.post("/api/v1/upgrades", json=payload)
         assert resp.status_code == 201, resp.text

@@ -82,7 +82,14 @@ async def test_api_errors_are_json_4xx(harness: Harness) -> None:
     assert (await h.client.post(f"/api/v1/upgrades/{run['id']}/pause")).status_code == 409
     noauth = await h.client.get("/api/v1/upgrades", headers={"Authorization": "Bearer wrong"})
     assert noauth.status_code == 401
-    listed = await h.client.get("/api/v1/upgrades")
+    nologin = await h.client.post(
+        "/api/v1/upgrades", json={"target_version": "2017 R1", "license_key": LICENSE}
+    )
+    assert nologin.status_code == 201
+    finding = next(f for f in nologin.json()["preflight"] if f["name"] == "sql_login")
+    assert finding["status"] == "fail" and nologin.json()["blocking"] == ["sql_login"]
+    await h.command(nologin.json()["id"], "abort")
+    listed = await h.client.get("/api/v1/upgrades?status=planned")
     assert [r["id"] for r in listed.json()["upgrades"]] == [run["id"]]
     aborted = await h.command(run["id"], "abort")
     assert aborted["status"] == "aborted"
