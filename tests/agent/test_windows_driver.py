@@ -345,3 +345,66 @@ async def test_status_and_iis_start_from_sc_and_appcmd(win: Win) -> None:
     win.runner.script["appcmd"] = CommandResult(0, 'WP "7777" (applicationPool:DefaultAppPool)')  # a recycle
     await asyncio.sleep(0.001)
     assert (await win.driver.iis_started_at()) != first
+
+
+async def test_views_replication_engine_metadata_and_the_rest(win: Win) -> None:
+    win.sql.answers = {"sys.views": [("dbo", "vCompany", "CREATE VIEW vCompany AS SELECT 1")]}
+    res = await _ok(win, "v1", "backup_views")
+    assert res["views"] == ["dbo.vCompany"]
+    assert "CREATE VIEW vCompany" in (win.backups / "views" / "v1" / "views.sql").read_text()
+
+    win.runner.calls.clear()
+    war = win.root / "CRM" / "tomcat" / "webapps" / "CRMExchangeSyncEngine.war"
+    res = await _ok(win, "re1", "remove_replication_engine")
+    assert res["removed"] is True and not war.exists()
+    assert win.commands() == [["sc.exe", "stop", "CRMTomcat7"], ["sc.exe", "start", "CRMTomcat7"]]
+    await _ok(win, "re2", "install_replication_engine")
+    assert war.read_text() == "war"
+
+    win.runner.calls.clear()
+    await _ok(win, "m1", "reload_metadata")
+    assert win.commands()[0] == [
+        win.driver.settings.windows_appcmd,
+        "recycle",
+        "apppool",
+        "/apppool.name:DefaultAppPool",
+    ]
+
+    rec = await win.run("x1", "disable_exchange_integration")
+    assert rec.state == "failed" and "Exchange Integration" in (rec.error or "")
+    assert (await _ok(win, "k1", "check_license", {"license_key": "ABCDEFGH-1"}))["valid"] is True
+    assert (await win.run("k2", "check_license", {"license_key": "short"})).state == "failed"
+
+    missing = await win.run("l0", "read_upgrade_log")
+    assert missing.state == "failed" and "no upgrade log" in (missing.error or "")
+    (win.root / "CRM" / "Setup").mkdir()
+    (win.root / "CRM" / "Setup" / "upgradelog.html").write_text(
+        "<table><tr><td>views.es</td><td>Failed</td></tr></table><p>NB must be fixed: view vX</p>"
+    )
+    log = await _ok(win, "l1", "read_upgrade_log")
+    assert log["failed_scripts"] == ["views.es"] and log["must_fix"] == ["NB must be fixed: view vX"]
+
+
+async def test_a_missing_program_fails_the_step_in_one_line(tmp_path: Path, tokens: dict[str, str]) -> None:
+    from node_agent.runner import SubprocessRunner
+
+    settings = AgentSettings(
+        _env_file=None,
+        agent_token=tokens["agent"],
+        name="crm1",
+        driver="windows",
+        data_dir=tmp_path,
+        windows_programs_root=str(tmp_path),
+    )
+    runner = SubprocessRunner()
+    driver = WindowsDriver(settings, runner=runner, sql=tsql.RecordingSql(), poll=0)
+    app = create_app(settings, driver=driver, runner=runner, background=False)
+    async with app.router.lifespan_context(app):
+        ops: OperationManager = app.state.operations
+        from node_agent.protocol import Action, NoParams
+
+        ops.submit("n1", Action.STOP_WEB, NoParams())
+        rec = await ops.wait("n1")
+        assert rec.state == "failed" and rec.error == "cannot run iisreset: No such file or directory"
+        status = await driver.status()  # sc.exe missing too: states read as unknown, no error
+        assert status.web == "unknown"
