@@ -34,6 +34,8 @@ from config.api_errors import (
     check_bearer,
     install_error_handlers,
 )
+from config.database import parse_url
+from config.errors import SettingError
 from config.secrets import register_secret
 from config.settings import AgentSettings
 from node_agent.drivers.base import HostDriver
@@ -85,6 +87,8 @@ def create_app(
     (the loops' waits), ``background=False`` (no heartbeat/IIS-watch loops: tests drive them)."""
     for secret in (settings.agent_token, settings.secret_key, settings.warmup_password):
         register_secret(secret)
+    with contextlib.suppress(SettingError):
+        register_secret(parse_url(settings.crm_url).password)  # an SQL password in the URL
     token = settings.agent_token.get_secret_value()
     now = clock or utcnow
     run_cmd = runner or SubprocessRunner()
