@@ -38,18 +38,13 @@ class PendingLogons:
             queue = self._queues[server] = deque()
         return queue
 
-    def add(self, server: str, *, now: float) -> None:
-        self.queue(server).append(now + self.ttl)
-
-    def count(self, server: str) -> int:
-        queue = self._queues.get(server)
-        return len(queue) if queue else 0
+    def add(self, queue: deque[float], *, now: float) -> None:
+        """Count one routed logon in ``queue`` (a server's, from :meth:`queue`)."""
+        queue.append(now + self.ttl)
 
     def counts(self) -> dict[str, int]:
+        """Pending logons per server, servers with none left out."""
         return {name: len(q) for name, q in self._queues.items() if q}
-
-    def total(self) -> int:
-        return sum(len(q) for q in self._queues.values())
 
     def seen(self, server: str, rows: int = 1) -> int:
         """``rows`` new Activity rows appeared for ``server``: retire that many (oldest first).

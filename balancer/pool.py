@@ -56,7 +56,6 @@ class ServerPool:
         self.slots: tuple[Slot, ...] = ()
         #: The slots that take logons now, in ServerNames order; rebuilt on every change.
         self.routable: tuple[Slot, ...] = ()
-        self.pending_ttl = pending_ttl
         self.by_key: dict[str, Slot] = {}
         self.health: dict[str, HealthTracker] = {}
         self.node_rows: dict[str, NodeRow] = {}
@@ -189,7 +188,7 @@ class ServerPool:
                 return None
             decision = Decision(slot, "least_loaded")
         if count_pending:
-            decision.slot.pending.append(now + self.pending_ttl)
+            self.pending.add(decision.slot.pending, now=now)
         return decision
 
     # Views ---------------------------------------------------------------------------------------------
