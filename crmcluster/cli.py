@@ -56,9 +56,8 @@ def migrate(
 @app.command()
 def controller(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] = 8700) -> None:
     """Run the controller (REST API, registry, upgrades, dashboard)."""
-    from controller.app import create_app
-
     from config.settings import ControllerSettings, load_settings
+    from controller.app import create_app
 
     settings = load_settings(ControllerSettings)
     setup_logging(settings.log_level)
@@ -69,7 +68,6 @@ def controller(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()]
 def balancer(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] = 8080) -> None:
     """Run the login balancer."""
     from balancer.app import create_app
-
     from config.settings import BalancerSettings, load_settings
 
     settings = load_settings(BalancerSettings)
@@ -92,9 +90,8 @@ def agent(
     port: Annotated[int, typer.Option()] = 8701,
 ) -> None:
     """Run a node agent on a web server."""
-    from node_agent.app import create_app
-
     from config.settings import AgentSettings, load_settings
+    from node_agent.app import create_app
 
     overrides: dict[str, object] = {}
     if name:
@@ -129,7 +126,7 @@ _register_optional()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -148,6 +145,8 @@ def main() -> None:
             sys.exit(exc.exit_code)
         typer.echo(f"crmcluster: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
+    # With standalone_mode=False, click returns a command's `typer.Exit(code)` as its value.
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":
