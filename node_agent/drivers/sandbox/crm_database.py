@@ -320,6 +320,23 @@ class SandboxCrmDatabase:
     async def schema_hash(self) -> str:
         return await schema_fingerprint(self.engine, skip=INTERNAL_TABLES)
 
+    async def dta_objects(self) -> list[dict[str, str]]:
+        """Indexes named like the Database Tuning Advisor's (``_dta_index_*``, ``_dta_stat_*``)."""
+
+        def find(sync_conn: Any) -> list[dict[str, str]]:
+            insp = inspect(sync_conn)
+            found = []
+            for table in insp.get_table_names():
+                for ix in insp.get_indexes(table):
+                    name = str(ix["name"] or "")
+                    if name.startswith(("_dta_index_", "_dta_stat_")):
+                        kind = "index" if name.startswith("_dta_index_") else "statistics"
+                        found.append({"table": table, "name": name, "kind": kind})
+            return found
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(find)
+
     async def view_definitions(self) -> dict[str, str]:
         def read(sync_conn: Any) -> dict[str, str]:
             insp = inspect(sync_conn)

@@ -12,6 +12,9 @@ The CRM database is shared by every node (``CRMCLUSTER_CRM_DB_URL``); the node w
 ``database`` role seeds it. The website's physical path decides which tree is live: the guide's
 restore points it at ``<install>_backup``, and from then on that is the install (its version is the
 node's version, the installer upgrades it, backups copy it).
+
+The backup/restore actions live in :mod:`.backups`, the installer in :mod:`.installer`, the
+stand-in web server in :mod:`.web`, the CRM database side in :mod:`.crm_database`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,26 +41,23 @@ from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
 from config.sysparams import SysParamsStore
 from config.vocabulary import Role
-from node_agent.backup_files import tree_manifest, verify_folder
-from node_agent.drivers.base import ActionFailed, HostDriver, OperationContext, resolve_under
-from node_agent.drivers.sandbox import database_backup
+from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, OperationContext, resolve_under
+from node_agent.drivers.sandbox.backups import SandboxBackups
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
 from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.install_tree import InstallTree
-from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller
-from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key, mappings_key
+from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
+from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
 from node_agent.journal import atomic_write_text
 from node_agent.protocol import (
     Action,
     BackupParams,
-    DllPathParams,
     FingerprintParams,
     LibraryParams,
     LicenseParams,
     NodeStatus,
     NoParams,
-    RestoreParams,
     RunInstallerParams,
     ServiceParams,
     ServiceStatus,
@@ -69,14 +68,16 @@ from node_agent.warmup import warmup_logon
 log = logging.getLogger("crmcluster.agent.sandbox")
 
 RUNNING, STOPPED, NOT_INSTALLED = "running", "stopped", "not_installed"
-SERVICES = ("indexer", "escalation", "email_manager", "integration")
-_ROLE_SERVICES = {Role.INDEXER: "indexer", Role.ESCALATION: "escalation", Role.EMAIL_MANAGER: "email_manager"}
 TOMCAT_POOL = 10
 MAX_REGISTRATIONS = 5
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _at(destination: str) -> BackupParams:
+    return BackupParams(destination=destination)
 
 
 def _crash() -> None:  # pragma: no cover - ends the process
@@ -123,49 +124,50 @@ class SandboxDriver(HostDriver):
         self.faults = Faults(settings.sandbox_faults)
         self.registry = SandboxRegistry(self.base / "registry.json")
         self._state_path = self.base / "state.json"
-        self._state: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}
         self._own_engine = crm_engine is None
-        self._engine = crm_engine or make_engine(settings.crm_url)
+        self.engine = crm_engine or make_engine(settings.crm_url)
         self.tables = crm_tables(settings.crm_names)
-        self._db = SandboxCrmDatabase(
-            self._engine, self.tables, node=self.node, session_ttl=settings.sandbox_session_ttl
+        self.db = SandboxCrmDatabase(
+            self.engine, self.tables, node=self.node, session_ttl=settings.sandbox_session_ttl
         )
         self._crash = crash
         if settings.sandbox_web_port:
             _check_port(web_host, settings.sandbox_web_port)
         self._web = StandInWebServer(build_web_app(self), host=web_host, port=settings.sandbox_web_port)
         self._refresher: asyncio.Task[None] | None = None
+        self.backups = SandboxBackups(self)
         self._schema_ready = False
         self.warmup_transport: Any = None  # tests may route the warm-up through an ASGI transport
 
     # State ---------------------------------------------------------------------------------------------
     def _save(self) -> None:
-        atomic_write_text(self._state_path, json.dumps(self._state, indent=1, sort_keys=True))
+        atomic_write_text(self._state_path, json.dumps(self.state, indent=1, sort_keys=True))
 
-    def _set(self, **changes: Any) -> None:
-        self._state.update(changes)
+    def update_state(self, **changes: Any) -> None:
+        self.state.update(changes)
         self._save()
 
     @property
     def crm_db(self) -> SandboxCrmDatabase:
-        return self._db
+        return self.db
 
     @property
     def roles(self) -> list[str]:
-        return list(self._state.get("roles", []))
+        return list(self.state.get("roles", []))
 
     @property
     def web_running(self) -> bool:
-        return self._state.get("web") == RUNNING
+        return self.state.get("web") == RUNNING
 
     @property
     def tomcat_running(self) -> bool:
-        return self._state.get("tomcat") == RUNNING
+        return self.state.get("tomcat") == RUNNING
 
     @property
     def tree(self) -> InstallTree:
         """The live install tree: the one the website's physical path points into."""
-        website = str(self._state.get("website_path") or f"{self.install_name}/WWWRoot")
+        website = str(self.state.get("website_path") or f"{self.install_name}/WWWRoot")
         return InstallTree(self.programs_root / website.split("/")[0], self.install_name)
 
     @property
@@ -183,11 +185,11 @@ class SandboxDriver(HostDriver):
     # Start and stop --------------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._state_path.exists():
-            self._state = json.loads(self._state_path.read_text(encoding="utf-8"))
+            self.state = json.loads(self._state_path.read_text(encoding="utf-8"))
             log.info("sandbox %s: using the existing install under %s", self.node, self.base)
         else:
             self._bootstrap()
-        self.faults.already_used(dict(self._state.get("faults_used", {})))
+        self.faults.already_used(dict(self.state.get("faults_used", {})))
         self.backup_root.mkdir(parents=True, exist_ok=True)
         try:
             await self._ensure_schema()
@@ -196,60 +198,29 @@ class SandboxDriver(HostDriver):
             log.warning(
                 "sandbox %s: the CRM database is not ready (%s); retrying", self.node, type(exc).__name__
             )
-        port = self.settings.sandbox_web_port or int(self._state.get("web_port") or 0)
+        port = self.settings.sandbox_web_port or int(self.state.get("web_port") or 0)
         self._web.port = port
         await self._web.start(fallback_to_free_port=not self.settings.sandbox_web_port)
-        self._set(web_port=self._web.port)
+        self.update_state(web_port=self._web.port)
         if self._schema_ready:
             with contextlib.suppress(DBAPIError, DatabaseUnavailable, OSError):
-                await self._refresh_sessions()
+                await self.refresh_sessions()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="sandbox-sessions")
 
     def _bootstrap(self) -> None:
-        s = self.settings
-        roles = s.roles
-        version = s.sandbox_version
+        roles, version = self.settings.roles, self.settings.sandbox_version
         tree = InstallTree(self.programs_root / self.install_name, self.install_name)
-        tree.create(version=version, replication_engine=Role.REPLICATION_ENGINE.value in roles)
-        services = {name: NOT_INSTALLED for name in SERVICES}
-        for role, name in _ROLE_SERVICES.items():
-            if role.value in roles:
-                services[name] = RUNNING
-        self.registry.save(
-            {
-                config_key(self.install_name): {
-                    "Version": version,
-                    "InstallName": self.install_name,
-                    "RootPath": str(tree.root),
-                    "ServerName": self.node,
-                    "DefaultDatabase": self.install_name,
-                },
-                mappings_key(self.install_name): {
-                    "Path": f"/{self.install_name.lower()}",
-                    "Install": self.install_name,
-                },
-            }
+        self.state = new_install(
+            tree=tree, registry=self.registry, node=self.node, version=version, roles=roles
         )
-        self._state = {
-            "roles": roles,
-            "web": RUNNING,
-            "tomcat": RUNNING,
-            "services": services,
-            "iis_started_at": _now().isoformat(),
-            "exchange_integration": Role.REPLICATION_ENGINE.value in roles,
-            "website_path": f"{self.install_name}/WWWRoot",
-            "dll_registered": f"{self.install_name}/WWWRoot/eware.dll",
-            "registrations": {},
-            "license_hash": None,
-            "web_port": s.sandbox_web_port,
-        }
+        self.state["web_port"] = self.settings.sandbox_web_port
         self._save()
         log.info(
             "sandbox %s: installed Sage CRM %s (%s) under %s", self.node, version, ",".join(roles), self.base
         )
 
     async def _ensure_schema(self) -> None:
-        await self._db.ensure_schema(
+        await self.db.ensure_schema(
             seed_version=self.settings.sandbox_version if self.holds_database else None
         )
         self._schema_ready = True
@@ -261,7 +232,7 @@ class SandboxDriver(HostDriver):
                 await self._refresher
         await self._web.stop()
         if self._own_engine:
-            await self._engine.dispose()
+            await self.engine.dispose()
 
     async def _refresh_loop(self) -> None:
         interval = max(0.5, min(5.0, self.settings.sandbox_session_ttl / 3))
@@ -270,7 +241,7 @@ class SandboxDriver(HostDriver):
             try:
                 if not self._schema_ready:
                     await self._ensure_schema()
-                await self._refresh_sessions()
+                await self.refresh_sessions()
             except Exception as exc:  # the database may be away for a while: keep trying
                 log.debug("sandbox %s: cannot refresh sessions: %s", self.node, type(exc).__name__)
 
@@ -280,49 +251,49 @@ class SandboxDriver(HostDriver):
             held["eware.dll"] = 1
         if self.tomcat_running:
             held["tomcat"] = TOMCAT_POOL
-        for name, state in self._state.get("services", {}).items():
+        for name, state in self.state.get("services", {}).items():
             if state == RUNNING:
                 held[f"service:{name}"] = 1
         return held
 
-    async def _refresh_sessions(self) -> None:
+    async def refresh_sessions(self) -> None:
         """Record this node's connections now. A database that is away does not stop IIS from
         stopping: the refresh loop records them once it answers again."""
         try:
-            await self._db.hold_sessions(self._programs())
+            await self.db.hold_sessions(self._programs())
         except (DBAPIError, OSError) as exc:
             log.debug("sandbox %s: sessions not recorded (%s)", self.node, type(exc).__name__)
 
     # Status ------------------------------------------------------------------------------------------
     async def iis_started_at(self) -> datetime | None:
-        raw = self._state.get("iis_started_at")
+        raw = self.state.get("iis_started_at")
         return datetime.fromisoformat(raw) if raw and self.web_running else None
 
     def note_warmup(self, when: datetime) -> None:
-        self._set(last_warmup_at=when.isoformat())
+        self.update_state(last_warmup_at=when.isoformat())
 
     def simulate_iis_reset(self) -> None:
         """An ``iisreset`` or app-pool recycle done outside the agent (the watcher must notice)."""
-        self._set(web=RUNNING, iis_started_at=_now().isoformat())
+        self.update_state(web=RUNNING, iis_started_at=_now().isoformat())
 
     async def status(self) -> NodeStatus:
         logged_on: int | None
         try:
-            logged_on = len(await self._db.open_sessions(self.session_timeout_minutes))
+            logged_on = len(await self.db.open_sessions(self.session_timeout_minutes))
         except Exception:
             logged_on = None
-        services = {k: ServiceStatus(v) for k, v in self._state.get("services", {}).items()}
-        warm = self._state.get("last_warmup_at")
+        services = {k: ServiceStatus(v) for k, v in self.state.get("services", {}).items()}
+        warm = self.state.get("last_warmup_at")
         return NodeStatus(
             name=self.node,
             install_name=self.install_name,
             version=self.version,
             roles=self.roles,
-            web=ServiceStatus(self._state.get("web", "unknown")),
-            tomcat=ServiceStatus(self._state.get("tomcat", "unknown")),
+            web=ServiceStatus(self.state.get("web", "unknown")),
+            tomcat=ServiceStatus(self.state.get("tomcat", "unknown")),
             services=services,
             replication_engine=self.tree.has_replication_engine,
-            exchange_integration=bool(self._state.get("exchange_integration")),
+            exchange_integration=bool(self.state.get("exchange_integration")),
             library_reachable=self.library_root.is_dir(),
             free_disk_bytes=shutil.disk_usage(
                 self.base if self.base.exists() else self.settings.data_dir
@@ -335,12 +306,19 @@ class SandboxDriver(HostDriver):
         )
 
     # Faults ------------------------------------------------------------------------------------------
+    def handler(self, action: Action) -> ActionHandler:
+        fn = getattr(self.backups, action.value, None)
+        if fn is not None:
+            handler: ActionHandler = fn
+            return handler
+        return super().handler(action)
+
     async def perform(self, action: Action, params: Any, ctx: OperationContext) -> dict[str, Any]:
         ctx.progress(0.05, f"{action.value} on {self.node}")
         kinds = ("hang", "crash") if action == Action.RUN_INSTALLER else ("fail", "hang", "crash")
         fault = self.faults.take(action, *kinds)
         if fault is not None:
-            self._set(faults_used=dict(self.faults.used))
+            self.update_state(faults_used=dict(self.faults.used))
         if fault == "fail":
             raise ActionFailed(f"injected fault: {action.value} fails on {self.node}")
         if fault == "hang":
@@ -357,56 +335,44 @@ class SandboxDriver(HostDriver):
         except DatabaseUnavailable as exc:
             raise ActionFailed(str(exc)) from exc
 
-    # Paths ---------------------------------------------------------------------------------------------
-    def _destination(self, given: str | None, kind: str, ctx: OperationContext) -> tuple[Path, str]:
-        rel = given or f"{kind}/{ctx.op_id.replace(':', '-')}"
-        path = resolve_under(self.backup_root, rel)
-        return path, path.relative_to(self.backup_root.resolve()).as_posix()
-
-    def _source(self, rel: str) -> Path:
-        path = resolve_under(self.backup_root, rel)
-        if not path.exists():
-            raise ActionFailed(f"no backup at {rel}")
-        return path
-
     # IIS and Tomcat ------------------------------------------------------------------------------------
     async def stop_web(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         ctx.log("iisreset /stop")
-        self._set(web=STOPPED)
-        await self._refresh_sessions()
+        self.update_state(web=STOPPED)
+        await self.refresh_sessions()
         return {"web": STOPPED}
 
     async def start_web(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         ctx.log("iisreset /start")
         if not self.tree.exists():
             raise ActionFailed(
-                f"the website's physical path has no eware.dll: {self._state.get('website_path')}"
+                f"the website's physical path has no eware.dll: {self.state.get('website_path')}"
             )
-        self._set(web=RUNNING, iis_started_at=_now().isoformat())
-        await self._refresh_sessions()
-        return {"web": RUNNING, "iis_started_at": self._state["iis_started_at"]}
+        self.update_state(web=RUNNING, iis_started_at=_now().isoformat())
+        await self.refresh_sessions()
+        return {"web": RUNNING, "iis_started_at": self.state["iis_started_at"]}
 
     async def stop_tomcat(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         ctx.log(f"sc stop {self.install_name}Tomcat7")
-        self._set(tomcat=STOPPED)
-        await self._refresh_sessions()
+        self.update_state(tomcat=STOPPED)
+        await self.refresh_sessions()
         return {"tomcat": STOPPED}
 
     async def start_tomcat(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         ctx.log(f"sc start {self.install_name}Tomcat7")
-        self._set(tomcat=RUNNING)
-        await self._refresh_sessions()
+        self.update_state(tomcat=RUNNING)
+        await self.refresh_sessions()
         return {"tomcat": RUNNING}
 
     # CRM services ----------------------------------------------------------------------------------------
     def _service(self, name: str) -> str:
-        return str(self._state.get("services", {}).get(name, NOT_INSTALLED))
+        return str(self.state.get("services", {}).get(name, NOT_INSTALLED))
 
     async def _set_service(self, name: str, state: str) -> None:
-        services = dict(self._state.get("services", {}))
+        services = dict(self.state.get("services", {}))
         services[name] = state
-        self._set(services=services)
-        await self._refresh_sessions()
+        self.update_state(services=services)
+        await self.refresh_sessions()
 
     async def install_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
         if self._service(params.service) != NOT_INSTALLED:
@@ -430,107 +396,6 @@ class SandboxDriver(HostDriver):
             await self._set_service(params.service, STOPPED)
         return {"service": params.service, "state": self._service(params.service)}
 
-    # Backups ---------------------------------------------------------------------------------------------
-    async def backup_program_files(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
-        dest, rel = self._destination(params.destination, "program_files", ctx)
-        tree = self.tree
-        ctx.log(f"copying {tree.root.name} (Tomcat included) to {rel}")
-        manifest = await asyncio.to_thread(tree.copy_to, dest)
-        return {"path": rel, "version": tree.version, **manifest}
-
-    async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
-        dest, rel = self._destination(params.destination, "registry", ctx)
-        dest.mkdir(parents=True, exist_ok=True)
-        files = []
-        for key, fname in (
-            (config_key(self.install_name), f"Config_{self.install_name}.reg"),
-            (mappings_key(self.install_name), f"Mappings_{self.install_name}.reg"),
-        ):
-            ctx.log(f"reg export {key} {fname}")
-            atomic_write_text(dest / fname, self.registry.export(key))
-            files.append(fname)
-        return {"path": rel, **tree_manifest(dest), "exports": files}
-
-    async def backup_database(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
-        dest, rel = self._destination(params.destination, "database", ctx)
-        manifest = await database_backup.backup_database(self.settings.crm_url, dest, ctx)
-        return {"path": rel, "schema_version": await self._db.schema_version(), **manifest}
-
-    async def backup_views(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
-        dest, rel = self._destination(params.destination, "views", ctx)
-        views = await self._db.view_definitions()
-        body = "".join(f"-- {name}\n{sql.strip()};\n\n" for name, sql in views.items())
-        atomic_write_text(dest / "views.sql", body)
-        return {"path": rel, "views": sorted(views), **tree_manifest(dest)}
-
-    # Restores --------------------------------------------------------------------------------------------
-    async def restore_program_files(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
-        source = self._source(params.source)
-        backup_tree = InstallTree(source, self.install_name)
-        if not backup_tree.exists():
-            raise ActionFailed(f"{params.source} is not a program files backup (no WWWRoot/eware.dll)")
-        try:
-            await asyncio.to_thread(verify_folder, source)
-        except ValueError as exc:
-            raise ActionFailed(f"{params.source}: the backup is damaged ({exc})") from exc
-        folder = f"{self.install_name}_backup"
-        ctx.log(f"copying {params.source} to {folder}")
-        await asyncio.to_thread(backup_tree.copy_to, self.programs_root / folder)
-        self._set(website_path=f"{folder}/WWWRoot")
-        ctx.log(f"website physical path -> {folder}\\WWWRoot")
-        return {"path": folder, "website_path": f"{folder}/WWWRoot", "version": self.version}
-
-    async def restore_registry(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
-        source = self._source(params.source)
-        files = sorted(source.glob("*.reg"))
-        if not files:
-            raise ActionFailed(f"{params.source} holds no .reg file")
-        keys: list[str] = []
-        for f in files:
-            ctx.log(f"reg import {f.name}")
-            keys += self.registry.import_reg(f.read_text(encoding="utf-8"))
-        return {"keys": keys}
-
-    async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
-        source = self._source(params.source)
-        await database_backup.verify_backup(source)
-        ctx.log("exclusive access: every other session is rolled back")
-        await self._db.drop_all_sessions()
-        await self._engine.dispose()
-        manifest = await database_backup.restore_database(self.settings.crm_url, source, ctx)
-        await self._engine.dispose()
-        await self._db.drop_all_sessions()
-        await self._refresh_sessions()
-        return {"restored_from": params.source, "schema_version": await self._db.schema_version(), **manifest}
-
-    # Registration and the website -----------------------------------------------------------------------
-    def _programs_path(self, rel: str) -> Path:
-        return resolve_under(self.programs_root, rel)
-
-    async def register_dll(self, params: DllPathParams, ctx: OperationContext) -> dict[str, Any]:
-        rel = params.path or f"{self._state.get('website_path')}/eware.dll"
-        path = self._programs_path(rel)
-        if path.is_dir():
-            path = path / "WWWRoot" / "eware.dll" if (path / "WWWRoot").is_dir() else path / "eware.dll"
-        if not path.is_file():
-            raise ActionFailed(f"regsvr32: the module {rel} failed to load: no such file")
-        registered = path.relative_to(self.programs_root.resolve()).as_posix()
-        ctx.log(f"regsvr32 /s {registered}")
-        self._set(dll_registered=registered)
-        return {"registered": registered}
-
-    async def redirect_website(self, params: DllPathParams, ctx: OperationContext) -> dict[str, Any]:
-        rel = params.path or f"{self.install_name}/WWWRoot"
-        path = self._programs_path(rel)
-        if (path / "WWWRoot").is_dir():
-            path = path / "WWWRoot"
-        if not (path / "eware.dll").is_file():
-            raise ActionFailed(f"{rel} is not a Sage CRM website (no eware.dll)")
-        website = path.relative_to(self.programs_root.resolve()).as_posix()
-        self._set(website_path=website)
-        ctx.log(f"website physical path -> {website}")
-        return {"website_path": website, "version": self.version}
-
     # The installer ---------------------------------------------------------------------------------------
     def _check_key(self, key: str, action: Action) -> str:
         register_secret(key)
@@ -546,7 +411,7 @@ class SandboxDriver(HostDriver):
         log_error = self.faults.take(Action.RUN_INSTALLER, "log_error") is not None
         must_fix = self.faults.take(Action.RUN_INSTALLER, "nb") is not None
         if params.register_install:
-            count = int(self._state.get("registrations", {}).get(key_hash, 0))
+            count = int(self.state.get("registrations", {}).get(key_hash, 0))
             if count >= MAX_REGISTRATIONS:
                 raise ActionFailed(
                     "the license key is registered five times already: contact your business partner"
@@ -559,12 +424,12 @@ class SandboxDriver(HostDriver):
         was_web, was_tomcat = self.web_running, self.tomcat_running
         result: dict[str, Any] = {"mode": "upgrade"}
         ctx.progress(0.1, "stopping IIS")
-        self._set(web=STOPPED, tomcat=STOPPED)
-        await self._refresh_sessions()
+        self.update_state(web=STOPPED, tomcat=STOPPED)
+        await self.refresh_sessions()
         if params.backup:
             result["backup"] = await self._wizard_backup(params, ctx, with_database=with_database)
         installer = SandboxInstaller(
-            tree=self.tree, registry=self.registry, db=self._db, install_name=self.install_name
+            tree=self.tree, registry=self.registry, db=self.db, install_name=self.install_name
         )
         try:
             upgraded = await installer.upgrade(
@@ -579,16 +444,16 @@ class SandboxDriver(HostDriver):
             raise ActionFailed(str(exc)) from exc
         result.update(upgraded)
         if params.register_install:
-            regs = dict(self._state.get("registrations", {}))
+            regs = dict(self.state.get("registrations", {}))
             regs[key_hash] = int(regs.get(key_hash, 0)) + 1
-            self._set(registrations=regs)
+            self.update_state(registrations=regs)
             result["registered"] = True
-        self._set(license_hash=key_hash)
+        self.update_state(license_hash=key_hash)
         if was_web:
-            self._set(web=RUNNING, iis_started_at=_now().isoformat())
+            self.update_state(web=RUNNING, iis_started_at=_now().isoformat())
         if was_tomcat:
-            self._set(tomcat=RUNNING)
-        await self._refresh_sessions()
+            self.update_state(tomcat=RUNNING)
+        await self.refresh_sessions()
         result["version"] = self.version
         return result
 
@@ -598,15 +463,13 @@ class SandboxDriver(HostDriver):
         """The wizard's "Backup existing copy of the database, program files and registry"."""
         base = params.backup_location or f"installer/{ctx.op_id.replace(':', '-')}"
         out: dict[str, Any] = {}
-        sub = BackupParams(destination=f"{base}/{self.install_name}_backup")
-        out["program_files"] = (await self.backup_program_files(sub, ctx))["path"]
-        out["registry"] = (await self.backup_registry(BackupParams(destination=f"{base}/registry"), ctx))[
+        b = self.backups
+        out["program_files"] = (await b.backup_program_files(_at(f"{base}/{self.install_name}_backup"), ctx))[
             "path"
         ]
+        out["registry"] = (await b.backup_registry(_at(f"{base}/registry"), ctx))["path"]
         if with_database:
-            out["database"] = (await self.backup_database(BackupParams(destination=f"{base}/database"), ctx))[
-                "path"
-            ]
+            out["database"] = (await b.backup_database(_at(f"{base}/database"), ctx))["path"]
         ctx.log("the wizard backed up to " + ", ".join(f"{k}: {v}" for k, v in out.items()))
         return out
 
@@ -625,8 +488,10 @@ class SandboxDriver(HostDriver):
         else:
             tree.create(version=params.version, replication_engine=True)
         self.registry.set_values(config_key(self.install_name), {"Version": params.version})
-        self._set(web=RUNNING, tomcat=RUNNING, iis_started_at=_now().isoformat(), license_hash=key_hash)
-        await self._refresh_sessions()
+        self.update_state(
+            web=RUNNING, tomcat=RUNNING, iis_started_at=_now().isoformat(), license_hash=key_hash
+        )
+        await self.refresh_sessions()
         return {
             "mode": "add_node",
             "version": params.version,
@@ -643,19 +508,19 @@ class SandboxDriver(HostDriver):
 
     # Database switches ---------------------------------------------------------------------------------
     async def disable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
-        await self._db.set_state("triggers", "disabled")
+        await self.db.set_state("triggers", "disabled")
         return {"triggers": "disabled"}
 
     async def enable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
-        await self._db.set_state("triggers", "enabled")
+        await self.db.set_state("triggers", "enabled")
         return {"triggers": "enabled"}
 
     async def disable_exchange_integration(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
-        self._set(exchange_integration=False)
+        self.update_state(exchange_integration=False)
         return {"exchange_integration": False}
 
     async def enable_exchange_integration(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
-        self._set(exchange_integration=True)
+        self.update_state(exchange_integration=True)
         return {"exchange_integration": True}
 
     async def install_replication_engine(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
@@ -666,17 +531,17 @@ class SandboxDriver(HostDriver):
         """The guide: stop <install>Tomcat7, remove the war and its folder, start Tomcat again."""
         was = self.tomcat_running
         if was:
-            self._set(tomcat=STOPPED)
+            self.update_state(tomcat=STOPPED)
         removed = self.tree.remove_replication_engine()
         ctx.log(("removed " if removed else "no ") + f"{self.install_name}ExchangeSyncEngine.war")
         if was:
-            self._set(tomcat=RUNNING)
+            self.update_state(tomcat=RUNNING)
         return {"replication_engine": False, "removed": removed}
 
     async def reload_metadata(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         when = _now().isoformat()
-        self._set(metadata_loaded_at=when)
-        return {"reloaded_at": when, "schema": await self._db.schema_hash()}
+        self.update_state(metadata_loaded_at=when)
+        return {"reloaded_at": when, "schema": await self.db.schema_hash()}
 
     async def warmup_logon(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         result = await warmup_logon(
@@ -691,14 +556,14 @@ class SandboxDriver(HostDriver):
 
     async def check_license(self, params: LicenseParams, ctx: OperationContext) -> dict[str, Any]:
         key_hash = self._check_key(params.license_key.get_secret_value(), Action.CHECK_LICENSE)
-        self._set(license_hash=key_hash)
+        self.update_state(license_hash=key_hash)
         return {"valid": True, "version": "2017 R1", "key_hash": key_hash}
 
     async def probe_library(self, params: LibraryParams, ctx: OperationContext) -> dict[str, Any]:
         unc = params.path
         if unc is None:
             store = SysParamsStore(self.tables, self.settings.sysparam_row_names())
-            async with self._engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 unc = (await store.read(conn)).doc_store
             if not unc:
                 raise ActionFailed("no library path: DocStore is not set in Custom_SysParams")
@@ -716,25 +581,13 @@ class SandboxDriver(HostDriver):
         return {"path": unc, "reachable": True, "writable": True}
 
     async def fingerprint_records(self, params: FingerprintParams, ctx: OperationContext) -> dict[str, Any]:
-        return await self._db.fingerprint(params.ids)
+        return await self.db.fingerprint(params.ids)
 
     async def database_sessions(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
-        by_host = await self._db.sessions()
+        by_host = await self.db.sessions()
         hosts = {h: sum(p.values()) for h, p in by_host.items()}
         return {"hosts": hosts, "programs": by_host, "total": sum(hosts.values())}
 
     async def list_dta_objects(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
-        def find(sync_conn: Any) -> list[dict[str, str]]:
-            insp = inspect(sync_conn)
-            found = []
-            for table in insp.get_table_names():
-                for ix in insp.get_indexes(table):
-                    name = str(ix["name"] or "")
-                    if name.startswith(("_dta_index_", "_dta_stat_")):
-                        kind = "index" if name.startswith("_dta_index_") else "statistics"
-                        found.append({"table": table, "name": name, "kind": kind})
-            return found
-
-        async with self._engine.connect() as conn:
-            objects = await conn.run_sync(find)
+        objects = await self.db.dta_objects()
         return {"objects": objects, "count": len(objects)}

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from config.vocabulary import Role
 from node_agent.drivers.base import ActionFailed, OperationContext
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase, captions, edits
 from node_agent.drivers.sandbox.install_tree import InstallTree
-from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
+from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key, mappings_key
 from node_agent.journal import atomic_write_text
 from node_agent.upgrade_log import UPGRADE_SCRIPTS, ScriptOutcome, render_upgrade_log
 
@@ -243,3 +245,46 @@ class SandboxInstaller:
             "database_upgraded": with_database,
             "scripts": [o.name for o in outcomes],
         }
+
+
+SERVICES = ("indexer", "escalation", "email_manager", "integration")
+_ROLE_SERVICES = {Role.INDEXER: "indexer", Role.ESCALATION: "escalation", Role.EMAIL_MANAGER: "email_manager"}
+
+
+def new_install(
+    *, tree: InstallTree, registry: SandboxRegistry, node: str, version: str, roles: list[str]
+) -> dict[str, Any]:
+    """The wizard's "New Install" on one server: the program files (a Replication Engine on the
+    node that holds it), the registry keys, the CRM services its roles name, IIS and Tomcat
+    running. Returns the server's initial state."""
+    install = tree.install
+    replication = Role.REPLICATION_ENGINE.value in roles
+    tree.create(version=version, replication_engine=replication)
+    services = {name: "not_installed" for name in SERVICES}
+    for role, name in _ROLE_SERVICES.items():
+        if role.value in roles:
+            services[name] = "running"
+    registry.save(
+        {
+            config_key(install): {
+                "Version": version,
+                "InstallName": install,
+                "RootPath": str(tree.root),
+                "ServerName": node,
+                "DefaultDatabase": install,
+            },
+            mappings_key(install): {"Path": f"/{install.lower()}", "Install": install},
+        }
+    )
+    return {
+        "roles": list(roles),
+        "web": "running",
+        "tomcat": "running",
+        "services": services,
+        "iis_started_at": datetime.now(UTC).isoformat(),
+        "exchange_integration": replication,
+        "website_path": f"{install}/WWWRoot",
+        "dll_registered": f"{install}/WWWRoot/eware.dll",
+        "registrations": {},
+        "license_hash": None,
+    }

@@ -1,0 +1,149 @@
+"""The sandbox's manual backups and the guide's "Restoring a Live Environment": program files,
+registry, database and customised views backed up under the backup root; restored from there —
+the program files into the guide's ``<install>_backup`` folder with the website redirected to it,
+the registry imported, the database put back with every session dropped, eware.dll re-registered.
+
+Every backup answers ``{"path": <relative to the backup root>, …manifest}``; ``path`` is what the
+matching restore takes as ``source``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from node_agent.backup_files import tree_manifest, verify_folder
+from node_agent.drivers.base import ActionFailed, OperationContext, resolve_under
+from node_agent.drivers.sandbox import database_backup
+from node_agent.drivers.sandbox.install_tree import InstallTree
+from node_agent.drivers.sandbox.registry import config_key, mappings_key
+from node_agent.journal import atomic_write_text
+from node_agent.protocol import BackupParams, DllPathParams, RestoreParams
+
+if TYPE_CHECKING:
+    from node_agent.drivers.sandbox.host import SandboxDriver
+
+
+class SandboxBackups:
+    """The backup, restore, ``register_dll`` and ``redirect_website`` actions of one sandbox node."""
+
+    def __init__(self, host: SandboxDriver) -> None:
+        self.host = host
+
+    # Paths ---------------------------------------------------------------------------------------------
+    def _destination(self, given: str | None, kind: str, ctx: OperationContext) -> tuple[Path, str]:
+        rel = given or f"{kind}/{ctx.op_id.replace(':', '-')}"
+        path = resolve_under(self.host.backup_root, rel)
+        return path, path.relative_to(self.host.backup_root.resolve()).as_posix()
+
+    def _source(self, rel: str) -> Path:
+        path = resolve_under(self.host.backup_root, rel)
+        if not path.exists():
+            raise ActionFailed(f"no backup at {rel}")
+        return path
+
+    # Backups ---------------------------------------------------------------------------------------------
+    async def backup_program_files(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "program_files", ctx)
+        tree = self.host.tree
+        ctx.log(f"copying {tree.root.name} (Tomcat included) to {rel}")
+        manifest = await asyncio.to_thread(tree.copy_to, dest)
+        return {"path": rel, "version": tree.version, **manifest}
+
+    async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "registry", ctx)
+        dest.mkdir(parents=True, exist_ok=True)
+        files = []
+        for key, fname in (
+            (config_key(self.host.install_name), f"Config_{self.host.install_name}.reg"),
+            (mappings_key(self.host.install_name), f"Mappings_{self.host.install_name}.reg"),
+        ):
+            ctx.log(f"reg export {key} {fname}")
+            atomic_write_text(dest / fname, self.host.registry.export(key))
+            files.append(fname)
+        return {"path": rel, **tree_manifest(dest), "exports": files}
+
+    async def backup_database(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "database", ctx)
+        manifest = await database_backup.backup_database(self.host.settings.crm_url, dest, ctx)
+        return {"path": rel, "schema_version": await self.host.db.schema_version(), **manifest}
+
+    async def backup_views(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
+        dest, rel = self._destination(params.destination, "views", ctx)
+        views = await self.host.db.view_definitions()
+        body = "".join(f"-- {name}\n{sql.strip()};\n\n" for name, sql in views.items())
+        atomic_write_text(dest / "views.sql", body)
+        return {"path": rel, "views": sorted(views), **tree_manifest(dest)}
+
+    # Restores --------------------------------------------------------------------------------------------
+    async def restore_program_files(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
+        source = self._source(params.source)
+        backup_tree = InstallTree(source, self.host.install_name)
+        if not backup_tree.exists():
+            raise ActionFailed(f"{params.source} is not a program files backup (no WWWRoot/eware.dll)")
+        try:
+            await asyncio.to_thread(verify_folder, source)
+        except ValueError as exc:
+            raise ActionFailed(f"{params.source}: the backup is damaged ({exc})") from exc
+        folder = f"{self.host.install_name}_backup"
+        ctx.log(f"copying {params.source} to {folder}")
+        await asyncio.to_thread(backup_tree.copy_to, self.host.programs_root / folder)
+        self.host.update_state(website_path=f"{folder}/WWWRoot")
+        ctx.log(f"website physical path -> {folder}\\WWWRoot")
+        return {"path": folder, "website_path": f"{folder}/WWWRoot", "version": self.host.version}
+
+    async def restore_registry(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
+        source = self._source(params.source)
+        files = sorted(source.glob("*.reg"))
+        if not files:
+            raise ActionFailed(f"{params.source} holds no .reg file")
+        keys: list[str] = []
+        for f in files:
+            ctx.log(f"reg import {f.name}")
+            keys += self.host.registry.import_reg(f.read_text(encoding="utf-8"))
+        return {"keys": keys}
+
+    async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
+        source = self._source(params.source)
+        await database_backup.verify_backup(source)
+        ctx.log("exclusive access: every other session is rolled back")
+        await self.host.db.drop_all_sessions()
+        await self.host.engine.dispose()
+        manifest = await database_backup.restore_database(self.host.settings.crm_url, source, ctx)
+        await self.host.engine.dispose()
+        await self.host.db.drop_all_sessions()
+        await self.host.refresh_sessions()
+        return {
+            "restored_from": params.source,
+            "schema_version": await self.host.db.schema_version(),
+            **manifest,
+        }
+
+    # Registration and the website -----------------------------------------------------------------------
+    def _programs_path(self, rel: str) -> Path:
+        return resolve_under(self.host.programs_root, rel)
+
+    async def register_dll(self, params: DllPathParams, ctx: OperationContext) -> dict[str, Any]:
+        rel = params.path or f"{self.host.state.get('website_path')}/eware.dll"
+        path = self._programs_path(rel)
+        if path.is_dir():
+            path = path / "WWWRoot" / "eware.dll" if (path / "WWWRoot").is_dir() else path / "eware.dll"
+        if not path.is_file():
+            raise ActionFailed(f"regsvr32: the module {rel} failed to load: no such file")
+        registered = path.relative_to(self.host.programs_root.resolve()).as_posix()
+        ctx.log(f"regsvr32 /s {registered}")
+        self.host.update_state(dll_registered=registered)
+        return {"registered": registered}
+
+    async def redirect_website(self, params: DllPathParams, ctx: OperationContext) -> dict[str, Any]:
+        rel = params.path or f"{self.host.install_name}/WWWRoot"
+        path = self._programs_path(rel)
+        if (path / "WWWRoot").is_dir():
+            path = path / "WWWRoot"
+        if not (path / "eware.dll").is_file():
+            raise ActionFailed(f"{rel} is not a Sage CRM website (no eware.dll)")
+        website = path.relative_to(self.host.programs_root.resolve()).as_posix()
+        self.host.update_state(website_path=website)
+        ctx.log(f"website physical path -> {website}")
+        return {"website_path": website, "version": self.host.version}
