@@ -4,7 +4,6 @@ progressing on the timeline."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,16 +97,6 @@ def test_a_drain_shows_without_a_reload(page: Any, demo: dict[str, Any]) -> None
     assert not_reloaded(page)
 
 
-def _deps_accepts_cookie() -> bool:
-    import controller.deps as deps
-
-    return "cookie_actor" in inspect.getsource(deps)
-
-
-@pytest.mark.skipif(
-    not _deps_accepts_cookie(),
-    reason="controller.deps.require_operator does not call controller.dashboard_session.cookie_actor yet",
-)
 def test_drain_and_undrain_buttons(page: Any) -> None:
     page.click("#servers article[data-node='crm3'] button[data-action='drain']")
     page.wait_for_selector("#servers article[data-node='crm3'][data-state='draining']")

@@ -111,18 +111,6 @@ async def test_drain_through_the_api_shows_on_the_next_fragments(controller: Har
         assert "/api/v1/nodes/crm2/undrain" in servers
 
 
-def _deps_accepts_cookie() -> bool:
-    import inspect
-
-    import controller.deps as deps
-
-    return "cookie_actor" in inspect.getsource(deps)
-
-
-@pytest.mark.skipif(
-    not _deps_accepts_cookie(),
-    reason="controller.deps.require_operator does not call controller.dashboard_session.cookie_actor yet",
-)
 async def test_the_cookie_counts_for_operator_actions_only_with_the_dashboard_header(
     controller: Harness,
 ) -> None:
