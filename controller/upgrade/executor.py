@@ -71,6 +71,7 @@ class RunExecutor:
         web_transport_for: WebTransportFor | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         session_wait: float = 1.0,
+        shared_state_database: bool = False,
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -81,6 +82,7 @@ class RunExecutor:
         self.web_transport_for = web_transport_for or (lambda _url: None)
         self.is_leader = is_leader
         self.session_wait = session_wait
+        self.shared_state_database = shared_state_database
         self.run: Run
         self.steps: list[Step] = []
         self.nodes: dict[str, PlannedNode] = {}
@@ -466,6 +468,14 @@ class RunExecutor:
             if problems:
                 raise StepFailed(f"upgrade log of {node}: " + "; ".join(problems[:10]), evidence=ev)
             return ev, f"{ev['scripts']} scripts succeeded, nothing must be fixed"
+        if step.action == "restore_database" and self.shared_state_database:
+            # The embedded default keeps crmcluster's tables in the CRM database: the restore has
+            # just rolled them back to the backup's moment. This executor holds the truth.
+            self.run.status = RunStatus.RESTORING
+            step.status, step.result = StepStatus.SUCCEEDED, result
+            step.finished_at = self.now()
+            await self.store.rewrite(self.run, self.steps)
+            return result, "database restored (crmcluster's own records written again)"
         if step.action == "restore_program_files":
             await restore.remember_restore(self, step, result)
             return result, f"program files of {node} put back"

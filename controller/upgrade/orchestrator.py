@@ -138,6 +138,7 @@ class Orchestrator:
                     web_transport_for=self.web_transport_for,
                     is_leader=lambda: self.lease.held,
                     session_wait=self.session_wait,
+                    shared_state_database=self.settings.crm_url == self.settings.state_url,
                 )
                 task = asyncio.create_task(ex.drive(), name=f"upgrade-{run.id}")
                 task.add_done_callback(lambda _t: self._wake.set())

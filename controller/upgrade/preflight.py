@@ -18,6 +18,7 @@ db_connections      "one DLL per web server plus one Tomcat database connection 
 dta_objects         "_dta_index_"/"_dta_stat_" objects "may cause an error during the upgrade"
 backup_space        "Ensure the location ... has sufficient storage space"
 sql_login           the database server's installer needs a SQL login, and it should not be ``sa``
+state_database      crmcluster's own records are not in the CRM database (a restore would roll them back)
 =================== ===========================================================================
 
 Operations sent here are read-only (check_license, list_dta_objects, probe_library), with op ids
@@ -55,6 +56,7 @@ FINDINGS = (
     "dta_objects",
     "backup_space",
     "sql_login",
+    "state_database",
 )
 
 
@@ -397,6 +399,21 @@ async def run_preflight(
                 "sql_login", "pass", f"SQL login {request.database.user}", {"user": request.database.user}
             )
         )
+
+    if settings.crm_url == settings.state_url:
+        findings.append(
+            Finding(
+                "state_database",
+                "warn",
+                "crmcluster's state database is the CRM database: restoring the CRM database also rolls "
+                "crmcluster's own records back (the controller writes the run's records again after the "
+                "restore; events between the backup and the restore are lost). Give "
+                "CRMCLUSTER_STATE_DB_URL a database of its own.",
+                {"shared": True},
+            )
+        )
+    else:
+        findings.append(Finding("state_database", "pass", "crmcluster's records are kept apart", None))
 
     order = {n: i for i, n in enumerate(FINDINGS)}
     findings.sort(key=lambda f: order.get(f.name, len(order)))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, bindparam, func, insert, select, update
+from sqlalchemy import Executable, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from config.database import unavailable_errors
@@ -245,6 +245,12 @@ def step_values(step: Step) -> dict[str, Any]:
     }
 
 
+def insert_steps(rows: list[dict[str, Any]], *, chunk: int = 100) -> list[Executable]:
+    """Multi-row INSERTs of step records, in chunks that stay under every database's limit on
+    bound parameters (SQLite's is 32766, SQL Server's 2100 — hence small chunks there)."""
+    return [insert(upgrade_steps).values(rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+
+
 def step_event(step: Step) -> dict[str, Any]:
     return {
         "step": step.id,
@@ -311,7 +317,7 @@ class UpgradeStore:
             for s in steps
         ]
         if rows:
-            stmts.append(insert(upgrade_steps).values(rows))
+            stmts += insert_steps(rows)
         await self.writer.commit(*stmts)
         await self.event(run.id, "run", {"status": run.status.value, "message": "planned"})
 
@@ -423,7 +429,7 @@ class UpgradeStore:
             for s in steps
         ]
         await self.writer.commit(
-            insert(upgrade_steps).values(rows),
+            *insert_steps(rows),
             events=[self._event_row(steps[0].run_id, "decision", event)] if event is not None else (),
         )
         self._notify(steps[0].run_id)
@@ -441,6 +447,48 @@ class UpgradeStore:
     async def save_step(self, step: Step) -> None:
         """Write the step's record together with its ``step`` event (one transaction)."""
         await self.save_steps([step])
+
+    async def rewrite(self, run: Run, steps: Sequence[Step]) -> None:
+        """Write the run's and every step's record again from memory (after a restore of a CRM
+        database that is also the state database rolled them back)."""
+        await self.writer.commit(
+            update(upgrade_runs)
+            .where(upgrade_runs.c.id == run.id)
+            .values(
+                status=run.status.value,
+                requested=None,
+                context=redact_mapping(run.context),
+                started_at=run.started_at,
+                updated_at=self.clock(),
+            ),
+            delete(upgrade_steps).where(upgrade_steps.c.run_id == run.id),
+            *insert_steps(
+                [
+                    {
+                        "run_id": x.run_id,
+                        "id": x.id,
+                        "seq": x.seq,
+                        "wave": x.wave,
+                        "phase": x.phase,
+                        "node": x.node,
+                        "action": x.action,
+                        **step_values(x),
+                    }
+                    for x in steps
+                ]
+            ),
+            events=[
+                self._event_row(
+                    run.id,
+                    "decision",
+                    {
+                        "decision": "records_rewritten",
+                        "message": "the restore rolled back the state database",
+                    },
+                )
+            ],
+        )
+        self._notify(run.id)
 
     # Events ----------------------------------------------------------------------------------------
     def _event_stmt(self, run_id: str, kind: str, data: dict[str, Any]) -> Executable:

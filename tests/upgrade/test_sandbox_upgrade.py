@@ -164,3 +164,48 @@ async def test_preflight_failures_block_start_unless_overridden(
         assert started["status"] in ("running", "restoring", "restored", "succeeded", "failed")
         await h.command(overridden["id"], "abort")
         await h.wait(overridden["id"], "aborted", "restored", "failed", timeout=90)
+
+
+async def test_restore_when_the_crm_database_is_also_the_state_database(
+    db_url: str, tokens: dict[str, str], secret_key: str, tmp_path: Path
+) -> None:
+    """The embedded default (one SQLite file, or one schema): restoring the CRM database rolls
+    crmcluster's own rows back too; the controller writes the run's records again."""
+    async with sandbox_cluster(
+        db_url=db_url,
+        crm_db_url=db_url,
+        tokens=tokens,
+        secret_key=secret_key,
+        tmp_path=tmp_path,
+        faults={"crm1": "run_installer:fail"},
+    ) as h:
+        run = await h.plan(database=DATABASE)
+        assert {f["name"]: f["status"] for f in run["preflight"]}["state_database"] == "warn"
+        await h.command(run["id"], "start")
+        done = await h.wait(run["id"], "restored", "failed", "succeeded", timeout=90)
+        assert done["status"] == "restored", done["message"]
+        assert await _versions(h) == {"crm1": "7.3", "crm2": "7.3", "crm3": "7.3"}
+        assert all(s["status"] == "succeeded" for s in done["plan"] if s["phase"] in ("freeze", "backup"))
+        installer = next(s for s in done["plan"] if s["action"] == "run_installer")
+        assert installer["status"] == "failed"
+        checklist = (await h.client.get(f"/api/v1/upgrades/{run['id']}/checklist")).json()
+        lines = {
+            (sec["title"], ln["action"]): ln["status"] for sec in checklist["sections"] for ln in sec["lines"]
+        }
+        pre = "Live manual backup \N{EN DASH} pre live upgrade"
+        assert lines[(pre, "Complete backup of Sage CRM program files")] == "done"
+        assert lines[(pre, "Complete backup of Sage CRM database")] == "done"
+        assert lines[("Live upgrade", "Complete install shield upgrade to current version")] == "failed"
+        assert "Restoring a Live Environment" in [sec["title"] for sec in checklist["sections"]], (
+            [sec["title"] for sec in checklist["sections"]],
+            sorted({s["phase"] for s in done["plan"]}),
+            len(done["plan"]),
+        )
+        assert lines[("Restoring a Live Environment", "Restoring the database backup")] == "done"
+        assert (
+            lines[
+                ("Restoring a Live Environment", "Verify: old version, old schema, 20 records, logons served")
+            ]
+            == "done"
+        )
+        assert await _states(h) == {"crm1": "up", "crm2": "up", "crm3": "up"}
