@@ -96,6 +96,18 @@ def progress(page: Page) -> tuple[str, int, int]:
     return str(run.get_attribute("data-status")), done, total
 
 
+def _midway(text: str) -> float:
+    """How well a pane shows a run under way: a running run, about half its phases done."""
+    plain = Text.from_ansi(text).plain
+    if not any(line.startswith("Upgrade ") and " running " in line for line in plain.splitlines()):
+        return -1.0
+    phases = [line for line in plain.splitlines() if line.startswith("phase ")]
+    if not phases:
+        return -1.0
+    done = sum(1 for line in phases if line.rstrip().endswith("done"))
+    return 1.0 - abs(done / len(phases) - 0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("demo_dir", type=Path)
@@ -142,8 +154,9 @@ def main() -> None:
             while time.monotonic() < deadline:
                 status, done, total = progress(page)
                 text = pane()
-                if status == "running" and 0.3 <= done / total <= 0.85:
+                if _midway(text) > _midway(mid_pane):
                     mid_pane = text
+                if status == "running" and 0.3 <= done / total <= 0.85:
                     if not shot_mid:
                         page.screenshot(path=str(OUT / "dashboard-upgrade.png"), full_page=True)
                         print("wrote", OUT / "dashboard-upgrade.png", f"({done}/{total})")
