@@ -113,16 +113,24 @@ class CommonSettings(BaseSettings):
 
     # Derived values ------------------------------------------------------------------------------
     @property
-    def embedded_db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'crmcluster.db').resolve()}"
+    def embedded_crm_url(self) -> str:
+        """The embedded stand-in for Sage CRM's database (demo and sandbox)."""
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'crm.db').resolve()}"
+
+    @property
+    def embedded_state_url(self) -> str:
+        """crmcluster's own tables. A file apart from the CRM database on purpose: restoring the CRM
+        database (the guide's "Restoring a Live Environment") must never roll back the controller's
+        own record of the upgrade that is restoring it."""
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'state.db').resolve()}"
 
     @property
     def crm_url(self) -> str:
-        return self.crm_db_url or self.embedded_db_url
+        return self.crm_db_url or self.embedded_crm_url
 
     @property
     def state_url(self) -> str:
-        return self.state_db_url or self.embedded_db_url
+        return self.state_db_url or self.embedded_state_url
 
     @property
     def url_path_install(self) -> str:

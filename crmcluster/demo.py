@@ -77,8 +77,15 @@ class DemoPlan:
     secret_key: str
 
     @property
-    def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.data_dir / 'crmcluster.db'}"
+    def crm_db_url(self) -> str:
+        """The stand-in for Sage CRM's database (Custom_SysParams, Activity, Users, Company …)."""
+        return f"sqlite+aiosqlite:///{self.data_dir / 'crm.db'}"
+
+    @property
+    def state_db_url(self) -> str:
+        """crmcluster's own tables, apart from the CRM database: a restore of the CRM database
+        must not roll back the controller's record of the upgrade that is restoring it."""
+        return f"sqlite+aiosqlite:///{self.data_dir / 'state.db'}"
 
     @property
     def controller_url(self) -> str:
@@ -240,8 +247,8 @@ def _base_env(plan: DemoPlan) -> dict[str, str]:
     env.update(
         {
             "CRMCLUSTER_DATA_DIR": str(plan.data_dir),
-            "CRMCLUSTER_STATE_DB_URL": plan.db_url,
-            "CRMCLUSTER_CRM_DB_URL": plan.db_url,
+            "CRMCLUSTER_STATE_DB_URL": plan.state_db_url,
+            "CRMCLUSTER_CRM_DB_URL": plan.crm_db_url,
             "CRMCLUSTER_INSTALL_NAME": INSTALL_NAME,
             "CRMCLUSTER_SECRET_KEY": plan.secret_key,
             "PYTHONUNBUFFERED": "1",
@@ -460,7 +467,8 @@ async def run_demo(plan: DemoPlan) -> int:
     demo_json.unlink(missing_ok=True)
     (plan.data_dir / "library").mkdir(exist_ok=True)  # the folder standing for the UNC share
     await prepare_database(
-        plan.db_url,
+        crm_url=plan.crm_db_url,
+        state_url=plan.state_db_url,
         server_names=[n.name for n in plan.nodes],
         fq_server_names=[f"{plan.host}:{n.web_port}" for n in plan.nodes],
         dtls_server_name=plan.nodes[0].name,
@@ -513,7 +521,7 @@ async def _start(plan: DemoPlan, sup: Supervisor, headers: dict[str, str]) -> di
         await wait_all_up(plan, client, timeout=STARTUP_TIMEOUT)
     await sup.wait_healthy(["balancer"], timeout=STARTUP_TIMEOUT)
     await wait_balancer_sees_all(plan, headers, timeout=STARTUP_TIMEOUT)
-    if await company_count(plan.db_url) == 0:
+    if await company_count(plan.crm_db_url) == 0:
         _say("warning: the database server seeded no companies")
     return await log_users_on(plan, count=min(LOGGED_ON_USERS, len(DEMO_USERS)))
 

@@ -39,15 +39,19 @@ DOC_TEMPLATES = "\\\\fileserver\\CRMLibrary\\Templates"
 
 
 async def prepare_database(
-    url: str,
     *,
+    crm_url: str,
+    state_url: str,
     server_names: list[str],
     fq_server_names: list[str],
     dtls_server_name: str,
 ) -> None:
-    engine = make_engine(url)
+    state = make_engine(state_url)
+    engine = make_engine(crm_url)
     try:
-        await migrate(engine)
+        await migrate(state)
+        async with state.begin() as conn:
+            await conn.execute(delete(nodes).where(nodes.c.name.not_in(server_names)))
         tables = crm_tables()
         await create_embedded_crm_tables(engine, tables)
         store = SysParamsStore(tables, CommonSettings(_env_file=None).sysparam_row_names())
@@ -68,7 +72,6 @@ async def prepare_database(
             missing = [u for u in DEMO_USERS if u not in have]
             if missing:
                 await conn.execute(tables.users.insert(), [{n.user_logon: u} for u in missing])
-            await conn.execute(delete(nodes).where(nodes.c.name.not_in(server_names)))
             await conn.execute(
                 update(tables.activity)
                 .where(tables.acty("acty_logoff").is_(None))
@@ -76,6 +79,7 @@ async def prepare_database(
             )
     finally:
         await engine.dispose()
+        await state.dispose()
 
 
 async def company_count(url: str) -> int:

@@ -27,10 +27,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_are_the_embedded_database() -> None:
     s = load_settings(CommonSettings)
-    assert s.crm_url == s.state_url
-    assert s.crm_url.startswith("sqlite+aiosqlite:///") and s.crm_url.endswith(
-        "crmcluster-data/crmcluster.db"
-    )
+    assert s.crm_url.startswith("sqlite+aiosqlite:///")
+    assert s.crm_url.endswith("crmcluster-data/crm.db")
+    # crmcluster's own state lives apart: restoring the CRM database must not roll it back.
+    assert s.state_url.endswith("crmcluster-data/state.db")
     assert s.install_name == "CRM" and s.url_path_install == "crm"
     assert s.sysparam_row_names()["server_names"] == "ServerNames"
 

@@ -262,27 +262,34 @@ def test_bad_options_fail_with_one_line(tmp_path: Path) -> None:
 
 
 async def test_the_database_is_prepared_afresh_on_every_start(tmp_path: Path) -> None:
-    from sqlalchemy import func, select
+    from sqlalchemy import func, inspect, select
 
     from config.crm_schema import crm_tables
     from config.database import make_engine
     from config.state_schema import nodes, utcnow
     from crmcluster.demo_data import DEMO_USERS, prepare_database
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crmcluster.db'}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}"
+    state_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     fq = ["127.0.0.1:8801", "127.0.0.1:8802", "127.0.0.1:8803", "127.0.0.1:8804"]
     await prepare_database(
-        url, server_names=["crm1", "crm2", "crm3", "crm4"], fq_server_names=fq, dtls_server_name="crm1"
+        crm_url=url,
+        state_url=state_url,
+        server_names=["crm1", "crm2", "crm3", "crm4"],
+        fq_server_names=fq,
+        dtls_server_name="crm1",
     )
     t = crm_tables()
     n = t.names
     engine = make_engine(url)
+    state = make_engine(state_url)
     try:
-        async with engine.begin() as conn:
+        async with state.begin() as conn:
             for name in ("crm1", "crm4"):
                 await conn.execute(
                     nodes.insert().values(name=name, state="up", roles=[], updated_at=utcnow())
                 )
+        async with engine.begin() as conn:
             await conn.execute(
                 t.activity.insert().values(
                     {
@@ -295,10 +302,16 @@ async def test_the_database_is_prepared_afresh_on_every_start(tmp_path: Path) ->
             )
         # a restart with three nodes on other ports
         await prepare_database(
-            url, server_names=["crm1", "crm2", "crm3"], fq_server_names=fq[1:], dtls_server_name="crm1"
+            crm_url=url,
+            state_url=state_url,
+            server_names=["crm1", "crm2", "crm3"],
+            fq_server_names=fq[1:],
+            dtls_server_name="crm1",
         )
-        async with engine.connect() as conn:
+        async with state.connect() as conn:
             assert [r[0] for r in await conn.execute(select(nodes.c.name))] == ["crm1"]
+        async with engine.connect() as conn:
+            assert "nodes" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
             open_rows = await conn.scalar(
                 select(func.count()).select_from(t.activity).where(t.acty("acty_logoff").is_(None))
             )
@@ -310,3 +323,4 @@ async def test_the_database_is_prepared_afresh_on_every_start(tmp_path: Path) ->
         assert values["DTLSServerName"] == "crm1" and values["DocStore"].startswith("\\\\")
     finally:
         await engine.dispose()
+        await state.dispose()
