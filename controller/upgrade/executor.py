@@ -337,7 +337,8 @@ class RunExecutor:
         """Run one step. Its "before" record is committed (with ``unsaved``, the lane's previous
         step's "after" record) before anything is sent; its own "after" record is left for the
         caller to write — with the next step's "before", or alone at the end of the lane."""
-        if step.status == StepStatus.PENDING:
+        fresh = step.status == StepStatus.PENDING  # its op id was never persisted, so never sent
+        if fresh:
             step.status = StepStatus.RUNNING
             step.op_id = step.op_id_for(step.attempt)
             step.started_at = self.now()
@@ -353,7 +354,7 @@ class RunExecutor:
         deadline = None
         if step.timeout and step.started_at is not None:
             deadline = epoch(step.started_at) + step.timeout
-        work = asyncio.create_task(self._perform(step, deadline))
+        work = asyncio.create_task(self._perform(step, deadline, fresh=fresh))
         abort = asyncio.create_task(self.aborting.wait())
         try:
             done, _ = await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
@@ -413,12 +414,16 @@ class RunExecutor:
         if upgrading:
             await self.store.set_node_states(upgrading, NodeState.UPGRADING.value)
 
-    async def _perform(self, step: Step, deadline: float | None) -> tuple[dict[str, Any] | None, str | None]:
+    async def _perform(
+        self, step: Step, deadline: float | None, *, fresh: bool = False
+    ) -> tuple[dict[str, Any] | None, str | None]:
         if step.is_local:
             return await local_steps.perform(self, step, deadline)
         assert step.node is not None
         params = self.wire_params(step)
-        record = await self.agent_op(step, step.node, step.op_id or "", step.action, params, deadline)
+        record = await self.agent_op(
+            step, step.node, step.op_id or "", step.action, params, deadline, fresh=fresh
+        )
         return await self.after(step, record.result or {})
 
     def wire_params(self, step: Step) -> dict[str, Any]:
@@ -437,7 +442,15 @@ class RunExecutor:
         return restore.wire_params(self, step, params)
 
     async def agent_op(
-        self, step: Step, node: str, op_id: str, action: str, params: dict[str, Any], deadline: float | None
+        self,
+        step: Step,
+        node: str,
+        op_id: str,
+        action: str,
+        params: dict[str, Any],
+        deadline: float | None,
+        *,
+        fresh: bool = False,
     ) -> Any:
         client = self.agents.client(self.nodes[node].agent_url)
 
@@ -453,6 +466,7 @@ class RunExecutor:
             polling=self.polling,
             clock=self.epoch_now,
             on_log=on_log,
+            fresh=fresh,
         )
 
     async def after(self, step: Step, result: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:

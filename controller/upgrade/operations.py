@@ -103,11 +103,15 @@ async def carry_out(
     polling: Polling = Polling(),
     clock: Callable[[], float] = time.time,
     on_log: Callable[[list[str]], Any] | None = None,
+    fresh: bool = False,
 ) -> OperationRecord:
     """Send (unless already sent) and follow ``op_id`` until it finishes; the succeeded record.
 
-    ``deadline`` is a ``clock()`` time (epoch seconds by default). Raises :class:`StepFailed` when
-    the operation fails, is cancelled or interrupted, is refused, or outlives the deadline.
+    ``deadline`` is a ``clock()`` time (epoch seconds by default). ``fresh`` says the caller has
+    just persisted this op id for the first time, so no one can have sent it yet and the look-up
+    is skipped (the agent would still answer a duplicate with the same operation). Raises
+    :class:`StepFailed` when the operation fails, is cancelled or interrupted, is refused, or
+    outlives the deadline.
     """
     start = clock()
     seen: list[str] = []
@@ -116,7 +120,7 @@ async def carry_out(
     last_error = ""
     while True:
         try:
-            record = await client.operation(op_id)
+            record = None if fresh and not sent else await client.operation(op_id)
             if record is None and not sent:
                 record = await client.submit(op_id, action, params)
                 sent = True
@@ -126,11 +130,11 @@ async def carry_out(
                 sent = True
             last = record
             last_error = ""
-            fresh = new_lines(seen, record.log_tail)
-            if fresh and on_log is not None:
-                seen.extend(fresh)
+            lines = new_lines(seen, record.log_tail)
+            if lines and on_log is not None:
+                seen.extend(lines)
                 seen[:] = seen[-200:]
-                res = on_log([redact(x) for x in fresh])
+                res = on_log([redact(x) for x in lines])
                 if asyncio.iscoroutine(res):
                     await res
             if record.state.finished:
