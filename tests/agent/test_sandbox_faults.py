@@ -119,3 +119,24 @@ async def test_a_72_node_upgrades_too(tmp_path: Path, sqlite_url: str, tokens: d
         assert rec.state == "succeeded" and rec.result is not None and rec.result["from_version"] == "7.2"
         log = (await agent.run("l", "read_upgrade_log")).result
         assert log is not None and log["from_version"] == "7.2" and log["to_version"] == "2017 R1"
+
+
+async def test_a_fault_fails_the_installer_on_a_non_database_server_too(
+    db_agent: SandboxAgent, tmp_path: Path, db_url: str, tokens: dict[str, str]
+) -> None:
+    from node_agent.testing import running_sandbox_agent
+
+    assert (await db_agent.run("u0", "run_installer", UPGRADE)).state == "succeeded"
+    async with running_sandbox_agent(
+        name="crm2",
+        data_dir=tmp_path / "crm2",
+        crm_db_url=db_url,
+        token=tokens["agent"],
+        roles=["indexer"],
+        faults="run_installer:fail",
+    ) as crm2:
+        upgrade = {k: v for k, v in UPGRADE.items() if k != "database"}  # "backup is not required"
+        rec = await crm2.run("u1", "run_installer", upgrade)
+        assert rec.state == "failed" and "views.es" in (rec.error or "")
+        log = (await crm2.run("l1", "read_upgrade_log")).result
+        assert log is not None and log["ok"] is False and log["failed_scripts"] == ["views.es"]

@@ -196,11 +196,7 @@ class SandboxInstaller:
                 await steps[script]()
                 outcomes.append(ScriptOutcome(script, True, "files updated"))
                 continue
-            if not with_database:
-                outcomes.append(
-                    ScriptOutcome(script, True, "database already upgraded by the database server")
-                )
-                continue
+            # Faults fire on any server: a non-database server's wizard runs the scripts too.
             if script == _FAIL_AT and fail:
                 outcomes.append(ScriptOutcome(script, False, "error 208: invalid object name 'vSentinel'"))
                 notes.append(f"{script}: view vSentinel could not be upgraded")
@@ -210,7 +206,13 @@ class SandboxInstaller:
                 outcomes.append(
                     ScriptOutcome(script, False, "error 4104: the view vCompany could not be bound")
                 )
-                await self._db(db_steps[script])
+                if with_database:
+                    await self._db(db_steps[script])
+                continue
+            if not with_database:
+                outcomes.append(
+                    ScriptOutcome(script, True, "database already upgraded by the database server")
+                )
                 continue
             await self._db(db_steps[script])
             outcomes.append(ScriptOutcome(script, True, "completed"))
