@@ -1,6 +1,6 @@
 """Benchmark: the upgrade orchestration against N simulated servers whose operations take a fixed time.
 
-    bench/upgrade/run [--nodes 10,100,500] [--step-time 0.5] [--batch 25] [--poll 0.01]
+    bench/upgrade/run [--nodes 10,100,500] [--step-time 0.5] [--batch 25] [--poll 0.005]
 
 Each N runs in a fresh process (so its peak memory is its own) with the real orchestrator, store
 (SQLite state database in a temporary folder, WAL), executor and group commit; only the agents are

@@ -274,19 +274,20 @@ class RunExecutor:
     # Waves and lanes ---------------------------------------------------------------------------------
     async def run_wave(self, wave_steps: list[Step]) -> None:
         phases = sorted({s.phase for s in wave_steps})
-        await self.emit(
-            "phase",
-            {
-                "phase": phases[0] if len(phases) == 1 else phases,
-                "wave": wave_steps[0].wave,
-                "nodes": sorted({s.node for s in wave_steps if s.node}),
-            },
-        )
+        phase = {
+            "phase": phases[0] if len(phases) == 1 else phases,
+            "wave": wave_steps[0].wave,
+            "nodes": sorted({s.node for s in wave_steps if s.node}),
+        }
         lanes: dict[str, list[Step]] = {}
         for s in wave_steps:
             lanes.setdefault(s.node or f"~{s.id}", []).append(s)
         self._stop_new = False
-        await self.mark_touched([s for s in wave_steps if s.status == StepStatus.PENDING])
+        # Queued together, so the group commit writes them in one transaction.
+        await asyncio.gather(
+            self.emit("phase", phase),
+            self.mark_touched([s for s in wave_steps if s.status == StepStatus.PENDING]),
+        )
         watcher = asyncio.create_task(self._watch_requests())
         try:
             await asyncio.gather(*(self._lane(steps) for steps in lanes.values()))
@@ -408,11 +409,13 @@ class RunExecutor:
         for s in changing:
             names |= {s.node} if s.node else set(self.nodes)
         touched = set(self.run.context.get("touched", []))
+        writes = []
         if not names <= touched:
-            await self.update_context(touched=sorted(touched | names))
+            writes.append(self.update_context(touched=sorted(touched | names)))
         upgrading = sorted({s.node for s in changing if s.action == "run_installer" and s.node})
         if upgrading:
-            await self.store.set_node_states(upgrading, NodeState.UPGRADING.value)
+            writes.append(self.store.set_node_states(upgrading, NodeState.UPGRADING.value))
+        await asyncio.gather(*writes)
 
     async def _perform(
         self, step: Step, deadline: float | None, *, fresh: bool = False
