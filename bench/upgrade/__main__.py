@@ -188,7 +188,7 @@ def main() -> None:
     ap.add_argument("--step-time", type=float, default=0.5)
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument(
-        "--poll", type=float, default=0.01, help="shortest wait between two looks at an operation"
+        "--poll", type=float, default=0.005, help="shortest wait between two looks at an operation"
     )
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
