@@ -143,6 +143,7 @@ def create_app(
             clock=clock,
             crm_now=crm_now or _crm_now,
             db_timeout=settings.db_timeout,
+            sticky_refresh=settings.sticky_refresh,
         )
         ctx.refresher = refresher
         if settings.counts_mode == "per_logon" and app_.logon_route is not None:

@@ -153,7 +153,9 @@ class ServerPool:
         self.pending.expire(now=now)
         for slot in self.slots:
             slot.logged_on = snap.logged_on.get(slot.key, 0)
-        self.sessions = snap.sessions
+        if snap.sessions is not None:
+            self.sessions = snap.sessions
+        self.sessions.update(snap.new_sessions)
         self.last_activity_id = snap.last_id
         self.counts_loaded = True
 

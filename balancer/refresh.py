@@ -59,6 +59,7 @@ class Refresher:
         clock: Callable[[], float],
         crm_now: Callable[[], datetime],
         db_timeout: float,
+        sticky_refresh: float = 5.0,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
@@ -71,6 +72,8 @@ class Refresher:
         self.clock = clock
         self.crm_now = crm_now
         self.db_timeout = db_timeout
+        self.sticky_refresh = sticky_refresh
+        self._sessions_read_at: float | None = None
         self._config_problem: str | None = None
         self._db_problem: dict[str, str | None] = {"crm": None, "state": None}
         self._counts_lock = asyncio.Lock()
@@ -107,12 +110,19 @@ class Refresher:
         async with self._counts_lock:
             try:
                 async with asyncio.timeout(self.db_timeout), self.crm_engine.connect() as conn:
+                    started = self.clock()
+                    full = (
+                        self._sessions_read_at is None
+                        or started - self._sessions_read_at >= self.sticky_refresh
+                    )
                     snap = await self.activity.read(
-                        conn, since_id=self.pool.last_activity_id, now=self.crm_now()
+                        conn, since_id=self.pool.last_activity_id, now=self.crm_now(), full=full
                     )
             except _DB_ERRORS as exc:
                 self._db_failed("crm", exc)
                 return False
+            if full:
+                self._sessions_read_at = started
             self.pool.apply_counts(snap, now=self.clock())
             self._db_ok("crm")
             return True

@@ -319,6 +319,9 @@ class BalancerSettings(CommonSettings):
     #: ``background`` (default): counts refreshed by a loop, no database round trip per logon.
     #: ``per_logon``: re-read Activity before every decision (slower; kept to measure against).
     counts_mode: Literal["background", "per_logon"] = "background"
+    #: Seconds between full reads of every open session (the sticky map); new sessions are
+    #: picked up on every counts pass in between.
+    sticky_refresh: float = Field(5.0, gt=0, le=300)
     #: Share pending logons with the other balancer replicas through the state database.
     share_pending: bool = True
     #: This replica's id in ``balancer_pending`` (default ``host:pid``).

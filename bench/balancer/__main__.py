@@ -290,7 +290,7 @@ async def alternatives(url: str) -> tuple[float, float]:
         last = None
         for _ in range(rounds):
             async with engine.connect() as conn:
-                snap = await reader.read(conn, since_id=last, now=now)
+                snap = await reader.read(conn, since_id=last, now=now, full=False)
                 last = snap.last_id
         read_us = (time.perf_counter() - t0) / rounds * 1e6
     finally:

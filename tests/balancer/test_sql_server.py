@@ -20,7 +20,10 @@ def test_activity_statements_compile_for_mssql_with_configured_names() -> None:
     names = CrmNames(activity_table="Activity", acty_server_name="Acty_Server", users_table="Users")
     reader = ActivityReader(crm_tables(names), session_timeout=timedelta(minutes=60))
     assert "max([Activity].[Acty_ActivityId])" in sql(reader.max_id()).replace('"', "")
-    assert "GROUP BY [Activity].[Acty_Server]" in sql(reader.new_rows(since_id=1, last_id=5))
+    assert "LEFT OUTER JOIN [Users]" in sql(reader.new_rows(since_id=1, last_id=5))
+    counted = sql(reader.logged_on(cutoff=datetime(2026, 1, 1), last_id=5))
+    assert "count(DISTINCT [Activity].[Acty_UserId])" in counted
+    assert "GROUP BY [Activity].[Acty_Server]" in counted
     text = sql(reader.open_sessions(cutoff=datetime(2026, 1, 1), last_id=5))
     assert "LEFT OUTER JOIN [Users]" in text
     assert "[Activity].[Acty_Logoff] IS NULL" in text

@@ -74,3 +74,21 @@ async def test_passwords_are_never_logged_or_shown(
         pages.append(repr(pool.sessions) + repr(pool.pending.counts()))
     assert all(password not in p for p in pages)
     assert password not in caplog.text
+
+
+async def test_new_sessions_are_sticky_at_once_logoffs_at_the_next_full_read(
+    make_balancer: Any, crm: Crm, clock: Any
+) -> None:
+    async with make_balancer(sticky_refresh=5) as b:
+        await crm.logon("x1", "crm1")
+        await crm.logon("x2", "crm2")
+        await crm.logon("alice", "crm3")
+        await crm.logon("x3", "crm3")
+        await b.refresher.refresh_counts()  # not a full read: the new rows carry the sessions
+        assert await b.route(["alice"]) == ["crm3"]
+        await crm.logoff("alice")
+        await b.refresher.refresh_counts()
+        assert await b.route(["alice"]) == ["crm3"]  # the map still has her until the full read
+        clock.advance(5)
+        await b.refresher.refresh_counts()
+        assert await b.route(["alice"]) == ["crm1"]
