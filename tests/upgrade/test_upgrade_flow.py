@@ -222,3 +222,18 @@ async def test_interrupted_operation_follows_the_failure_policy(harness: Harness
     paused = await h.wait(run["id"], "paused")
     step = next(s for s in paused["plan"] if s["status"] == "failed")
     assert step["action"] == "backup_database" and "interrupted" in step["message"]
+
+
+async def test_rollback_of_a_paused_run_restores(harness: Harness) -> None:
+    h = harness
+    h.cluster.faults[("crm2", "run_installer")] = "fail"
+    run = await h.plan(failure_policy="pause")
+    await h.command(run["id"], "start")
+    await h.wait(run["id"], "paused")
+    await h.command(run["id"], "rollback")
+    done = await h.wait(run["id"], "restored", "failed")
+    assert done["status"] == "restored", done["message"]
+    assert done["touched"] == ["crm1", "crm2"]
+    assert {n.version for n in h.cluster.nodes.values()} == {"7.3"}
+    assert h.cluster.schema_version == "7.3"
+    await h.command(run["id"], "resume", expect=409)
