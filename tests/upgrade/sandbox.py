@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 
 from config.crm_schema import crm_tables
 from config.database import make_engine
-from config.settings import CommonSettings
+from config.settings import BalancerSettings, CommonSettings
 from config.state_schema import nodes, utcnow
 from config.sysparams import SysParamsStore
 from controller.app import create_app
@@ -33,6 +33,22 @@ ROLES = {
 @dataclass
 class SandboxHarness(Harness):
     agents: dict[str, SandboxAgent]
+    crm_db_url: str = ""
+    state_db_url: str = ""
+
+    async def balancer_logon(self, user: str) -> httpx.Response:
+        """A logon through a real balancer (reading the same databases): 307 to the chosen server."""
+        from balancer.app import create_app as balancer_app
+
+        settings = BalancerSettings(
+            _env_file=None, crm_db_url=self.crm_db_url, state_db_url=self.state_db_url
+        )
+        app = balancer_app(settings)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://balancer") as c,
+        ):
+            return await c.post("/crm/eware.dll/Logon", data={"User_Logon": user})
 
     async def logon(self, node: str, user: str) -> int:
         async with httpx.AsyncClient() as c:
@@ -119,4 +135,4 @@ async def sandbox_cluster(
                 headers={"Authorization": f"Bearer {tokens['admin']}"},
             )
         )
-        yield SandboxHarness(app, client, None, settings, agents)  # type: ignore[arg-type]
+        yield SandboxHarness(app, client, None, settings, agents, crm_db_url, db_url)  # type: ignore[arg-type]

@@ -58,6 +58,8 @@ async def test_clean_upgrade_of_three_sandbox_servers(
         for i, name in enumerate(h.agents):
             assert await h.logon(name, f"after-{i}") < 400
         assert await _states(h) == {"crm1": "up", "crm2": "up", "crm3": "up"}
+        routed = await h.balancer_logon("after-upgrade")
+        assert routed.status_code == 307 and routed.headers["x-crm-server"] in h.agents
 
         checklist = (await h.client.get(f"/api/v1/upgrades/{run['id']}/checklist")).json()
         lines = {ln["action"]: ln for sec in checklist["sections"] for ln in sec["lines"]}
@@ -121,6 +123,8 @@ async def test_failure_on_a_later_server_is_restored(
         for name in h.agents:
             assert await h.logon(name, f"restored-{name}") < 400
         assert await _states(h) == {"crm1": "up", "crm2": "up", "crm3": "up"}
+        routed = await h.balancer_logon("after-restore")  # the balancer serves again
+        assert routed.status_code == 307 and routed.headers["x-crm-server"] in h.agents
 
 
 async def test_preflight_failures_block_start_unless_overridden(
@@ -209,3 +213,29 @@ async def test_restore_when_the_crm_database_is_also_the_state_database(
             == "done"
         )
         assert await _states(h) == {"crm1": "up", "crm2": "up", "crm3": "up"}
+
+
+async def test_users_locked_out_while_paused_then_rolled_back(
+    db_url: str, crm_db_url: str, tokens: dict[str, str], secret_key: str, tmp_path: Path
+) -> None:
+    async with sandbox_cluster(
+        db_url=db_url,
+        crm_db_url=crm_db_url,
+        tokens=tokens,
+        secret_key=secret_key,
+        tmp_path=tmp_path,
+        faults={"crm2": "read_upgrade_log:fail"},
+    ) as h:
+        run = await h.plan(database=DATABASE, failure_policy="pause")
+        await h.command(run["id"], "start")
+        paused = await h.wait(run["id"], "paused", timeout=90)
+        assert "retry the step, or roll back" in paused["message"]
+        assert (await _states(h))["crm1"] == "upgrading"
+        locked = await h.balancer_logon("during-upgrade")
+        assert locked.status_code == 503 and "retry-after" in locked.headers
+        await h.command(run["id"], "rollback")
+        done = await h.wait(run["id"], "restored", "failed", timeout=90)
+        assert done["status"] == "restored", done["message"]
+        assert await _versions(h) == {"crm1": "7.3", "crm2": "7.3", "crm3": "7.3"}
+        routed = await h.balancer_logon("after-rollback")
+        assert routed.status_code == 307 and routed.headers["x-crm-server"] in h.agents
