@@ -231,11 +231,25 @@ async def run_preflight(
             return exc.message
         return rec.result or {}
 
-    if db is not None and db.name in by_name:
-        lic = await op(db, Action.CHECK_LICENSE, {"license_key": request.license_key.get_secret_value()})
-        if isinstance(lic, str):
+    # The read-only operations run side by side: the license and _dta_ objects on the database
+    # server, the library probe on every server.
+    reachable_nodes = [n for n in nodes if n.name in by_name]
+
+    async def nothing() -> None:
+        return None
+
+    db_ok = db is not None and db.name in by_name
+    lic, dta, probes = await asyncio.gather(
+        op(db, Action.CHECK_LICENSE, {"license_key": request.license_key.get_secret_value()})
+        if db is not None and db_ok
+        else nothing(),
+        op(db, Action.LIST_DTA_OBJECTS, {}) if db is not None and db_ok else nothing(),
+        _gather_limited([lambda n=n: op(n, Action.PROBE_LIBRARY, {}) for n in reachable_nodes], limit=64),  # type: ignore[misc]
+    )
+    if db is not None and db_ok:
+        if isinstance(lic, str) or lic is None:
             findings.append(
-                Finding("license", "fail", f"the license check did not run: {lic}", {"node": db.name})
+                Finding("license", "fail", f"the license key was not accepted: {lic}", {"node": db.name})
             )
         else:
             valid = bool(lic.get("valid"))
@@ -256,8 +270,7 @@ async def run_preflight(
                     ev,
                 )
             )
-        dta = await op(db, Action.LIST_DTA_OBJECTS, {})
-        if isinstance(dta, str):
+        if isinstance(dta, str) or dta is None:
             findings.append(
                 Finding("dta_objects", "warn", f"could not list _dta_ objects: {dta}", {"node": db.name})
             )
@@ -301,8 +314,6 @@ async def run_preflight(
             )
         )
 
-    reachable_nodes = [n for n in nodes if n.name in by_name]
-    probes = await _gather_limited([lambda n=n: op(n, Action.PROBE_LIBRARY, {}) for n in reachable_nodes])  # type: ignore[misc]
     lib_ev: dict[str, Any] = {}
     bad: list[str] = []
     for n, res in zip(reachable_nodes, probes, strict=True):

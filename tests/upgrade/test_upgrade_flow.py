@@ -237,3 +237,21 @@ async def test_rollback_of_a_paused_run_restores(harness: Harness) -> None:
     assert {n.version for n in h.cluster.nodes.values()} == {"7.3"}
     assert h.cluster.schema_version == "7.3"
     await h.command(run["id"], "resume", expect=409)
+
+
+async def test_failed_restore_step_says_what_and_is_retried(harness: Harness) -> None:
+    h = harness
+    h.cluster.faults[("crm1", "run_installer")] = "fail"
+    h.cluster.faults[("crm1", "restore_registry")] = "fail"
+    run = await h.plan()
+    await h.command(run["id"], "start")
+    failed = await h.wait(run["id"], "failed", "restored")
+    assert failed["status"] == "failed"
+    assert "restore stopped" in failed["message"] and "restore_registry" in failed["message"]
+    step = next(s for s in failed["plan"] if s["phase"] == "restore" and s["status"] == "failed")
+    del h.cluster.faults[("crm1", "restore_registry")]
+    await h.command(run["id"], f"steps/{step['id']}/retry")
+    done = await h.wait(run["id"], "restored", "failed")
+    assert done["status"] == "restored", done["message"]
+    assert next(s for s in done["plan"] if s["id"] == step["id"])["attempt"] == 1
+    assert {n.version for n in h.cluster.nodes.values()} == {"7.3"}
