@@ -212,7 +212,19 @@ class RunExecutor:
     async def begin_restore(self, *, reason: str, final: str) -> None:
         """Plan (once) and start restoring the live environment."""
         self.aborting.clear()  # the abort stopped the upgrade's steps; the restore's must run
-        await self.emit("decision", {"decision": "restore", "reason": reason, "final": final})
+        if not any(s.started_at for s in self.steps if s.action != Local.SIGNOFF.value):
+            # Nothing was done yet (e.g. aborted while waiting for the sign-off): nothing to restore.
+            await self.emit("decision", {"decision": "nothing_to_restore", "reason": reason})
+            await self.store.transition(
+                self.run_id,
+                expect=[RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.AWAITING_APPROVAL],
+                status=FINAL.get(final, RunStatus.RESTORED),
+                requested=None,
+                finished_at=self.now(),
+                message=f"{reason}; nothing had changed yet",
+            )
+            self.run.requested = None
+            return
         existing = [s for s in self.steps if s.phase == Phase.RESTORE.value]
         if existing:
             for s in existing:  # a restore driven again: its failed steps run again

@@ -255,3 +255,16 @@ async def test_failed_restore_step_says_what_and_is_retried(harness: Harness) ->
     assert done["status"] == "restored", done["message"]
     assert next(s for s in done["plan"] if s["id"] == step["id"])["attempt"] == 1
     assert {n.version for n in h.cluster.nodes.values()} == {"7.3"}
+
+
+async def test_abort_while_awaiting_signoff_changes_nothing(harness: Harness) -> None:
+    h = harness
+    run = await h.plan(require_signoff=True)
+    await h.command(run["id"], "start")
+    await h.wait(run["id"], "awaiting_approval")
+    sent = set(h.cluster.sent)
+    await h.command(run["id"], "abort")
+    done = await h.wait(run["id"], "aborted", "restored", "failed")
+    assert done["status"] == "aborted" and "nothing had changed" in done["message"]
+    assert set(h.cluster.sent) == sent
+    assert not [s for s in done["plan"] if s["phase"] == "restore"]
