@@ -109,7 +109,7 @@ async def test_failure_on_a_later_server_is_restored(
         tokens=tokens,
         secret_key=secret_key,
         tmp_path=tmp_path,
-        faults={"crm3": "read_upgrade_log:fail"},  # crm3 upgraded, its log unreadable
+        faults={"crm3": "run_installer:fail"},
     ) as h:
         run = await h.plan(database=DATABASE, batch_size=1)
         await h.command(run["id"], "start")
