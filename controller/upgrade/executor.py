@@ -225,6 +225,7 @@ class RunExecutor:
             )
             self.run.requested = None
             return
+        await self.emit("decision", {"decision": "restore", "reason": reason, "final": final})
         existing = [s for s in self.steps if s.phase == Phase.RESTORE.value]
         if existing:
             for s in existing:  # a restore driven again: its failed steps run again
