@@ -255,14 +255,32 @@ class SandboxCrmDatabase:
             await conn.execute(delete(db_sessions))
 
     # Logons (the stand-in web server) ---------------------------------------------------------------
+    async def _user_id(self, user: str) -> int:
+        """The user's id, creating the Users row on a first logon. Several servers may log the same
+        user on for the first time at once (warm-up logons after a restore): the loser of the
+        insert race reads the winner's row."""
+        t = self.tables
+        n = t.names
+        lookup = select(t.users.c[n.user_id]).where(t.users.c[n.user_logon] == user)
+        for _ in range(3):
+            async with self.engine.connect() as conn:
+                uid = await conn.scalar(lookup)
+            if uid is not None:
+                return int(uid)
+            try:
+                async with self.engine.begin() as conn:
+                    res = await conn.execute(t.users.insert().values({n.user_logon: user}))
+                    assert res.inserted_primary_key is not None
+                    return int(res.inserted_primary_key[0])
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not create or find CRM user {user!r}")
+
     async def logon(self, user: str) -> int:
         t = self.tables
         n = t.names
+        uid = await self._user_id(user)
         async with self.engine.begin() as conn:
-            uid = await conn.scalar(select(t.users.c[n.user_id]).where(t.users.c[n.user_logon] == user))
-            if uid is None:
-                res = await conn.execute(t.users.insert().values({n.user_logon: user}))
-                uid = res.inserted_primary_key[0] if res.inserted_primary_key else None
             res = await conn.execute(
                 t.activity.insert().values(
                     {
