@@ -97,8 +97,8 @@ upgrade_runs = Table(
     Column("updated_at", DateTime, nullable=False),
     Column("started_at", DateTime, nullable=True),
     Column("finished_at", DateTime, nullable=True),
-    Column("requested", String(20), nullable=True),  # 0004_upgrade: pause/abort/rollback asked
-    Column("nodes", JSON, nullable=True),  # 0004_upgrade: the servers as the preflight saw them
+    Column("requested", String(20), nullable=True),  # 0003_upgrade: pause/abort/rollback asked
+    Column("nodes", JSON, nullable=True),  # 0003_upgrade: the servers as the preflight saw them
 )
 
 upgrade_steps = Table(
@@ -118,8 +118,8 @@ upgrade_steps = Table(
     Column("finished_at", DateTime, nullable=True),
     Column("message", Text, nullable=True),
     Column("result", JSON, nullable=True),
-    Column("wave", Integer, nullable=False, server_default="0"),  # 0004_upgrade
-    Column("timeout", Float, nullable=True),  # 0004_upgrade: seconds from started_at
+    Column("wave", Integer, nullable=False, server_default="0"),  # 0003_upgrade
+    Column("timeout", Float, nullable=True),  # 0003_upgrade: seconds from started_at
     Index("ix_upgrade_steps_run_seq", "run_id", "seq"),
 )
 

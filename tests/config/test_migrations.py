@@ -130,3 +130,17 @@ def test_mssql_engine_url_uses_aioodbc() -> None:
     url = parse_url("mssql://crm:pw@sql1:1433/CRM?driver=ODBC+Driver+18+for+SQL+Server")
     assert url.drivername == "mssql+aioodbc"
     assert url.query["driver"] == "ODBC Driver 18 for SQL Server"
+
+
+def test_one_linear_chain() -> None:
+    """One Alembic chain: every revision has one parent, and there is one head."""
+    from alembic.script import ScriptDirectory
+
+    from config.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1
+    revisions = list(script.walk_revisions())
+    assert revisions[-1].revision == "0001_initial"
+    for rev in revisions:
+        assert rev.down_revision is None or isinstance(rev.down_revision, str), rev.revision

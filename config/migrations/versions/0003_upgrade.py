@@ -8,8 +8,8 @@
   when every step of the waves before it has succeeded.
 - ``upgrade_steps.timeout``: seconds the step may take from ``started_at`` (survives a restart).
 
-Revision ID: 0004_upgrade
-Revises: 0001_initial
+Revision ID: 0003_upgrade
+Revises: 0002_balancer
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_upgrade"
-down_revision = "0001_initial"
+revision = "0003_upgrade"
+down_revision = "0002_balancer"
 branch_labels = None
 depends_on = None
 
