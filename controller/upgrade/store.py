@@ -245,6 +245,20 @@ def step_values(step: Step) -> dict[str, Any]:
     }
 
 
+def new_step_row(step: Step, *, run_id: str) -> dict[str, Any]:
+    """A whole ``upgrade_steps`` row for ``step``: its identity and place in the plan, then its record."""
+    return {
+        "run_id": run_id,
+        "id": step.id,
+        "seq": step.seq,
+        "wave": step.wave,
+        "phase": step.phase,
+        "node": step.node,
+        "action": step.action,
+        **step_values(step),
+    }
+
+
 def insert_steps(rows: list[dict[str, Any]], *, chunk: int = 100) -> list[Executable]:
     """Multi-row INSERTs of step records, in chunks that stay under every database's limit on
     bound parameters (SQLite's is 32766, SQL Server's 2100 — hence small chunks there)."""
@@ -303,19 +317,7 @@ class UpgradeStore:
                 updated_at=now,
             )
         ]
-        rows = [
-            {
-                "run_id": run.id,
-                "id": s.id,
-                "seq": s.seq,
-                "wave": s.wave,
-                "phase": s.phase,
-                "node": s.node,
-                "action": s.action,
-                **step_values(s),
-            }
-            for s in steps
-        ]
+        rows = [new_step_row(s, run_id=run.id) for s in steps]
         if rows:
             stmts += insert_steps(rows)
         await self.writer.commit(*stmts)
@@ -415,19 +417,7 @@ class UpgradeStore:
     async def add_steps(self, steps: Sequence[Step], *, event: dict[str, Any] | None = None) -> None:
         if not steps:
             return
-        rows = [
-            {
-                "run_id": s.run_id,
-                "id": s.id,
-                "seq": s.seq,
-                "wave": s.wave,
-                "phase": s.phase,
-                "node": s.node,
-                "action": s.action,
-                **step_values(s),
-            }
-            for s in steps
-        ]
+        rows = [new_step_row(s, run_id=s.run_id) for s in steps]
         await self.writer.commit(
             *insert_steps(rows),
             events=[self._event_row(steps[0].run_id, "decision", event)] if event is not None else (),
