@@ -238,10 +238,9 @@ class SysParamsStore:
         if unknown:
             field = sorted(unknown)[0]
             raise SysParamsError(field, f"unknown setting {field!r}; known: {', '.join(FIELDS)}")
-        current = await self.read(conn)
-        merged = current.model_dump() | dict(changes)
-        new = ClusterConfig.checked(**merged)
         old_raw = await self.read_raw(conn)
+        merged = config_from_raw(old_raw).model_dump() | dict(changes)
+        new = ClusterConfig.checked(**merged)
         new_raw = config_to_raw(new)
         t = self.tables
         for field in changes:
