@@ -24,10 +24,17 @@ from config.secrets import SecretBox, register_secret
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
-from controller import cluster, heartbeats, upgrade
-from controller.agent_client import AgentPool
+from controller.agents.client import AgentPool
+from controller.api import cluster as cluster_api
+from controller.api import cluster_ops as cluster_ops_api
+from controller.api import nodes as nodes_api
+from controller.api import records as records_api
+from controller.api import upgrades as upgrades_api
 from controller.context import ControllerContext
+from controller.dashboard import routes as dashboard
 from controller.errors import API_ERRORS
+from controller.registry import cluster, heartbeats
+from controller.upgrade import runtime as upgrade
 
 log = logging.getLogger("crmcluster.controller")
 
@@ -43,7 +50,7 @@ def create_app(
 
     ``agent_transport_for(url)`` lets tests reach agents in-process; ``clock`` (naive UTC) moves
     time for heartbeat time-outs and drains; ``watch=False`` leaves the heartbeat watch loop off
-    so a test drives :func:`controller.heartbeats.sweep` itself.
+    so a test drives :func:`controller.registry.heartbeats.sweep` itself.
     """
     for secret in (settings.admin_token, settings.agent_token, settings.operator_token, settings.secret_key):
         register_secret(secret)
@@ -111,22 +118,7 @@ def create_app(
             log.debug("metrics: gauges not refreshed: %s", exc)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # --- routers ---
-    from controller.api import cluster as cluster_api
-    from controller.api import nodes as nodes_api
-    from controller.api import operations as operations_api
-    from controller.api import records as records_api
-
-    app.include_router(cluster_api.router)
-    app.include_router(nodes_api.router)
-    app.include_router(operations_api.router)
-    app.include_router(records_api.router)
-    from controller import dashboard
-
-    app.include_router(dashboard.router)
-    from controller.upgrade.routes import router as upgrades_router
-
-    app.include_router(upgrades_router)
-    # --- end of routers ---
+    for module in (cluster_api, nodes_api, cluster_ops_api, records_api, upgrades_api, dashboard):
+        app.include_router(module.router)
 
     return app

@@ -20,12 +20,12 @@ from config.secrets import SecretBox
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
-from controller.agent_client import AgentPool
+from controller.agents.client import AgentPool
 from controller.audit import AuditTrail
-from controller.jobs import JobStore
+from controller.jobs.store import JobStore
 from controller.metrics import ControllerMetrics
-from controller.registry import NodeRegistry
-from controller.sessions import SessionCounter
+from controller.registry.nodes import NodeRegistry
+from controller.registry.sessions import SessionCounter
 
 
 @dataclass

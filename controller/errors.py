@@ -8,7 +8,7 @@
     ├── StepFailed           409  an agent operation of a job failed; ``job`` names the step
     └── AgentsUnavailable    503  an agent the change needs did not answer; retry later
 
-Agent errors (:mod:`controller.agent_client`) are translated where a route calls an agent.
+Agent errors (:mod:`controller.agents.client`) are translated where a route calls an agent.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from config.vocabulary import NodeState
 
 if TYPE_CHECKING:
     from controller.audit import AuditEntry
-    from controller.registry import NodeRecord
+    from controller.registry.nodes import NodeRecord
 
 
 class ControllerMetrics:

@@ -43,7 +43,8 @@ from config.migrate import migrate  # noqa: E402
 from config.secrets import SecretBox  # noqa: E402
 from config.settings import ControllerSettings  # noqa: E402
 from config.state_schema import nodes, utcnow  # noqa: E402
-from controller.agent_client import AgentPool  # noqa: E402
+from controller.agents.client import AgentPool  # noqa: E402
+from controller.agents.follow import Polling  # noqa: E402
 from controller.upgrade.lease import LeaderLease  # noqa: E402
 from controller.upgrade.model import (  # noqa: E402
     LOCAL_ACTIONS,
@@ -52,7 +53,6 @@ from controller.upgrade.model import (  # noqa: E402
     Step,
     UpgradeRequest,
 )
-from controller.upgrade.operations import Polling  # noqa: E402
 from controller.upgrade.orchestrator import Orchestrator  # noqa: E402
 from controller.upgrade.store import UpgradeStore  # noqa: E402
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from config.database import unavailable_errors
-from controller import cluster, heartbeats, invariants
-from controller.deps import AdminActor, AgentAuth, Context
+from controller.api.deps import AdminActor, AgentAuth, Context
+from controller.registry import cluster, heartbeats, invariants
 from node_agent.protocol import Heartbeat
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])

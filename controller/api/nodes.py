@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from config.vocabulary import Role
-from controller import drain, membership
-from controller.deps import AdminActor, Context, OperatorActor
+from controller.api.deps import AdminActor, Context, OperatorActor
+from controller.cluster_ops import drain, membership
 from controller.errors import InvalidChange
 from node_agent.protocol import Version
 

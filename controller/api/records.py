@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from controller.deps import AdminActor, Context
+from controller.api.deps import AdminActor, Context
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
 

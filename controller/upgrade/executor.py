@@ -11,7 +11,7 @@ wave with a step not yet succeeded, and acts on what it finds —
 - otherwise it runs the wave, one lane per node, lanes side by side.
 
 A step that already succeeded is never run again; a step found ``running`` after a restart is
-followed again under its op id (:func:`~controller.upgrade.operations.carry_out` looks it up on the
+followed again under its op id (:func:`~controller.agents.follow.carry_out` looks it up on the
 agent first), so nothing is ever sent twice; a retried step gets a new attempt number and so a new
 op id, and really runs again. Only the lease holder runs executors (:mod:`controller.upgrade.lease`).
 """
@@ -22,14 +22,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-import httpx
 
 from config.secrets import SecretBox, redact
 from config.vocabulary import NodeState
-from controller.agent_client import AgentPool
+from controller.agents.client import AgentPool
+from controller.agents.follow import Polling, StepFailed, carry_out
 from controller.upgrade import local_steps, restore
 from controller.upgrade.evidence import backup_evidence, compare_fingerprints, upgrade_log_findings
 from controller.upgrade.model import (
@@ -42,20 +41,16 @@ from controller.upgrade.model import (
     Step,
     StepStatus,
 )
-from controller.upgrade.operations import Polling, StepFailed, carry_out
 from controller.upgrade.plan import SECRET, PlannedNode, database_server
+from controller.upgrade.run_state import WebTransportFor, epoch
 from controller.upgrade.store import UpgradeStore, unseal
+from node_agent.protocol import OperationRecord
 
 log = logging.getLogger("crmcluster.upgrade")
-WebTransportFor = Callable[[str], httpx.AsyncBaseTransport | None]
 #: Phases whose changes do not make a node *touched* (nothing of the install changed yet).
 _UNTOUCHING = frozenset({Phase.FREEZE.value, Phase.BACKUP.value, Phase.BASELINE.value, Phase.RESTORE.value})
 #: After these restore outcomes a run ends as ...
 FINAL = {"restored": RunStatus.RESTORED, "aborted": RunStatus.ABORTED}
-
-
-def epoch(dt: datetime) -> float:
-    return dt.replace(tzinfo=UTC).timestamp()
 
 
 class RunExecutor:
@@ -433,6 +428,8 @@ class RunExecutor:
     async def _perform(
         self, step: Step, deadline: float | None, *, fresh: bool = False
     ) -> tuple[dict[str, Any] | None, str | None]:
+        if step.action == Local.VERIFY_RESTORE.value:
+            return await restore.perform_verify(self, step)
         if step.is_local:
             return await local_steps.perform(self, step, deadline)
         assert step.node is not None
@@ -467,7 +464,7 @@ class RunExecutor:
         deadline: float | None,
         *,
         fresh: bool = False,
-    ) -> Any:
+    ) -> OperationRecord:
         client = self.agents.client(self.nodes[node].agent_url)
 
         async def on_log(lines: list[str]) -> None:
@@ -539,11 +536,3 @@ def _fill_secrets(value: Any, secrets: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_fill_secrets(v, secrets) for v in value]
     return value
-
-
-async def sleep_until(ex: RunExecutor, until: float) -> None:
-    """Sleep to the wall-clock time ``until`` (epoch seconds), waking early on an abort."""
-    remaining = until - ex.epoch_now()
-    if remaining > 0:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ex.aborting.wait(), timeout=remaining)

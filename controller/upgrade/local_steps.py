@@ -2,7 +2,7 @@
 disconnected, keeping one Replication Engine, smoke checks, putting the balancer back in service
 and verifying a restore.
 
-Each returns ``(evidence, message)`` or raises :class:`~controller.upgrade.operations.StepFailed`.
+Each returns ``(evidence, message)`` or raises :class:`~controller.agents.follow.StepFailed`.
 They are safe to run again: sub-operations they send to agents carry op ids derived from the
 step's (``{step op id}.{purpose}``), so a restarted controller finds them instead of resending.
 """
@@ -10,25 +10,22 @@ step's (``{step op id}.{purpose}``), so a restarted controller finds them instea
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from config.vocabulary import NodeState
-from controller.agent_client import AgentError
-from controller.upgrade import restore
+from controller.agents.client import AgentError
+from controller.agents.follow import StepFailed
 from controller.upgrade.evidence import host_matches, sessions_by_host
 from controller.upgrade.model import Local, Step
-from controller.upgrade.operations import StepFailed
-from node_agent.protocol import Action, OperationRecord
-
-if TYPE_CHECKING:
-    from controller.upgrade.executor import RunExecutor
+from controller.upgrade.run_state import RunState, sleep_until, sub_op
+from node_agent.protocol import Action
 
 Outcome = tuple[dict[str, Any] | None, str | None]
 
 
-async def perform(ex: RunExecutor, step: Step, deadline: float | None) -> Outcome:
+async def perform(ex: RunState, step: Step, deadline: float | None) -> Outcome:
     action = Local(step.action)
     if action == Local.SIGNOFF:  # approved by the route; reaching here means it was
         return step.result, step.message or "signed off"
@@ -49,32 +46,11 @@ async def perform(ex: RunExecutor, step: Step, deadline: float | None) -> Outcom
         await ex.store.set_node_states(ex.nodes, NodeState.UP.value)
         await ex.update_context(lockout_ended_at=ex.now().isoformat() + "Z")
         return {"nodes": sorted(ex.nodes)}, "balancer back in service on every server"
-    if action == Local.VERIFY_RESTORE:
-        ev, diffs = await restore.verify(ex, step)
-        await ex.update_context(restore_verification={"differences": diffs, **ev})
-        if diffs:
-            raise StepFailed("the restored environment differs: " + "; ".join(diffs))
-        return ev, "restored and verified: old version, old schema, records equal, logons served"
     raise StepFailed(f"unknown local step {step.action}")  # pragma: no cover - Local is exhaustive
 
 
-async def sub_op(
-    ex: RunExecutor, step: Step, node: str, purpose: str, action: str, params: dict[str, Any]
-) -> OperationRecord:
-    deadline = None
-    if step.timeout and step.started_at is not None:
-        from controller.upgrade.executor import epoch
-
-        deadline = epoch(step.started_at) + step.timeout
-    record: OperationRecord = await ex.agent_op(
-        step, node, f"{step.op_id}.{purpose}", action, params, deadline
-    )
-    return record
-
-
-async def tell_users(ex: RunExecutor, step: Step) -> Outcome:
+async def tell_users(ex: RunState, step: Step) -> Outcome:
     """Users told: the balancer stops sending new logons (``draining``); then a grace period."""
-    from controller.upgrade.executor import sleep_until
 
     await ex.store.set_node_states(ex.nodes, NodeState.DRAINING.value)
     grace = float(step.params.get("grace") or 0)
@@ -88,7 +64,7 @@ async def tell_users(ex: RunExecutor, step: Step) -> Outcome:
     return {"grace_seconds": grace}, f"users told; {grace:.0f}s grace period over"
 
 
-async def verify_disconnected(ex: RunExecutor, step: Step, deadline: float | None) -> Outcome:
+async def verify_disconnected(ex: RunState, step: Step, deadline: float | None) -> Outcome:
     """The guide: "ensure all servers (with the exception of the database server) are disconnected
     from the database" — asked of the database itself, until none is left or the step times out."""
     assert step.node is not None
@@ -118,7 +94,7 @@ async def verify_disconnected(ex: RunExecutor, step: Step, deadline: float | Non
         await asyncio.sleep(ex.session_wait)
 
 
-async def one_replication_engine(ex: RunExecutor, step: Step) -> Outcome:
+async def one_replication_engine(ex: RunState, step: Step) -> Outcome:
     """Exactly one Replication Engine: removed wherever the upgrade put one back, kept on its holder."""
     holder = step.params.get("holder") or (ex.db.name if ex.db else None)
     present: dict[str, bool] = {}
@@ -144,9 +120,7 @@ async def one_replication_engine(ex: RunExecutor, step: Step) -> Outcome:
     )
 
 
-async def _http_ok(
-    ex: RunExecutor, url: str, *, method: str = "GET", data: dict[str, str] | None = None
-) -> str:
+async def _http_ok(ex: RunState, url: str, *, method: str = "GET", data: dict[str, str] | None = None) -> str:
     try:
         async with httpx.AsyncClient(transport=ex.web_transport_for(url), timeout=10.0) as client:
             resp = await client.request(method, url, data=data, follow_redirects=False)
@@ -159,7 +133,7 @@ def _logon_url(web_url: str, install: str) -> str:
     return f"{web_url.rstrip('/')}/{install.lower()}/eware.dll/Logon"
 
 
-async def logons_served(ex: RunExecutor, step: Step) -> dict[str, str]:
+async def logons_served(ex: RunState, step: Step) -> dict[str, str]:
     """Each server's logon page, asked over HTTP (``ok`` or what went wrong)."""
     out: dict[str, str] = {}
     for name in ex.nodes:
@@ -171,11 +145,11 @@ async def logons_served(ex: RunExecutor, step: Step) -> dict[str, str]:
     return out
 
 
-def _warmed_up(ex: RunExecutor, node: str) -> bool:
+def _warmed_up(ex: RunState, node: str) -> bool:
     return any(s.node == node and s.action == Action.WARMUP_LOGON.value and s.status.done for s in ex.steps)
 
 
-async def _web_of(ex: RunExecutor, name: str) -> tuple[str | None, str]:
+async def _web_of(ex: RunState, name: str) -> tuple[str | None, str]:
     node = ex.nodes[name]
     try:
         st = await ex.agents.client(node.agent_url).status()
@@ -184,7 +158,7 @@ async def _web_of(ex: RunExecutor, name: str) -> tuple[str | None, str]:
     return st.web_url or node.web_url, st.install_name
 
 
-async def smoke_check(ex: RunExecutor, step: Step) -> Outcome:
+async def smoke_check(ex: RunState, step: Step) -> Outcome:
     """DESIGN.md's smoke checks on one server: version reported, IIS and Tomcat running, the logon
     page and SData answering, the library reachable (the sample is read by the records comparison)."""
     assert step.node is not None

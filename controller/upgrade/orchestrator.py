@@ -26,8 +26,9 @@ from config.api_errors import Conflict, InvalidInput, NotFound
 from config.secrets import SecretBox, redact
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
-from controller.agent_client import AgentPool
-from controller.upgrade.executor import RunExecutor, WebTransportFor
+from controller.agents.client import AgentPool
+from controller.agents.follow import Polling
+from controller.upgrade.executor import RunExecutor
 from controller.upgrade.lease import LeaderLease
 from controller.upgrade.model import (
     ACTIVE,
@@ -39,9 +40,9 @@ from controller.upgrade.model import (
     StepStatus,
     UpgradeRequest,
 )
-from controller.upgrade.operations import Polling
 from controller.upgrade.plan import plan_upgrade
 from controller.upgrade.preflight import FINDINGS, run_preflight
+from controller.upgrade.run_state import WebTransportFor
 from controller.upgrade.store import UpgradeStore, seal
 
 log = logging.getLogger("crmcluster.upgrade")

@@ -35,9 +35,9 @@ from typing import Any, Literal
 from config.secrets import redact
 from config.settings import ControllerSettings
 from config.vocabulary import Role
-from controller.agent_client import AgentError, AgentPool
+from controller.agents.client import AgentError, AgentPool
+from controller.agents.follow import Polling, StepFailed, carry_out
 from controller.upgrade.model import UpgradeRequest
-from controller.upgrade.operations import Polling, StepFailed, carry_out
 from controller.upgrade.plan import PlannedNode, running_services
 from node_agent.protocol import Action, NodeStatus
 

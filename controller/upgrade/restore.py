@@ -20,15 +20,15 @@ a Replication Engine removed). The restore, in waves:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from controller.agents.follow import StepFailed
 from controller.upgrade.evidence import baseline_ids, compare_fingerprints
+from controller.upgrade.local_steps import logons_served
 from controller.upgrade.model import Local, Phase, Run, Step
 from controller.upgrade.plan import PlannedNode, StepBuilder, database_server, start_actions, stop_actions
+from controller.upgrade.run_state import RunState, sub_op
 from node_agent.protocol import Action
-
-if TYPE_CHECKING:
-    from controller.upgrade.executor import RunExecutor
 
 #: restore action -> the backup action whose verified result (a pre-upgrade backup step's) it puts back.
 SOURCES = {
@@ -89,7 +89,7 @@ def plan_restore(*, run: Run, nodes: list[PlannedNode], steps: list[Step]) -> li
     return b.steps
 
 
-def wire_params(ex: RunExecutor, step: Step, params: dict[str, Any]) -> dict[str, Any]:
+def wire_params(ex: RunState, step: Step, params: dict[str, Any]) -> dict[str, Any]:
     """Fill a restore step's ``source``/``path`` from the backups and restores made earlier."""
     if step.phase != Phase.RESTORE.value or not step.node:
         return params
@@ -97,8 +97,6 @@ def wire_params(ex: RunExecutor, step: Step, params: dict[str, Any]) -> dict[str
     if kind is not None:
         path = (backup_of(ex.steps, step.node, kind) or {}).get("path")
         if not path:
-            from controller.upgrade.operations import StepFailed
-
             raise StepFailed(f"no verified {kind} backup of {step.node} to restore from")
         return {**params, "source": path}
     if step.action in (Action.REDIRECT_WEBSITE.value, Action.REGISTER_DLL.value):
@@ -109,14 +107,14 @@ def wire_params(ex: RunExecutor, step: Step, params: dict[str, Any]) -> dict[str
     return params
 
 
-async def remember_restore(ex: RunExecutor, step: Step, result: dict[str, Any]) -> None:
+async def remember_restore(ex: RunState, step: Step, result: dict[str, Any]) -> None:
     """Keep where program files were put back (the website redirect and regsvr32 point there)."""
     if step.action == Action.RESTORE_PROGRAM_FILES.value and step.node:
         node = step.node
         await ex.mutate_context(lambda c: c.setdefault("restored", {}).update({node: result}))
 
 
-async def verify(ex: RunExecutor, step: Step) -> tuple[dict[str, Any], list[str]]:
+async def verify(ex: RunState, step: Step) -> tuple[dict[str, Any], list[str]]:
     """``(evidence, differences)`` of the live environment against the one before the upgrade."""
     old = step.params.get("version") or ex.run.from_version
     diffs: list[str] = []
@@ -134,8 +132,6 @@ async def verify(ex: RunExecutor, step: Step) -> tuple[dict[str, Any], list[str]
             diffs.append(f"{name}: IIS is {st.web.value}")
     baseline = ex.run.context.get("baseline")
     if ex.db is not None and baseline:
-        from controller.upgrade.local_steps import sub_op
-
         rec = await sub_op(
             ex,
             step,
@@ -151,9 +147,16 @@ async def verify(ex: RunExecutor, step: Step) -> tuple[dict[str, Any], list[str]
         diffs += record_diffs
     else:
         ev["records"] = "not applicable: no baseline was taken before the failure"
-    from controller.upgrade.local_steps import logons_served
-
     served = await logons_served(ex, step)
     ev["logons"] = served
     diffs += [f"{n}: logon not served ({why})" for n, why in served.items() if why != "ok"]
     return ev, diffs
+
+
+async def perform_verify(ex: RunState, step: Step) -> tuple[dict[str, Any], str]:
+    """The restore's last check, recorded on the run: the live environment is the one before."""
+    ev, diffs = await verify(ex, step)
+    await ex.update_context(restore_verification={"differences": diffs, **ev})
+    if diffs:
+        raise StepFailed("the restored environment differs: " + "; ".join(diffs))
+    return ev, "restored and verified: old version, old schema, records equal, logons served"

@@ -51,7 +51,9 @@ ARGS = [
 
 
 def terminal_png(browser: Browser, ansi: str, path: Path, title: str) -> None:
-    console = Console(record=True, width=COLS, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    console = Console(
+        record=True, width=COLS, file=io.StringIO(), force_terminal=True, color_system="truecolor"
+    )
     console.print(Text.from_ansi(ansi.rstrip("\n")), soft_wrap=True)
     svg = console.export_svg(title=title)
     page = browser.new_page(viewport={"width": 1500, "height": 1200})
@@ -90,9 +92,12 @@ def progress(page: Page) -> tuple[str, int, int]:
     if run.count() == 0:
         return "", 0, 1
     done = int(page.inner_text("#upgrade .run-head .done") or 0)
-    total = int(page.locator("#upgrade ol.timeline li.phase").evaluate_all(
-        "els => els.reduce((n, e) => n + Number(e.dataset.total), 0)"
-    ) or 1)
+    total = int(
+        page.locator("#upgrade ol.timeline li.phase").evaluate_all(
+            "els => els.reduce((n, e) => n + Number(e.dataset.total), 0)"
+        )
+        or 1
+    )
     return str(run.get_attribute("data-status")), done, total
 
 
@@ -128,7 +133,12 @@ def main() -> None:
         page.screenshot(path=str(OUT / "dashboard.png"), full_page=True)
         print("wrote", OUT / "dashboard.png")
 
-        terminal_png(browser, crmcluster("status", "--demo", str(opts.demo_dir)), OUT / "status.png", "crmcluster status")
+        terminal_png(
+            browser,
+            crmcluster("status", "--demo", str(opts.demo_dir)),
+            OUT / "status.png",
+            "crmcluster status",
+        )
 
         run = api.post(
             "/upgrades",
@@ -140,7 +150,9 @@ def main() -> None:
             },
         ).json()
         page.wait_for_selector(f"#upgrade .run[data-run='{run['id']}']")
-        command = f"{sys.executable} -m crmcluster upgrade start {run['id']} --demo {opts.demo_dir}; sleep 600"
+        command = (
+            f"{sys.executable} -m crmcluster upgrade start {run['id']} --demo {opts.demo_dir}; sleep 600"
+        )
         subprocess.run([*TMUX, "kill-server"], capture_output=True, check=False)
         subprocess.run(
             [*TMUX, "new-session", "-d", "-s", "tour", "-x", str(COLS), "-y", str(ROWS), command],
@@ -167,8 +179,12 @@ def main() -> None:
             final_pane = pane()
             if not shot_mid:
                 page.screenshot(path=str(OUT / "dashboard-upgrade.png"), full_page=True)
-            terminal_png(browser, mid_pane or final_pane, OUT / "upgrade-watch.png", "crmcluster upgrade start")
-            terminal_png(browser, final_pane, OUT / "upgrade-watch-end.png", "crmcluster upgrade start (ended)")
+            terminal_png(
+                browser, mid_pane or final_pane, OUT / "upgrade-watch.png", "crmcluster upgrade start"
+            )
+            terminal_png(
+                browser, final_pane, OUT / "upgrade-watch-end.png", "crmcluster upgrade start (ended)"
+            )
         finally:
             subprocess.run([*TMUX, "kill-server"], capture_output=True, check=False)
 
@@ -179,7 +195,9 @@ def main() -> None:
         box = checklist.get_by_text("Freeze live system", exact=False).first.bounding_box()
         top = max(0, int(box["y"]) - 150) if box else 0
         checklist.screenshot(
-            path=str(OUT / "checklist.png"), full_page=True, clip={"x": 0, "y": top, "width": 1100, "height": 1000}
+            path=str(OUT / "checklist.png"),
+            full_page=True,
+            clip={"x": 0, "y": top, "width": 1100, "height": 1000},
         )
         print("wrote", OUT / "checklist.png")
         browser.close()

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from config.state_schema import nodes
-from controller import heartbeats
+from controller.registry import heartbeats
 from tests.controller.conftest import Harness, node_status
 
 

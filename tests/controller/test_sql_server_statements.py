@@ -8,7 +8,7 @@ from sqlalchemy.dialects import mssql
 
 from config.crm_schema import crm_tables
 from config.state_schema import nodes
-from controller.sessions import SessionCounter, session_cutoff
+from controller.registry.sessions import SessionCounter, session_cutoff
 
 
 def compiled(stmt: object) -> str:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controller.dashboard_session import COOKIE_NAME, CSRF_HEADER, issue_session, read_session
+from controller.dashboard.session import COOKIE_NAME, CSRF_HEADER, issue_session, read_session
 from tests.controller.conftest import FakeClock, Harness, make_settings, node_status, start_controller
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.dashboard import render_sections, upgrade_view
-from controller.dashboard_feed import Snapshot, current_run
+from controller.dashboard.feed import Snapshot, current_run
+from controller.dashboard.routes import render_sections, upgrade_view
 
 
 def step(sid: str, phase: str, node: str | None, action: str, status: str) -> dict[str, Any]:

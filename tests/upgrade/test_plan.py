@@ -7,6 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.agents.follow import Polling, new_lines
 from controller.upgrade.evidence import (
     backup_evidence,
     compare_fingerprints,
@@ -14,7 +15,6 @@ from controller.upgrade.evidence import (
     upgrade_log_findings,
 )
 from controller.upgrade.model import Run, RunStatus, StepStatus
-from controller.upgrade.operations import Polling, new_lines
 from controller.upgrade.plan import PlannedNode, plan_upgrade
 from controller.upgrade.restore import plan_restore
 

@@ -26,7 +26,7 @@ from config.migrate import migrate
 from config.settings import CommonSettings
 from config.state_schema import nodes, utcnow
 from config.sysparams import SysParamsStore
-from controller import upgrade
+from controller.upgrade import runtime as upgrade
 from controller.upgrade.lease import LeaderLease
 from controller.upgrade.model import LOCAL_ACTIONS
 from tests.upgrade.conftest import LICENSE, Harness

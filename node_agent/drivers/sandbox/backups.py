@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from node_agent.backup_files import tree_manifest, verify_folder
 from node_agent.drivers.base import ActionFailed, OperationContext, resolve_under
 from node_agent.drivers.sandbox import database_backup
 from node_agent.drivers.sandbox.install_tree import InstallTree
+from node_agent.drivers.sandbox.node import SandboxNode
 from node_agent.drivers.sandbox.registry import config_key, mappings_key
 from node_agent.journal import atomic_write_text
 from node_agent.protocol import BackupParams, DllPathParams, RestoreParams
-
-if TYPE_CHECKING:
-    from node_agent.drivers.sandbox.host import SandboxDriver
 
 
 class SandboxBackups:
     """The backup, restore, ``register_dll`` and ``redirect_website`` actions of one sandbox node."""
 
-    def __init__(self, host: SandboxDriver) -> None:
+    def __init__(self, host: SandboxNode) -> None:
         self.host = host
 
     # Paths ---------------------------------------------------------------------------------------------

@@ -20,22 +20,15 @@ import asyncio
 import logging
 from typing import Any
 
-from controller.agent_client import AgentError
+from controller.agents.client import AgentError
 from controller.context import ControllerContext
 from controller.errors import AgentsUnavailable, StepFailed
-from controller.jobs import (
-    StepError,
-    StepSpec,
-    agent_step,
-    new_op_id,
-    refuse_if_placing,
-    run_agent_op,
-    run_steps,
-)
-from controller.registry import NodeRecord
+from controller.jobs.runner import agent_step, new_op_id, refuse_if_placing, run_agent_op, run_steps
+from controller.jobs.store import StepError, StepSpec
+from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Action, NodeStatus
 
-log = logging.getLogger("crmcluster.controller.replication_engine")
+log = logging.getLogger("crmcluster.controller.cluster_ops.replication_engine")
 
 
 async def live_statuses(ctx: ControllerContext, nodes: list[NodeRecord]) -> dict[str, NodeStatus | None]:

@@ -15,14 +15,14 @@ import asyncio
 import logging
 
 from config.errors import DatabaseUnavailable
-from controller.cluster import check_invariants
+from controller.cluster_ops.replication_engine import enforce_fence
 from controller.context import ControllerContext
 from controller.errors import InvalidChange
-from controller.registry import NodeRecord
-from controller.replication_engine import enforce_fence
+from controller.registry.cluster import check_invariants
+from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Heartbeat
 
-log = logging.getLogger("crmcluster.controller.heartbeats")
+log = logging.getLogger("crmcluster.controller.registry.heartbeats")
 
 
 async def receive(ctx: ControllerContext, name: str, heartbeat: Heartbeat) -> NodeRecord:

@@ -8,7 +8,7 @@ rendered by the same templates, about once a second; ``GET /dashboard/fragments`
 the same for browsers that poll instead.
 
 Sign-in: ``/?token=<admin or operator token>`` sets the session cookie and redirects to ``/``
-(:mod:`controller.dashboard_session`). The buttons (drain/undrain, pause/resume) call the JSON
+(:mod:`controller.dashboard.session`). The buttons (drain/undrain, pause/resume) call the JSON
 API itself with that cookie and the dashboard header, so they are audited like any API call.
 """
 
@@ -34,8 +34,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from config.api_errors import NotFound, Unauthorized
 from controller.context import ControllerContext
-from controller.dashboard_feed import DashboardFeed, Snapshot
-from controller.dashboard_session import (
+from controller.dashboard.feed import DashboardFeed, Snapshot
+from controller.dashboard.session import (
     COOKIE_NAME,
     CSRF_HEADER,
     SESSION_TTL,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from controller.cluster import read_config
 from controller.context import ControllerContext
 from controller.errors import InvalidChange
-from controller.jobs import StepError, new_op_id, run_agent_op
-from controller.registry import NodeRecord
+from controller.jobs.runner import new_op_id, run_agent_op
+from controller.jobs.store import StepError
+from controller.registry.cluster import read_config
+from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Action, LibraryParams
 
 

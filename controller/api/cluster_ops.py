@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller import capacity, crm_services, library, metadata, replication_engine
-from controller.deps import AdminActor, Context
+from controller.api.deps import AdminActor, Context
+from controller.cluster_ops import capacity, library, metadata, replication_engine
+from controller.cluster_ops import services as crm_services
 from controller.errors import InvalidChange
 from node_agent.protocol import UncPath
 

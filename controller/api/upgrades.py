@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from controller.deps import AdminActor, Context, OperatorActor
-from controller.upgrade import orchestrator_for
+from controller.api.deps import AdminActor, Context, OperatorActor
 from controller.upgrade.checklist import build_checklist, render_html
 from controller.upgrade.events import event_stream, parse_last_id
 from controller.upgrade.model import RunStatus, UpgradeRequest
 from controller.upgrade.orchestrator import run_view
+from controller.upgrade.runtime import orchestrator_for
 
 router = APIRouter(prefix="/api/v1/upgrades", tags=["upgrades"])
 

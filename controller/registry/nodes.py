@@ -17,7 +17,7 @@ States (:class:`~config.vocabulary.NodeState`):
 agent's report of the war file, ``indexer``/``escalation``/``email_manager`` follow the services
 it reports installed; ``database`` is as registered (and as the agent reports). ``fenced`` marks a
 node that lost the Replication Engine while down: should it come back with one, the controller
-removes it (see :mod:`controller.replication_engine`).
+removes it (see :mod:`controller.cluster_ops.replication_engine`).
 
     registry = NodeRegistry(engine, clock=utcnow)
     await registry.register(name="crm4", agent_url="http://10.0.0.4:8701", fqdn="crm4.example.com",

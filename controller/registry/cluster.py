@@ -16,9 +16,9 @@ from typing import Any
 from config.database import unavailable_errors
 from config.errors import DatabaseUnavailable
 from config.sysparams import ClusterConfig
-from controller import invariants
 from controller.context import ControllerContext
-from controller.registry import NodeRecord
+from controller.registry import invariants
+from controller.registry.nodes import NodeRecord
 
 log = logging.getLogger("crmcluster.controller")
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from config.sysparams import ClusterConfig
 from config.vocabulary import CRM_SERVICES
-from controller.registry import NodeRecord
+from controller.registry.nodes import NodeRecord
 
 SERVICE_LABELS = {"indexer": "Indexer", "escalation": "Escalation", "email_manager": "Email Manager"}
 

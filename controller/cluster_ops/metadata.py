@@ -9,8 +9,9 @@ import asyncio
 from typing import Any
 
 from controller.context import ControllerContext
-from controller.jobs import StepError, new_op_id, run_agent_op
-from controller.registry import NodeRecord
+from controller.jobs.runner import new_op_id, run_agent_op
+from controller.jobs.store import StepError
+from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Action
 
 

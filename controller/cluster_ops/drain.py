@@ -18,8 +18,9 @@ from config.state_schema import upgrade_runs
 from config.vocabulary import NodeState
 from controller.context import ControllerContext
 from controller.errors import ClusterBusy
-from controller.jobs import StepSpec, run_steps
-from controller.registry import NodeRecord
+from controller.jobs.runner import run_steps
+from controller.jobs.store import StepSpec
+from controller.registry.nodes import NodeRecord
 
 DRAIN_STEP = "wait_for_logoffs"
 #: Upgrade run statuses during which node states belong to the upgrade (DESIGN.md "Upgrades").

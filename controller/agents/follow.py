@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.secrets import redact
-from controller.agent_client import AgentClient, AgentRejected, AgentUnreachable
+from controller.agents.client import AgentClient, AgentRejected, AgentUnreachable
 from node_agent.protocol import OperationRecord, OperationState
 
 

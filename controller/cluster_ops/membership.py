@@ -29,16 +29,17 @@ from pydantic import SecretStr
 
 from config.sysparams import ClusterConfig
 from config.vocabulary import CRM_SERVICES, NodeState, Role
-from controller.agent_client import AgentError
-from controller.cluster import read_config
+from controller.agents.client import AgentError
+from controller.cluster_ops.drain import DRAIN_STEP, drain_step
 from controller.context import ControllerContext
-from controller.drain import DRAIN_STEP, drain_step
 from controller.errors import AgentsUnavailable, ClusterBusy, InvalidChange
-from controller.jobs import StepError, StepSpec, agent_step, refuse_if_placing, run_steps
-from controller.registry import NodeRecord, fqdn_from_web_url
+from controller.jobs.runner import agent_step, refuse_if_placing, run_steps
+from controller.jobs.store import StepError, StepSpec
+from controller.registry.cluster import read_config
+from controller.registry.nodes import NodeRecord, fqdn_from_web_url
 from node_agent.protocol import Action, NodeStatus, RunInstallerParams
 
-log = logging.getLogger("crmcluster.controller.membership")
+log = logging.getLogger("crmcluster.controller.cluster_ops.membership")
 
 JOIN_STEPS = (
     "disable_exchange_integration",

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from config.vocabulary import CRM_SERVICES
+from controller.cluster_ops.replication_engine import live_statuses
 from controller.context import ControllerContext
 from controller.errors import AgentsUnavailable, InvalidChange, StepFailed
-from controller.jobs import StepError, StepSpec, agent_step, refuse_if_placing, run_steps
-from controller.registry import NodeRecord
-from controller.replication_engine import live_statuses
+from controller.jobs.runner import agent_step, refuse_if_placing, run_steps
+from controller.jobs.store import StepError, StepSpec
+from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Action, NodeStatus, ServiceParams, ServiceStatus
 
 _INSTALLED = (ServiceStatus.RUNNING, ServiceStatus.STOPPED)

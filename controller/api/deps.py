@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from config.api_errors import Unauthorized, check_bearer
 from controller.context import ControllerContext
-from controller.dashboard_session import cookie_actor
+from controller.dashboard.session import cookie_actor
 
 Actor = Literal["admin", "operator"]
 

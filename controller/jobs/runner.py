@@ -1,0 +1,128 @@
+"""Running a job's steps in order: each step persisted before and after it runs, compensation on
+failure, and the one-placement-change-at-a-time rule (see :mod:`controller.jobs.store`)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from controller.agents.client import AgentError, AgentRejected, AgentUnreachable, OperationTimeout
+from controller.errors import ClusterBusy
+from controller.jobs.store import FAILED, SUCCEEDED, StepError, StepSpec
+from node_agent.protocol import Action, NoParams, OperationState, Params
+
+if TYPE_CHECKING:
+    from controller.context import ControllerContext
+    from controller.registry.nodes import NodeRecord
+
+log = logging.getLogger("crmcluster.controller.jobs")
+
+
+def describe(spec: StepSpec, seq: int) -> str:
+    where = f" on {spec.node}" if spec.node else ""
+    return f"step {seq} ({spec.action}{where})"
+
+
+async def run_steps(
+    ctx: ControllerContext,
+    job_id: str,
+    steps: Sequence[StepSpec],
+    *,
+    compensate: Sequence[StepSpec] = (),
+    kind: str = "job",
+) -> bool:
+    """Run ``steps`` in order; on the first failure stop, run ``compensate`` (appended as steps,
+    their failures only logged), and fail the job naming the step. True when every step succeeded."""
+    store = ctx.jobs
+    for seq, spec in enumerate(steps, start=1):
+        op_id = f"{job_id}:{seq}"
+        await store.start_step(job_id, seq, op_id=op_id)
+        try:
+            result = await spec.run(op_id)
+        except Exception as exc:
+            message = _error_message(exc)
+            await store.finish_step(job_id, seq, status=FAILED, message=message)
+            for comp in compensate:
+                cseq = await store.add_step(job_id, node=comp.node, action=comp.action)
+                cop = f"{job_id}:{cseq}"
+                await store.start_step(job_id, cseq, op_id=cop)
+                try:
+                    cres = await comp.run(cop)
+                except Exception as cexc:
+                    log.error("job %s: compensation %s failed: %s", job_id, comp.action, _error_message(cexc))
+                    await store.finish_step(job_id, cseq, status=FAILED, message=_error_message(cexc))
+                else:
+                    await store.finish_step(job_id, cseq, status=SUCCEEDED, result=cres)
+            await store.finish(job_id, status=FAILED, message=f"{describe(spec, seq)} failed: {message}")
+            ctx.metrics.jobs.labels(kind, FAILED).inc()
+            return False
+        await store.finish_step(job_id, seq, status=SUCCEEDED, result=result)
+    await store.finish(job_id, status=SUCCEEDED)
+    ctx.metrics.jobs.labels(kind, SUCCEEDED).inc()
+    return True
+
+
+def _error_message(exc: BaseException) -> str:
+    if isinstance(exc, StepError | AgentError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def agent_step(
+    ctx: ControllerContext,
+    node: NodeRecord,
+    action: Action,
+    params: Params | None = None,
+    *,
+    timeout: float | None = None,
+) -> StepSpec:
+    """A step that runs ``action`` on ``node``'s agent and waits for it to finish."""
+
+    async def run(op_id: str) -> dict[str, Any] | None:
+        return await run_agent_op(ctx, node, action, params, op_id=op_id, timeout=timeout)
+
+    return StepSpec(action=action.value, node=node.name, run=run)
+
+
+async def run_agent_op(
+    ctx: ControllerContext,
+    node: NodeRecord,
+    action: Action,
+    params: Params | None = None,
+    *,
+    op_id: str,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run one operation on ``node``; its result, or :class:`StepError` saying what went wrong."""
+    if not node.agent_url:
+        raise StepError(f"node {node.name} has no agent URL")
+    client = ctx.agents.client(node.agent_url)
+    try:
+        record = await client.run(
+            op_id, action, params or NoParams(), timeout=timeout or ctx.settings.operation_timeout
+        )
+    except AgentUnreachable as exc:
+        raise StepError(f"agent of {node.name} did not answer ({exc})") from exc
+    except AgentRejected as exc:
+        raise StepError(f"agent of {node.name} refused {action.value}: {exc}") from exc
+    except OperationTimeout as exc:
+        raise StepError(str(exc)) from exc
+    if record.state != OperationState.SUCCEEDED:
+        why = record.error or (record.log_tail[-1] if record.log_tail else "no message")
+        raise StepError(f"{action.value} {record.state.value} on {node.name}: {why}")
+    return record.result or {}
+
+
+def new_op_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def refuse_if_placing(ctx: ControllerContext) -> None:
+    """One placement change at a time: a second one is refused now rather than left waiting."""
+    if ctx.placement_lock.locked():
+        raise ClusterBusy(
+            "another change that moves roles between nodes (join, removal, Replication Engine, "
+            "services) is running; try again when it has finished"
+        )

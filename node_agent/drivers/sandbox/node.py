@@ -1,0 +1,43 @@
+"""What the sandbox's action modules see of the node they act on.
+
+:class:`~node_agent.drivers.sandbox.host.SandboxDriver` implements :class:`SandboxNode`; the
+action modules (:mod:`.backups`) depend on this protocol, not on the driver, so the driver can
+import them without a cycle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config.settings import AgentSettings
+from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
+from node_agent.drivers.sandbox.install_tree import InstallTree
+from node_agent.drivers.sandbox.registry import SandboxRegistry
+
+
+class SandboxNode(Protocol):
+    """One sandbox Sage CRM server: its settings, folders, registry, CRM database and saved state."""
+
+    settings: AgentSettings
+    install_name: str
+    programs_root: Path
+    backup_root: Path
+    registry: SandboxRegistry
+    engine: AsyncEngine
+    db: SandboxCrmDatabase
+    state: dict[str, Any]
+
+    @property
+    def tree(self) -> InstallTree:
+        """The live install tree (the one the website's physical path points into)."""
+        ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    def update_state(self, **changes: Any) -> None: ...
+
+    async def refresh_sessions(self) -> None: ...
