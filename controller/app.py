@@ -29,6 +29,7 @@ from controller.api import cluster as cluster_api
 from controller.api import cluster_ops as cluster_ops_api
 from controller.api import nodes as nodes_api
 from controller.api import records as records_api
+from controller.api import sizing as sizing_api
 from controller.api import upgrades as upgrades_api
 from controller.context import ControllerContext
 from controller.dashboard import routes as dashboard
@@ -118,7 +119,7 @@ def create_app(
             log.debug("metrics: gauges not refreshed: %s", exc)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for module in (cluster_api, nodes_api, cluster_ops_api, records_api, upgrades_api, dashboard):
+    for module in (cluster_api, nodes_api, cluster_ops_api, records_api, sizing_api, upgrades_api, dashboard):
         app.include_router(module.router)
 
     return app

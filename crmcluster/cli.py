@@ -111,7 +111,7 @@ def _register_optional() -> None:
     """Commands that live in their own modules (demo, client commands)."""
     import importlib
 
-    for module in ("crmcluster.demo", "crmcluster.client_commands"):
+    for module in ("crmcluster.demo", "crmcluster.client_commands", "crmcluster.advise"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:  # pragma: no cover - while the module is being built
