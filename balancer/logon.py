@@ -50,6 +50,9 @@ _UNAVAILABLE_PAGE = (
 )
 
 
+_EMPTY_BODY: Message = {"type": "http.response.body", "body": b""}
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -111,20 +114,8 @@ class LogonRoute:
             return
         slot = decision.slot
         self.metrics.decided(decision.reason, started, slot.name)
-        location = slot.location + b"?" + query if query else slot.location
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 307,
-                "headers": [
-                    (b"location", location),
-                    (b"x-crm-server", slot.name_header),
-                    (b"cache-control", b"no-store"),
-                    (b"content-length", b"0"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b""})
+        await send(slot.redirect_message(slot.location + b"?" + query) if query else slot.redirect_start)
+        await send(_EMPTY_BODY)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.max_form_bytes

@@ -12,6 +12,8 @@
     crmcluster_balancer_health_changes_total{server,to}    health check transitions (up|down)
     crmcluster_balancer_config_reloads_total{result}       changed | invalid
     crmcluster_balancer_db_errors_total{db}                crm | state
+    process_*, python_gc_*                                 the client library's standard process
+                                                           (CPU, memory) and collector metrics
 
 The hot path only adds to plain integers (:meth:`BalancerMetrics.decided`): a ``prometheus_client``
 counter takes a lock per ``inc()``, which cost a measurable share of the logon throughput. The
@@ -21,11 +23,11 @@ families when ``/metrics`` is scraped. Updates happen on the event loop thread o
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Iterator
+from time import perf_counter
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, GCCollector, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -62,11 +64,13 @@ class BalancerMetrics(Collector):
         for result in ("changed", "invalid"):
             self.config_reloads.labels(result)
         r.register(self)
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
 
     # The hot path ------------------------------------------------------------------------------
     def decided(self, reason: str, started: float, server: str | None = None) -> None:
         """Count one decision (and the logon routed to ``server``), timed from ``started``."""
-        elapsed = time.perf_counter() - started
+        elapsed = perf_counter() - started
         self.decisions[reason] += 1
         self._buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         self._latency_sum += elapsed

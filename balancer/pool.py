@@ -16,18 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from balancer.activity import ActivitySnapshot
 from balancer.health import HealthTracker
 from balancer.pending import PendingLogons
-from balancer.selection import Slot, first_available, least_loaded
+from balancer.selection import Decision, Slot, least_loaded
 from config.sysparams import ClusterConfig
 
-
-class Decision(NamedTuple):
-    slot: Slot
-    reason: str  # least_loaded | sticky | first_available
+__all__ = ["Decision", "NodeRow", "ServerPool"]
 
 
 @dataclass(frozen=True)
@@ -174,21 +171,22 @@ class ServerPool:
     def decide(self, user_logon: str | None, *, now: float, count_pending: bool = True) -> Decision | None:
         """Choose the server for one logon (and count it as pending), or None when none is available."""
         cfg = self.config
-        if cfg is None or not self.routable:
+        routable = self.routable
+        if cfg is None or not routable:
             return None
         if cfg.do_load_balancing:
-            return Decision(first_available(self.routable), "first_available")
+            return routable[0].as_first_available
         decision: Decision | None = None
         if user_logon:
             key = self.sessions.get(user_logon.strip().lower())
             sticky = self.by_key.get(key) if key else None
             if sticky is not None and sticky.routable:
-                decision = Decision(sticky, "sticky")
+                decision = sticky.as_sticky
         if decision is None:
-            slot = least_loaded(self.routable, now=now, slow_start=self.slow_start)
+            slot = least_loaded(routable, now=now, slow_start=self.slow_start)
             if slot is None:
                 return None
-            decision = Decision(slot, "least_loaded")
+            decision = slot.as_least_loaded
         if count_pending:
             self.pending.add(decision.slot.pending, now=now)
         return decision

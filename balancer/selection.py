@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 #: The floor of a server's weight, so a server in slow start is never divided by zero and a lone
 #: server always takes logons.
@@ -34,9 +35,19 @@ MIN_WEIGHT = 0.01
 ROUTABLE_STATES = frozenset({"up", None})
 
 
+class Decision(NamedTuple):
+    slot: Slot
+    reason: str  # least_loaded | sticky | first_available
+
+
 @dataclass(slots=True, eq=False)
 class Slot:
-    """One configured server as the hot path sees it."""
+    r"""One configured server as the hot path sees it.
+
+    The hot path allocates nothing it can build once: the three possible :class:`Decision`\ s for
+    this server and the ASGI ``http.response.start`` message of its 307 without a query string
+    (uvicorn copies the headers it is given; nothing mutates them) are made here.
+    """
 
     name: str
     key: str  # lower-cased name, how Activity rows and node rows are matched
@@ -51,9 +62,30 @@ class Slot:
     pending: deque[float] = field(default_factory=deque)  # shared with PendingLogons
     peer_pending: int = 0  # other balancer replicas' pending logons (balancer.replicas)
     name_header: bytes = field(default=b"")
+    as_least_loaded: Decision = field(init=False)
+    as_sticky: Decision = field(init=False)
+    as_first_available: Decision = field(init=False)
+    redirect_start: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         self.name_header = self.name.encode("ascii")
+        self.as_least_loaded = Decision(self, "least_loaded")
+        self.as_sticky = Decision(self, "sticky")
+        self.as_first_available = Decision(self, "first_available")
+        self.redirect_start = self.redirect_message(self.location)
+
+    def redirect_message(self, location: bytes) -> dict[str, Any]:
+        """The ``http.response.start`` of a 307 to ``location`` (this server's, plus a query)."""
+        return {
+            "type": "http.response.start",
+            "status": 307,
+            "headers": [
+                (b"location", location),
+                (b"x-crm-server", self.name_header),
+                (b"cache-control", b"no-store"),
+                (b"content-length", b"0"),
+            ],
+        }
 
     @property
     def routable(self) -> bool:
@@ -80,13 +112,11 @@ class Slot:
 def least_loaded(routable: Sequence[Slot], *, now: float, slow_start: float) -> Slot | None:
     """The slot of ``routable`` with the lowest score (ties: the earlier one), or None."""
     best: Slot | None = None
-    best_score = 0.0
+    best_score: float = 0.0
     for slot in routable:
-        load = slot.logged_on + len(slot.pending) + slot.peer_pending
-        if slot.ramp_start is None and slot.node_weight >= 1.0:
-            score = float(load + 1)
-        else:
-            score = (load + 1) / slot.weight(now=now, slow_start=slow_start)
+        score: float = slot.logged_on + len(slot.pending) + slot.peer_pending + 1
+        if slot.ramp_start is not None or slot.node_weight < 1.0:
+            score /= slot.weight(now=now, slow_start=slow_start)
         if best is None or score < best_score:
             best, best_score = slot, score
     return best

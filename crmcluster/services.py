@@ -1,8 +1,16 @@
-"""Running a service: uvicorn with our logging (secrets redacted) and a clear word when a port is taken."""
+"""Running a service: uvicorn as its own runner starts it, with our logging and a tamed collector.
+
+:func:`serve` is what ``crmcluster controller|balancer|agent`` call. It runs uvicorn through
+``Server.run()``, which builds the event loop from ``loop="auto"`` — uvloop when installed (it
+comes with ``uvicorn[standard]``) — and parses HTTP with ``http="auto"`` (httptools when
+installed). ``asyncio.run(server.serve())`` would skip the loop choice and run on the stock
+asyncio loop: the balancer then did 0.58 of a bare uvicorn app's logons/s instead of 0.85+.
+Once the app's lifespan has started, the collector is tamed (:mod:`crmcluster.collector`).
+Logs go through our redaction; a port already taken is one clear line.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import socket
@@ -12,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from config.secrets import install_redaction
+from crmcluster.collector import tame_after_startup
 
 log = logging.getLogger("crmcluster")
 
@@ -49,6 +58,27 @@ def setup_logging(level: str = "info") -> None:
         install_redaction(logging.getLogger(name))
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, with the collector tamed between the app's start-up and the first request.
+
+    uvicorn runs the lifespan start-up, then binds and serves: the collection and freeze are
+    slipped in between (a full collection of what start-up built takes 0.1-0.3 s, which would
+    otherwise stall the first requests).
+    """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        lifespan = self.lifespan
+        app_startup = lifespan.startup
+
+        async def startup_then_tame() -> None:
+            await app_startup()
+            if not lifespan.should_exit:
+                tame_after_startup()
+
+        lifespan.startup = startup_then_tame
+        await super().startup(sockets)
+
+
 def serve(app: FastAPI, *, host: str, port: int, access_log: bool = False, log_level: str = "info") -> None:
     """Serve ``app`` until SIGINT/SIGTERM (uvicorn's graceful shutdown: stop accepting, drain, stop)."""
     check_port_free(host, port)
@@ -56,13 +86,15 @@ def serve(app: FastAPI, *, host: str, port: int, access_log: bool = False, log_l
         app,
         host=host,
         port=port,
+        loop="auto",
+        http="auto",
         access_log=access_log,
         log_level=log_level if log_level != "info" else "warning",
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    asyncio.run(server.serve())
+    server = _Server(config)
+    server.run()
     if not server.started:
         raise SystemExit(1)

@@ -1,97 +1,41 @@
-"""One server process of the benchmark, always under the same uvicorn settings.
+"""The one variant that is not a setting: the logon served by a FastAPI route, not the raw path.
 
-python -m bench.balancer.serve bare|balancer|per_logon PORT [DB_URL]
+    python -m bench.balancer.serve PORT      (settings from the environment, as ``crmcluster balancer``)
+
+Run through :func:`crmcluster.services.serve`, the same runner as ``crmcluster balancer``, so the
+only difference measured is the route.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-import uvicorn
 from fastapi import Request, Response
-
-LOCATION = b"http://crm1.example.com/crm/eware.dll/Logon"
-
-
-async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The floor: a raw ASGI app that only answers a fixed 307 (and handles the lifespan)."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 307,
-            "headers": [
-                (b"location", LOCATION),
-                (b"x-crm-server", b"crm1"),
-                (b"cache-control", b"no-store"),
-                (b"content-length", b"0"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
-
-
-def run(app: Any, port: int) -> None:
-    """The uvicorn settings both apps share: one worker, uvloop + httptools, no access log."""
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        workers=1,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-    )
 
 
 def main(argv: list[str]) -> None:
-    kind, port = argv[0], int(argv[1])
-    if kind == "bare":
-        run(bare_app, port)
-        return
     from balancer.app import create_app
-    from config.settings import BalancerSettings
+    from config.settings import BalancerSettings, load_settings
+    from crmcluster.services import serve
 
-    url = argv[2]
-    settings = BalancerSettings(
-        crm_db_url=url,
-        state_db_url=url,
-        install_name="CRM",
-        counts_mode="per_logon" if kind == "per_logon" else "background",
-    )
-    app = create_app(settings)
-    if kind == "fastapi":
-        ctx = app.state.balancer
-        app.logon_route = None
+    app = create_app(load_settings(BalancerSettings))
+    ctx = app.state.balancer
+    app.logon_route = None
 
-        @app.api_route("/crm/eware.dll/Logon", methods=["GET", "POST"])
-        async def logon(request: Request) -> Response:
-            decision = ctx.pool.decide(None, now=ctx.clock())
-            if decision is None:
-                return Response(status_code=503)
-            location = decision.slot.location.decode()
-            if request.url.query:
-                location += "?" + request.url.query
-            return Response(
-                status_code=307,
-                headers={
-                    "location": location,
-                    "x-crm-server": decision.slot.name,
-                    "cache-control": "no-store",
-                },
-            )
+    @app.api_route("/crm/eware.dll/Logon", methods=["GET", "POST"])
+    async def logon(request: Request) -> Response:
+        decision = ctx.pool.decide(None, now=ctx.clock())
+        if decision is None:
+            return Response(status_code=503)
+        location = decision.slot.location.decode()
+        if request.url.query:
+            location += "?" + request.url.query
+        return Response(
+            status_code=307,
+            headers={"location": location, "x-crm-server": decision.slot.name, "cache-control": "no-store"},
+        )
 
-    run(app, port)
+    serve(app, host="127.0.0.1", port=int(argv[0]))
 
 
 if __name__ == "__main__":
