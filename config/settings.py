@@ -222,6 +222,16 @@ class AgentSettings(CommonSettings):
     #: Finished operations older than this are dropped from the journal at start.
     journal_keep_days: int = Field(30, ge=1, le=3650)
 
+    # HAProxy's agent-check (node_agent.agent_check) ---------------------------------------------
+    #: The TCP port HAProxy's ``agent-check agent-port`` asks; None (default): no listener;
+    #: 0: a free port (tests).
+    agent_check_port: int | None = Field(None, ge=0, le=65535)
+    agent_check_host: str = Field("0.0.0.0", min_length=1, max_length=255)  # noqa: S104
+    #: Seconds over which the weight the agent answers ramps up after the server comes back.
+    agent_check_slow_start: float = Field(30.0, ge=0, le=3600)
+    #: Seconds between looks at the state the controller holds for this node (agent-check on).
+    state_poll_interval: float = Field(1.0, gt=0, le=60)
+
     # Sandbox driver -----------------------------------------------------------------------------
     sandbox_version: Literal["7.2", "7.3"] = "7.3"
     sandbox_roles: str = ""

@@ -4,10 +4,11 @@ contract").
 It brings up, on loopback and the embedded SQLite database under ``--data-dir``:
 
 - the controller (port 8700) and the login balancer (port 8080);
-- ``--nodes N`` (default 3) sandbox web servers, each a node agent plus its stand-in CRM web
-  server, installed as a Sage CRM 7.3 cluster: ``crm1`` the database server with the Replication
-  Engine and the Email Manager, ``crm2`` the Indexer, ``crm3`` the Escalation service (the guide's
-  example); further nodes are plain web servers;
+- ``--nodes N`` (default 3) sandbox web servers, each a node agent (answering HAProxy's
+  agent-check too) plus its stand-in CRM web server, installed as a Sage CRM 7.3 cluster:
+  ``crm1`` the database server with the Replication Engine and the Email Manager, ``crm2`` the
+  Indexer, ``crm3`` the Escalation service (the guide's example); further nodes are plain web
+  servers;
 
 seeds ``Custom_SysParams`` (ServerNames, FQServerNames = the stand-in web servers' host:port,
 DTLSServerName, DocStore/DocTemplates) and the demo users, registers the nodes with the controller,
@@ -47,6 +48,8 @@ from node_agent.protocol import Action
 INSTALL_NAME = "CRM"
 VERSION = "7.3"
 CONTROLLER_PORT, BALANCER_PORT, AGENT_PORT_BASE, WEB_PORT_BASE = 8700, 8080, 8700, 8800
+#: HAProxy's agent-check port of node i is AGENT_CHECK_PORT_BASE + i (deploy/haproxy/agent-check.cfg).
+AGENT_CHECK_PORT_BASE = 8900
 FAULT_KINDS = ("fail", "hang", "crash", "log_error", "nb", "invalid")
 LOGGED_ON_USERS = 5
 STARTUP_TIMEOUT = 90.0
@@ -62,6 +65,7 @@ class NodePlan:
     roles: list[str]
     agent_port: int
     web_port: int
+    agent_check_port: int
     faults: list[str] = field(default_factory=list)
 
 
@@ -202,13 +206,15 @@ def make_plan(
     names = list(roles)
     fault_map = parse_faults(faults, names)
     if ports == "auto":
-        picked = free_ports(host, 2 + 2 * nodes)
+        picked = free_ports(host, 2 + 3 * nodes)
         c_port, b_port = picked[0], picked[1]
-        agent_ports, web_ports = picked[2 : 2 + nodes], picked[2 + nodes :]
+        agent_ports, web_ports = picked[2 : 2 + nodes], picked[2 + nodes : 2 + 2 * nodes]
+        check_ports = picked[2 + 2 * nodes :]
     else:
         c_port, b_port = CONTROLLER_PORT, BALANCER_PORT
         agent_ports = [AGENT_PORT_BASE + i for i in range(1, nodes + 1)]
         web_ports = [WEB_PORT_BASE + i for i in range(1, nodes + 1)]
+        check_ports = [AGENT_CHECK_PORT_BASE + i for i in range(1, nodes + 1)]
     c_port = controller_port or c_port
     b_port = balancer_port or b_port
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -219,14 +225,22 @@ def make_plan(
         controller_port=c_port,
         balancer_port=b_port,
         nodes=[
-            NodePlan(name=n, roles=roles[n], agent_port=a, web_port=w, faults=fault_map.get(n, []))
-            for n, a, w in zip(names, agent_ports, web_ports, strict=True)
+            NodePlan(
+                name=n,
+                roles=roles[n],
+                agent_port=a,
+                web_port=w,
+                agent_check_port=c,
+                faults=fault_map.get(n, []),
+            )
+            for n, a, w, c in zip(names, agent_ports, web_ports, check_ports, strict=True)
         ],
         **sec,
     )
     all_ports = [("controller", c_port), ("balancer", b_port)]
     all_ports += [(f"{n.name} agent", n.agent_port) for n in plan.nodes]
     all_ports += [(f"{n.name} web server", n.web_port) for n in plan.nodes]
+    all_ports += [(f"{n.name} agent-check", n.agent_check_port) for n in plan.nodes]
     seen: dict[int, str] = {}
     for what, port in all_ports:
         if port in seen:
@@ -314,6 +328,8 @@ def service_specs(plan: DemoPlan) -> list[ServiceSpec]:
                     "CRMCLUSTER_SANDBOX_VERSION": VERSION,
                     "CRMCLUSTER_SANDBOX_ROLES": ",".join(node.roles),
                     "CRMCLUSTER_SANDBOX_WEB_PORT": str(node.web_port),
+                    "CRMCLUSTER_AGENT_CHECK_PORT": str(node.agent_check_port),
+                    "CRMCLUSTER_AGENT_CHECK_HOST": plan.host,
                     "CRMCLUSTER_SANDBOX_LIBRARY_ROOT": str(plan.data_dir / "library"),
                     "CRMCLUSTER_SANDBOX_FAULTS": ",".join(node.faults),
                 },
@@ -411,7 +427,13 @@ def demo_document(plan: DemoPlan, pids: dict[str, int]) -> dict[str, Any]:
         "agent_token": plan.agent_token,
         "install_name": INSTALL_NAME,
         "nodes": [
-            {"name": n.name, "agent_url": plan.agent_url(n), "web_url": plan.web_url(n), "roles": n.roles}
+            {
+                "name": n.name,
+                "agent_url": plan.agent_url(n),
+                "web_url": plan.web_url(n),
+                "agent_check_port": n.agent_check_port,
+                "roles": n.roles,
+            }
             for n in plan.nodes
         ],
         "data_dir": str(plan.data_dir),

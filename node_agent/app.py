@@ -9,9 +9,10 @@
 
 Every ``/v1`` request carries ``Authorization: Bearer <CRMCLUSTER_AGENT_TOKEN>`` (compared in
 constant time). The lifespan starts the driver (the sandbox's stand-in web server), reads the
-operation journal (what was running reads ``interrupted``), and runs the heartbeat and the IIS
-watcher as supervised tasks; shutdown stops accepting, interrupts running operations, stops the
-driver.
+operation journal (what was running reads ``interrupted``), opens HAProxy's agent-check port when
+``CRMCLUSTER_AGENT_CHECK_PORT`` is set (:mod:`node_agent.agent_check`), and runs the heartbeat,
+the IIS watcher and (with the agent-check) the poll of the node's state as supervised tasks;
+shutdown stops accepting, interrupts running operations, stops the driver.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from config.database import parse_url
 from config.errors import SettingError
 from config.secrets import register_secret
 from config.settings import AgentSettings
+from node_agent.agent_check import AgentCheck, AgentCheckServer, WebHealth
+from node_agent.assignment import AssignmentKeeper, AssignmentPoller
 from node_agent.drivers.base import HostDriver
 from node_agent.heartbeat import HeartbeatSender, Sleep
 from node_agent.iis_watch import IisResetWatcher
@@ -108,6 +111,30 @@ def create_app(
         **({"sleep": sleep} if sleep else {}),
     )
     supervisor = TaskSupervisor(f"agent {settings.name}")
+    keeper = AssignmentKeeper(settings.data_dir / "agent" / "assignment.json", clock=now)
+    agent_check: AgentCheckServer | None = None
+    poller: AssignmentPoller | None = None
+    if settings.agent_check_port is not None:
+        agent_check = AgentCheckServer(
+            AgentCheck(
+                keeper=keeper,
+                health=WebHealth(host_driver.status),
+                slow_start=settings.agent_check_slow_start,
+            ),
+            host=settings.agent_check_host,
+            port=settings.agent_check_port,
+        )
+        if settings.controller_url:
+            poller = AssignmentPoller(
+                controller_url=settings.controller_url,
+                name=settings.name or "agent",
+                token=token,
+                keeper=keeper,
+                interval=settings.state_poll_interval,
+                max_backoff=settings.heartbeat_max_backoff,
+                transport=controller_transport,
+                **({"sleep": sleep} if sleep else {}),
+            )
     heartbeat: HeartbeatSender | None = None
     if settings.controller_url:
         heartbeat = HeartbeatSender(
@@ -120,13 +147,17 @@ def create_app(
             max_backoff=settings.heartbeat_max_backoff,
             clock=now,
             transport=controller_transport,
+            on_answer=keeper.heard,
             **({"sleep": sleep} if sleep else {}),
         )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         operations.load()
+        keeper.load()
         await host_driver.start()
+        if agent_check is not None:
+            await agent_check.start()
         if background:
             supervisor.start(
                 "iis-watch", watcher.run, restart=True, restart_delay=settings.iis_watch_interval
@@ -135,9 +166,15 @@ def create_app(
                 supervisor.start(
                     "heartbeat", heartbeat.run, restart=True, restart_delay=settings.heartbeat_interval
                 )
+            if poller is not None:
+                supervisor.start(
+                    "assignment", poller.run, restart=True, restart_delay=settings.state_poll_interval
+                )
         try:
             yield
         finally:
+            if agent_check is not None:
+                await agent_check.stop()
             await supervisor.cancel_all()
             await operations.shutdown(timeout=5)
             await host_driver.stop()
@@ -149,6 +186,9 @@ def create_app(
     app.state.operations = operations
     app.state.watcher = watcher
     app.state.heartbeat = heartbeat
+    app.state.assignment = keeper
+    app.state.assignment_poller = poller
+    app.state.agent_check = agent_check
 
     async def require_token(request: Request) -> None:
         if check_bearer(request, token) is None:

@@ -37,6 +37,7 @@ class HeartbeatSender:
         clock: Callable[[], datetime],
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        on_answer: Callable[[object], object] | None = None,
     ) -> None:
         self.url = f"{controller_url.rstrip('/')}/api/v1/agents/{name}/heartbeat"
         self._token = token
@@ -47,6 +48,7 @@ class HeartbeatSender:
         self._clock = clock
         self._transport = transport
         self._sleep = sleep
+        self._on_answer = on_answer
         self.failures = 0
         self.sent = 0
         self.last_answer: dict[str, object] | None = None
@@ -81,6 +83,8 @@ class HeartbeatSender:
             self.last_answer = body if isinstance(body, dict) else None
         except ValueError:
             self.last_answer = None
+        if self.last_answer is not None and self._on_answer is not None:
+            self._on_answer(self.last_answer)
         return True
 
     def _failed(self, why: str) -> None:

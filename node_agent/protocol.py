@@ -4,7 +4,12 @@
     POST /v1/operations                   OperationRequest -> 202 OperationRecord
     GET  /v1/operations/{op_id}           -> OperationRecord
     POST /v1/operations/{op_id}/cancel    -> OperationRecord
-    controller: POST /api/v1/agents/{name}/heartbeat   Heartbeat
+    controller: POST /api/v1/agents/{name}/heartbeat   Heartbeat -> NodeAssignment
+    controller: GET  /api/v1/agents/{name}/state       -> NodeAssignment
+
+Requests the controller sends carry the ids of what they serve (:data:`REQUEST_ID_HEADER`,
+:data:`RUN_ID_HEADER`, :data:`OPERATION_ID_HEADER`): the agent's log lines carry them too, so one
+grep follows a step across machines.
 
 Every request carries ``Authorization: Bearer <agent token>``. The same ``op_id`` twice is the same
 operation, never run twice. Params are validated per action by :func:`parse_params` (unknown
@@ -23,9 +28,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from config.sysparams import is_unc
-from config.vocabulary import KNOWN_VERSIONS
+from config.vocabulary import KNOWN_VERSIONS, NodeState
 
 PROTOCOL_VERSION = 1
+
+#: The request that caused this call (the controller's own request id, or the caller's).
+REQUEST_ID_HEADER = "X-Request-ID"
+#: The upgrade run a call belongs to.
+RUN_ID_HEADER = "X-CRMCluster-Run-ID"
+#: The operation (``op_id``) a call is about.
+OPERATION_ID_HEADER = "X-CRMCluster-Operation-ID"
 
 
 class Action(StrEnum):
@@ -307,3 +319,14 @@ class Heartbeat(BaseModel):
     status: NodeStatus
     agent_url: str | None = None
     sent_at: datetime
+
+
+class NodeAssignment(BaseModel):
+    """What the controller holds for a node: its answer to a heartbeat, and to
+    ``GET /api/v1/agents/{name}/state``. The agent answers HAProxy's agent-check from it."""
+
+    state: NodeState
+    #: The node's weight (0..1, normally 1), the controller's cap on its share of the logons.
+    weight: float = Field(1.0, ge=0, le=1)
+    #: The node lost the Replication Engine while it was down (the controller removes a copy).
+    fenced: bool = False

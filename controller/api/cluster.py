@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from config.database import unavailable_errors
 from controller.api.deps import AdminActor, AgentAuth, Context
 from controller.registry import cluster, heartbeats, invariants
-from node_agent.protocol import Heartbeat
+from controller.registry.nodes import NodeRecord
+from node_agent.protocol import Heartbeat, NodeAssignment
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
 
@@ -49,8 +50,17 @@ async def put_config(body: ConfigChange, ctx: Context, actor: AdminActor) -> dic
     return {"sysparams": config.model_dump(), "warnings": invariants.as_json(warnings)}
 
 
-@router.post("/agents/{name}/heartbeat")
-async def heartbeat(name: str, body: Heartbeat, ctx: Context, _auth: AgentAuth) -> dict[str, Any]:
+def assignment(rec: NodeRecord) -> NodeAssignment:
+    return NodeAssignment(state=rec.state, weight=min(max(rec.weight, 0.0), 1.0), fenced=rec.fenced)
+
+
+@router.post("/agents/{name}/heartbeat", response_model=NodeAssignment)
+async def heartbeat(name: str, body: Heartbeat, ctx: Context, _auth: AgentAuth) -> NodeAssignment:
     """An agent's heartbeat: records its observed status; answers the state the controller holds."""
-    rec = await heartbeats.receive(ctx, name, body)
-    return {"state": rec.state, "fenced": rec.fenced}
+    return assignment(await heartbeats.receive(ctx, name, body))
+
+
+@router.get("/agents/{name}/state", response_model=NodeAssignment)
+async def agent_state(name: str, ctx: Context, _auth: AgentAuth) -> NodeAssignment:
+    """The state the controller holds for the agent's node (its agent-check answers from it)."""
+    return assignment(await ctx.registry.get(name))

@@ -75,8 +75,12 @@ def test_secrets_are_made_once_per_data_dir_and_kept_private(tmp_path: Path) -> 
     assert (a.admin_token, a.agent_token, a.secret_key) == (b.admin_token, b.agent_token, b.secret_key)
     assert len({a.admin_token, a.agent_token}) == 2 and len(a.admin_token) >= 16
     assert (tmp_path / "demo-secrets.json").stat().st_mode & 0o777 == 0o600
-    ports = [a.controller_port, a.balancer_port, *[p for n in a.nodes for p in (n.agent_port, n.web_port)]]
-    assert len(set(ports)) == len(ports) == 6
+    ports = [
+        a.controller_port,
+        a.balancer_port,
+        *[p for n in a.nodes for p in (n.agent_port, n.web_port, n.agent_check_port)],
+    ]
+    assert len(set(ports)) == len(ports) == 8
 
 
 def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
@@ -201,6 +205,10 @@ def test_the_demo_runs_supervises_and_stops_cleanly(demo_dir: Path) -> None:
             assert all(n["logged_on"] >= 1 for n in cluster["nodes"])  # spread by the balancer
             servers = c.get(f"{doc['balancer_url']}/api/v1/servers").json()["servers"]
             assert [s["name"] for s in servers] == ["crm1", "crm2", "crm3"]
+            # Every agent answers HAProxy's agent-check on the port demo.json names.
+            for n in doc["nodes"]:
+                with socket.create_connection(("127.0.0.1", n["agent_check_port"]), timeout=5) as s:
+                    assert s.makefile("rb").readline() == b"up ready 100%\n", n["name"]
             lib = c.post(f"{doc['controller_url']}/api/v1/library/verify").json()
             assert {n["name"]: n["ok"] for n in lib["nodes"]} == {"crm1": True, "crm2": True, "crm3": False}
             # supervision: a killed agent is started again and comes back up
