@@ -2,8 +2,9 @@
 
 Whichever service starts first migrates; the others wait on the same lock and then only verify
 that the database is at the head this code knows. The lock is the database's own where it has
-one — ``pg_advisory_lock`` on PostgreSQL, ``sp_getapplock`` on SQL Server — and an ``flock`` on a
-file beside the database for SQLite.
+one — ``pg_advisory_lock`` on PostgreSQL, ``sp_getapplock`` on SQL Server — and, for SQLite, a
+lock file beside the database (``filelock``: ``flock`` on POSIX, ``msvcrt.locking`` on Windows, taken
+in a worker thread so the event loop keeps running while another process migrates).
 
 Run by hand: ``crmcluster migrate`` (or ``python -m config.migrate URL``).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from filelock import AsyncFileLock
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -58,12 +59,8 @@ def _upgrade(sync_conn: Any) -> None:
 async def _sqlite_file_lock(path: Path) -> AsyncIterator[None]:
     lock_path = path.with_name(path.name + ".migrate.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as fh:
-        await asyncio.to_thread(fcntl.flock, fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    async with AsyncFileLock(lock_path):
+        yield
 
 
 async def _lock(conn: AsyncConnection) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from filelock import AsyncFileLock
 from sqlalchemy import inspect, text
 from sqlalchemy.dialects import mssql
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -59,6 +61,42 @@ async def test_concurrent_migrations_in_one_process(db_url: str) -> None:
         for e in engines:
             await e.dispose()
     assert all(r == head_revisions() for r in results)
+
+
+async def test_sqlite_waits_for_the_lock_file_without_blocking(sqlite_url: str, tmp_path: Path) -> None:
+    """Another process holding the lock file beside the database keeps ``migrate`` waiting; the event
+    loop goes on meanwhile (the lock is taken in a worker thread), and the migration runs once it
+    is released."""
+    engine = make_engine(sqlite_url)
+    held = AsyncFileLock(tmp_path / "crmcluster.db.migrate.lock")
+    try:
+        await held.acquire()
+        task = asyncio.create_task(migrate(engine))
+        ticks = 0
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.5
+        while loop.time() < until:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not task.done(), "migrate did not wait for the lock"
+        assert ticks >= 10, f"the event loop stalled while migrate waited ({ticks} ticks)"
+        assert "alembic_version" not in await table_names(engine)
+        await held.release()
+        assert await asyncio.wait_for(task, timeout=30) == head_revisions()
+    finally:
+        if held.is_locked:
+            await held.release()
+        await engine.dispose()
+
+
+def test_the_migrate_command_does_not_need_fcntl() -> None:
+    """Windows has no ``fcntl``: the migration module (and so ``crmcluster migrate``) still imports."""
+    code = "import sys; sys.modules['fcntl'] = None; import config.migrate; print('imported')"
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "imported" in proc.stdout
 
 
 def test_two_processes_migrating_the_same_database_at_once(db_url: str) -> None:
