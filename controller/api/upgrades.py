@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse
+from sse_starlette import EventSourceResponse
 
 from controller.api.deps import AdminActor, Context, OperatorActor
+from controller.sse import event_source
 from controller.upgrade.checklist import build_checklist, render_html
 from controller.upgrade.events import event_stream, parse_last_id
 from controller.upgrade.model import RunStatus, UpgradeRequest
@@ -116,16 +118,11 @@ async def events(
     _actor: OperatorActor,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(alias="last_event_id")] = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Server-sent events of every phase, step, log line and decision; replay with Last-Event-ID."""
     orch = orchestrator_for(ctx)
     await orch.get(run_id)
-    stream = event_stream(orch.store, run_id, last_id=parse_last_id(last_event_id, after))
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_source(event_stream(orch.store, run_id, last_id=parse_last_id(last_event_id, after)))
 
 
 @router.get("/{run_id}/checklist", response_model=None)

@@ -15,7 +15,6 @@ API itself with that cookie and the dashboard header, so they are audited like a
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -28,9 +27,9 @@ from fastapi.responses import (
     JSONResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from config.api_errors import NotFound, Unauthorized
 from controller.context import ControllerContext
@@ -44,12 +43,12 @@ from controller.dashboard.session import (
     issue_session,
     token_actor,
 )
+from controller.sse import event_source, sse_event
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 SECTIONS = ("warnings", "servers", "distribution", "upgrade", "audit")
-KEEPALIVE_SECONDS = 15.0
 #: The page may load and call nothing but this controller (the browser enforces it).
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -296,32 +295,23 @@ async def dashboard_fragments(request: Request) -> JSONResponse:
 
 
 @router.get("/dashboard/events")
-async def dashboard_events(request: Request) -> StreamingResponse:
+async def dashboard_events(request: Request) -> EventSourceResponse:
     actor = _require_session(request)
     feed = feed_for(request)
-    loop = asyncio.get_running_loop()
 
-    async def stream() -> AsyncIterator[str]:
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        # The response stops this generator when the browser goes away, and sends the keep-alives.
         sent: dict[str, str] = {}
-        quiet_since = loop.time()
-        yield "retry: 2000\n\n"
-        while not await request.is_disconnected():
+        yield sse_event(retry_ms=2000)
+        while True:
             sections = render_sections(await feed.snapshot(), actor=actor)
             changed = {k: v for k, v in sections.items() if sent.get(k) != v}
             if changed:
                 sent.update(changed)
-                quiet_since = loop.time()
-                yield f"event: sections\ndata: {json.dumps({'sections': changed})}\n\n"
-            elif loop.time() - quiet_since > KEEPALIVE_SECONDS:
-                quiet_since = loop.time()
-                yield ": keep-alive\n\n"
+                yield sse_event({"sections": changed}, event="sections")
             await asyncio.sleep(feed.interval)
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return event_source(stream(), cache_control="no-store")
 
 
 @router.get("/static/dashboard/{name}")

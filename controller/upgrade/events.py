@@ -4,7 +4,7 @@ Every phase, step, log line and decision is a row of ``upgrade_events`` (written
 transaction as the step record it describes); its id is the SSE ``id``. A client that reconnects
 with ``Last-Event-ID: N`` (or ``?last_event_id=N``) gets every event after ``N`` — nothing lost,
 nothing twice — then the live tail. The stream ends once the run has finished and every event was
-sent (``event: end``), unless the client asked to ``follow`` beyond that.
+sent (``event: end``).
 
     id: 42
     event: step
@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sse_starlette import ServerSentEvent
+
+from controller.sse import sse_event
 from controller.upgrade.model import TERMINAL
 from controller.upgrade.store import UpgradeStore
 
-KEEPALIVE_SECONDS = 15.0
+#: The client's reconnection delay, sent first (``retry:``).
+RETRY_MS = 3000
 
 
-def format_event(event: dict[str, Any]) -> str:
-    data = {"at": event["at"], **(event["data"] or {})}
-    return f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(data, default=str)}\n\n"
+def format_event(event: dict[str, Any]) -> ServerSentEvent:
+    """An ``upgrade_events`` row as the event sent for it (its row id is the SSE ``id``)."""
+    return sse_event({"at": event["at"], **(event["data"] or {})}, event=event["kind"], id=event["id"])
 
 
 async def event_stream(
@@ -36,9 +39,11 @@ async def event_stream(
     *,
     last_id: int = 0,
     poll: float = 1.0,
-    keepalive: float = KEEPALIVE_SECONDS,
-) -> AsyncIterator[str]:
-    """Replay events after ``last_id``, then follow until the run is finished."""
+) -> AsyncIterator[ServerSentEvent]:
+    """Replay events after ``last_id``, then follow until the run is finished.
+
+    Keep-alive comments are the response's (:func:`controller.sse.event_source`).
+    """
     woken = asyncio.Event()
 
     def listener(rid: str) -> None:
@@ -47,8 +52,7 @@ async def event_stream(
 
     store.listeners.add(listener)
     try:
-        yield "retry: 3000\n\n"
-        idle = 0.0
+        yield sse_event(retry_ms=RETRY_MS)
         while True:
             woken.clear()
             batch = await store.events_after(run_id, last_id)
@@ -56,21 +60,16 @@ async def event_stream(
                 last_id = event["id"]
                 yield format_event(event)
             if batch:
-                idle = 0.0
                 continue
             run = await store.get_run(run_id)
             if run is None or run.status in TERMINAL:
                 # The status event is written with the status, so nothing can follow it.
                 if not await store.events_after(run_id, last_id, limit=1):
-                    yield f"event: end\ndata: {json.dumps({'status': run.status.value if run else None})}\n\n"
+                    yield sse_event({"status": run.status.value if run else None}, event="end")
                     return
                 continue
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=poll)
-            idle += poll
-            if idle >= keepalive:
-                idle = 0.0
-                yield ": keep-alive\n\n"
     finally:
         store.listeners.discard(listener)
 

@@ -45,6 +45,7 @@ async def test_events_follow_the_run_and_replay_from_last_event_id(harness: Harn
     # Followed live: the stream ends by itself once the run has finished.
     resp = await asyncio.wait_for(h.client.get(f"/api/v1/upgrades/{run['id']}/events"), timeout=60)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    assert resp.text.startswith("retry: 3000\n\nid: ") and "\r" not in resp.text
     events = parse_sse(resp.text)
     assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "restored"
     numbered = [e for e in events if e["id"] is not None]
