@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from config.secrets import redact
 
@@ -59,7 +60,8 @@ class Target:
 
 @dataclass
 class SseEvent:
-    """One server-sent event: ``id``, ``event`` (kind) and ``data`` (JSON when it parses)."""
+    """One server-sent event: ``id`` (the last id the stream gave, as the spec keeps it), ``event``
+    (kind) and ``data`` (JSON when it parses)."""
 
     id: str | None
     event: str
@@ -67,39 +69,11 @@ class SseEvent:
     raw: str = ""
 
 
-@dataclass
-class SseParser:
-    """Incremental ``text/event-stream`` parser (WHATWG rules: ``id``, ``event``, ``data``, comments)."""
-
-    last_id: str | None = None
-    _event: str = ""
-    _data: list[str] = field(default_factory=list)
-
-    def feed_line(self, line: str) -> SseEvent | None:
-        line = line.rstrip("\r")
-        if line == "":
-            if not self._data:
-                self._event = ""
-                return None
-            raw = "\n".join(self._data)
-            try:
-                data: Any = json.loads(raw)
-            except ValueError:
-                data = raw
-            ev = SseEvent(id=self.last_id, event=self._event or "message", data=data, raw=raw)
-            self._event, self._data = "", []
-            return ev
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self.last_id = value
-        return None
+def _json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def _error_from(response: httpx.Response) -> ApiFailure:
@@ -210,33 +184,39 @@ class ControllerClient:
     ) -> Iterator[SseEvent]:
         """Follow a server-sent event stream, reconnecting with ``Last-Event-ID`` when it drops.
 
+        The stream is parsed by ``httpx-sse``; the ids and the reconnection delay are kept here,
+        across connections: ``reconnect_delay`` until the server sends its own (``retry:``).
         Stops when ``should_stop()`` turns true after an event or a closed stream, or after
         ``max_reconnects`` consecutive connections that brought nothing new.
         """
-        parser = SseParser(last_id=last_event_id)
+        last_id = last_event_id
+        delay = reconnect_delay
         idle = 0
         while True:
-            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-            if parser.last_id:
-                headers["Last-Event-ID"] = parser.last_id
+            headers = {"Last-Event-ID": last_id} if last_id else {}
             got_any = False
             try:
-                with self._http.stream("GET", self._url(path), headers=headers, timeout=None) as resp:
+                with connect_sse(self._http, "GET", self._url(path), headers=headers, timeout=None) as source:
+                    resp = source.response
                     if resp.status_code >= 400:
                         resp.read()
                         raise _error_from(resp)
-                    for line in resp.iter_lines():
-                        ev = parser.feed_line(line)
-                        if ev is None:
-                            continue
+                    for sse in source.iter_sse():
+                        if sse.retry is not None:
+                            delay = sse.retry / 1000
+                        last_id = sse.id or last_id
+                        if not sse.data:
+                            continue  # a block without data (the retry hint) is no event
                         got_any = True
-                        yield ev
+                        yield SseEvent(
+                            id=last_id, event=sse.event, data=_json_or_text(sse.data), raw=sse.data
+                        )
                         if should_stop():
                             return
-                    ev = parser.feed_line("")
-                    if ev is not None:
-                        got_any = True
-                        yield ev
+            except SSEError as exc:
+                raise ApiFailure(
+                    resp.status_code, "not_event_stream", f"{path} is not an event stream"
+                ) from exc
             except httpx.TransportError as exc:
                 if idle >= max_reconnects:
                     raise ControllerUnreachable(
@@ -247,4 +227,4 @@ class ControllerClient:
             idle = 0 if got_any else idle + 1
             if idle > max_reconnects:
                 raise ControllerUnreachable(f"the event stream at {self.target.url} keeps closing")
-            sleep(reconnect_delay)
+            sleep(delay)

@@ -95,23 +95,16 @@ class RunProgress:
         Notes wait for the next full snapshot, which carries the step's message and times.
         """
         data = event.data if isinstance(event.data, Mapping) else {}
-        raw = data.get("step")
-        step: Mapping[str, Any] | None = None
-        if isinstance(raw, Mapping):
-            step = raw
-        elif isinstance(raw, str | int) and event.event == "step":
-            step = {"id": raw, **{k: v for k, v in data.items() if k in ("status", "attempt", "message")}}
-        elif data.get("step_id") is not None:
-            step = {"id": data["step_id"], **{k: v for k, v in data.items() if k != "step_id"}}
-        if step is not None and str(step.get("id")) in self.steps:
-            current = self.steps[str(step.get("id"))]
+        # The controller's events (controller/upgrade/store.py): ``step`` carries the step's id in
+        # ``step`` beside its new status; ``run`` and ``end`` carry the run's ``status``.
+        sid = data.get("step")
+        if event.event == "step" and isinstance(sid, str) and sid in self.steps:
+            step = {k: v for k, v in data.items() if k in ("status", "attempt", "message")}
+            current = self.steps[sid]
             if not _older(step, current):
-                current.update({k: v for k, v in step.items() if k != "id"})
-        run_status = data.get("run_status")
-        if run_status is None and event.event in ("run", "end") and isinstance(data.get("status"), str):
-            run_status = data["status"]
-        if isinstance(run_status, str):
-            self.run["status"] = run_status
+                current.update(step)
+        if event.event in ("run", "end") and isinstance(data.get("status"), str):
+            self.run["status"] = data["status"]
 
     def _notes(self) -> list[str]:
         notes = []

@@ -189,7 +189,8 @@ def test_capacity_fails_without_headroom(fake: FakeController) -> None:
 
 def test_upgrade_plan_shows_preflight_and_plan_and_never_the_license_key(fake: FakeController) -> None:
     planned = run(
-        "planned", [step("s1", "freeze", "crm2", "stop_web"), step("s2", "database", "crm1", "run_installer")]
+        "planned",
+        [step("s1", "freeze", "crm2", "stop_web"), step("s2", "database_server", "crm1", "run_installer")],
     )
     fake.routes[("POST", "/api/v1/upgrades")] = planned
     result = invoke(fake, "upgrade", "plan", "--license-key", "LIC-KEY-SECRET-1", "--batch-size", "2")

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from crmcluster.client.http import ControllerClient, SseEvent, SseParser, Target
+from crmcluster.client.http import ApiFailure, ControllerClient, SseEvent, Target
 from crmcluster.client.watcher import RunProgress
-from tests.cli.fake_controller import TOKEN, URL, FakeController, invoke, run, sse, step
+from tests.cli.fake_controller import TOKEN, URL, FakeController, invoke, run, step
+from tests.cli.recorded_run import SUCCESS, Recording, record
 
 
 def plan(*statuses: str) -> list[dict[str, Any]]:
     names = [
         ("s1", "freeze", "crm2", "stop_web"),
         ("s2", "backup", "crm1", "backup_database"),
-        ("s3", "database", "crm1", "run_installer"),
-        ("s4", "servers", "crm2", "run_installer"),
+        ("s3", "database_server", "crm1", "run_installer"),
+        ("s4", "other_servers", "crm2", "run_installer"),
     ]
     return [
         step(sid, ph, node, act, st, finished_at=f"2026-11-28T23:10:0{i}" if st != "pending" else None)
@@ -45,77 +48,67 @@ def fake_run(snaps: Iterator[dict[str, Any]], events: bytes) -> FakeController:
     )
 
 
-EVENTS = sse(
-    [
-        (1, "step", {"step": "s1", "phase": "freeze", "status": "succeeded"}),
-        (2, "step", {"step": {"id": "s2", "status": "succeeded"}}),
-        (3, "step", {"step": {"id": "s3", "status": "succeeded"}}),
-        (4, "run", {"status": "succeeded"}),
-    ]
-)
+def replayed(rec: Recording) -> FakeController:
+    """The controller of a recorded run: the snapshots in order, the stream as it was sent."""
+    return fake_run(snapshots(*rec.snapshots), rec.streams[0])
 
 
-def test_watch_draws_phases_and_servers_and_exits_0_on_success() -> None:
-    snaps = snapshots(
-        run("running", plan("running", "pending", "pending", "pending")),
-        run("running", plan("succeeded", "running", "pending", "pending")),
-        run("succeeded", plan("succeeded", "succeeded", "succeeded", "succeeded")),
-    )
-    result = invoke(fake_run(snaps, EVENTS), "upgrade", "watch", "r1")
+def test_watch_draws_phases_and_servers_and_exits_0_on_success(tmp_path: Path) -> None:
+    result = invoke(replayed(record(tmp_path, SUCCESS)), "upgrade", "watch", "r1")
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    assert "✓ 23:10:00 freeze crm2 stop_web succeeded" in out
-    assert "database crm1 run_installer succeeded" in out
-    for bar in ("phase freeze", "phase backup", "phase database", "server crm1", "server crm2"):
+    assert "✓ 23:10:03 freeze crm2 stop_web succeeded" in out
+    assert "database_server crm1 run_installer succeeded" in out
+    assert "other_servers crm2 run_installer succeeded" in out
+    for bar in ("phase freeze", "phase backup", "phase database_server", "server crm1", "server crm2"):
         assert bar in out
     assert "2/2" in out  # crm1's two steps, crm2's two steps
     assert "upgrade r1 ended succeeded" in out
 
 
-def test_watch_exits_1_when_the_run_is_restored_and_names_the_failed_step() -> None:
-    failed = plan("succeeded", "succeeded", "failed", "pending")
-    failed[2]["message"] = "upgrade log: NB must be fixed"
-    snaps = snapshots(
-        run("running", plan("succeeded", "succeeded", "running", "pending")), run("restored", failed)
-    )
-    events = sse(
-        [(1, "step", {"step": {"id": "s3", "status": "failed"}}), (2, "run", {"status": "restored"})]
-    )
-    result = invoke(fake_run(snaps, events), "upgrade", "watch", "r1")
+def test_watch_exits_1_when_the_run_is_restored_and_names_the_failed_step(tmp_path: Path) -> None:
+    moves = [*SUCCESS[:6], ("s3", "running"), ("s3", "failed", "upgrade log: NB must be fixed")]
+    rec = record(tmp_path, [*moves, ("run", "restoring"), ("run", "restored")])
+    result = invoke(replayed(rec), "upgrade", "watch", "r1")
     assert result.exit_code == 1
     assert "✗" in result.stdout and "NB must be fixed" in result.stdout
     assert "ended restored" in result.stdout
 
 
-def test_watch_json_prints_one_event_per_line_then_the_run() -> None:
-    snaps = snapshots(
-        run("running", plan("running", "pending", "pending", "pending")),
-        run("succeeded", plan("succeeded", "succeeded", "succeeded", "succeeded")),
+def test_watch_json_prints_one_event_per_line_then_the_run(tmp_path: Path) -> None:
+    rec = record(tmp_path, SUCCESS)
+    # The run is seen ended at the fetch that follows the first event.
+    result = invoke(
+        fake_run(snapshots(rec.snapshots[2], rec.snapshots[-1]), rec.streams[0]),
+        "upgrade",
+        "watch",
+        "r1",
+        "--json",
     )
-    result = invoke(fake_run(snaps, EVENTS), "upgrade", "watch", "r1", "--json")
     assert result.exit_code == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [ln.get("id") for ln in lines[:-1]] == ["1"]  # the run was seen ended after the first event
+    first = rec.ids()[0]
+    assert [(ln.get("id"), ln.get("event")) for ln in lines[:-1]] == [(str(first), "run")]
+    assert lines[0]["data"]["status"] == "planned"
     assert lines[-1]["event"] == "end" and lines[-1]["run"]["status"] == "succeeded"
 
 
-def test_watch_of_an_ended_run_does_not_open_the_stream() -> None:
-    fake = fake_run(
-        snapshots(run("succeeded", plan("succeeded", "succeeded", "succeeded", "succeeded"))), b""
-    )
+def test_watch_of_an_ended_run_does_not_open_the_stream(tmp_path: Path) -> None:
+    rec = record(tmp_path, SUCCESS)
+    fake = fake_run(snapshots(rec.snapshots[-1]), b"")
     result = invoke(fake, "upgrade", "watch", "r1")
     assert result.exit_code == 0
     assert not [r for r in fake.requests if r.url.path.endswith("/events")]
 
 
-def test_events_reconnect_with_last_event_id_without_real_sleeps() -> None:
+def test_events_reconnect_with_last_event_id_without_real_sleeps(tmp_path: Path) -> None:
+    """The connection drops after an event; the client comes back with its id, after the delay the
+    controller asked for (``retry: 3000``), and the controller's replay brings the rest once."""
+    rec = record(tmp_path, SUCCESS)
+    ids = rec.ids()
+    cut = ids[len(ids) // 2]
     seen_ids: list[str | None] = []
-    streams = iter(
-        [
-            sse([(1, "step", {"n": 1}), (2, "step", {"n": 2})]),
-            sse([(3, "run", {"status": "succeeded"})]),
-        ]
-    )
+    streams = iter([rec.cut_after(cut), rec.streams[cut]])
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen_ids.append(request.headers.get("last-event-id"))
@@ -125,20 +118,43 @@ def test_events_reconnect_with_last_event_id_without_real_sleeps() -> None:
     client = ControllerClient(Target(URL, TOKEN), transport=httpx.MockTransport(handler))
     got = []
     for ev in client.events(
-        "/upgrades/r1/events", should_stop=lambda: len(got) >= 2 and got[-1].id == "3", sleep=naps.append
+        "/upgrades/r1/events", should_stop=lambda: got[-1].event == "end", sleep=naps.append
     ):
         got.append(ev)
-    assert [e.id for e in got] == ["1", "2", "3"]
-    assert seen_ids == [None, "2"]
-    assert naps == [0.5]
+    assert [e.id for e in got if e.event != "end"] == [str(i) for i in ids]
+    assert got[-1].event == "end" and got[-1].data == {"status": "succeeded"}
+    assert seen_ids == [None, str(cut)]
+    assert naps == [3.0]
 
 
-def test_sse_parser_follows_the_spec() -> None:
-    p = SseParser()
-    lines = [": comment", "id: 7", "event: step", 'data: {"a":', "data: 1}", "", "data: plain", ""]
-    events = [e for e in (p.feed_line(x) for x in lines) if e is not None]
+def test_events_parse_as_the_spec_says() -> None:
+    body = b': comment\nid: 7\nevent: step\ndata: {"a":\ndata: 1}\n\nretry: 250\n\ndata: plain\n\n'
+    client = ControllerClient(
+        Target(URL, TOKEN),
+        transport=httpx.MockTransport(
+            lambda _r: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        ),
+    )
+    events = list(client.events("/upgrades/r1/events", should_stop=lambda: True))
     assert events[0].id == "7" and events[0].event == "step" and events[0].data == {"a": 1}
-    assert events[1].event == "message" and events[1].data == "plain" and events[1].id == "7"
+    assert len(events) == 1  # stopped after the first
+    naps: list[float] = []
+    events = []
+    for ev in client.events("/upgrades/r1/events", should_stop=lambda: len(naps) > 0, sleep=naps.append):
+        events.append(ev)
+    assert [(e.id, e.event, e.data) for e in events[:2]] == [
+        ("7", "step", {"a": 1}),
+        ("7", "message", "plain"),
+    ]
+    assert naps == [0.25]  # the server's retry hint, in seconds
+
+
+def test_an_answer_that_is_not_an_event_stream_is_an_api_failure() -> None:
+    client = ControllerClient(
+        Target(URL, TOKEN), transport=httpx.MockTransport(lambda _r: httpx.Response(200, json={"x": 1}))
+    )
+    with pytest.raises(ApiFailure, match="not an event stream"):
+        list(client.events("/upgrades/r1/events"))
 
 
 def test_run_progress_counts_per_phase_and_server_and_announces_once() -> None:
