@@ -207,7 +207,8 @@ async def _prepare(crm: AsyncEngine, state: AsyncEngine, *, tables: Any) -> None
     loops keep trying (``/healthz`` says 503 until the first configuration and counts load).
     """
     try:
-        await migrate(state)
+        # No wait for the database here: the balancer starts degraded and its loops keep trying.
+        await migrate(state, wait=0)
     except MigrationError as exc:
         log.warning("state database not migrated (node states unavailable for now): %s", redact(str(exc)))
     if crm.dialect.name == "sqlite":

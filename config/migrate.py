@@ -6,6 +6,10 @@ one — ``pg_advisory_lock`` on PostgreSQL, ``sp_getapplock`` on SQL Server — 
 lock file beside the database (``filelock``: ``flock`` on POSIX, ``msvcrt.locking`` on Windows, taken
 in a worker thread so the event loop keeps running while another process migrates).
 
+A service started together with its database (a reboot, ``docker compose up``) waits up to
+``wait`` seconds for the database to accept connections, trying again with back-off and jitter;
+any other error fails at once.
+
 Run by hand: ``crmcluster migrate`` (or ``python -m config.migrate URL``).
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,14 +30,20 @@ from alembic.script import ScriptDirectory
 from filelock import AsyncFileLock
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
-from config.database import make_engine, parse_url, sqlite_path
-from config.errors import MigrationError
+from config.backoff import backoff
+from config.database import make_engine, parse_url, sqlite_path, unavailable_errors
+from config.errors import DatabaseUnavailable, MigrationError
+
+log = logging.getLogger("crmcluster.migrate")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: pg_advisory_lock key: "crmcluster migrate" folded into a signed 64-bit integer.
 PG_LOCK_KEY = 0x63726D636C7573
 MSSQL_LOCK_RESOURCE = "crmcluster_migrate"
+#: Seconds a starting service waits for its state database to accept connections.
+DATABASE_WAIT = 30.0
 
 
 def alembic_config(connection: Any = None) -> Config:
@@ -84,24 +95,56 @@ async def _unlock(conn: AsyncConnection) -> None:
         )
 
 
-async def migrate(engine: AsyncEngine) -> set[str]:
-    """Migrate to the heads under the lock, then verify; return the revisions now applied."""
+async def _open(engine: AsyncEngine) -> AsyncConnection:
+    with unavailable_errors("state database"):
+        return await engine.connect()
+
+
+def _waiting(state: RetryCallState) -> None:
+    wait = state.next_action.sleep if state.next_action else 0.0
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("waiting for the state database (%s); trying again in %.1fs", exc, wait)
+
+
+async def connect_waiting(engine: AsyncEngine, *, wait: float) -> AsyncConnection:
+    """A connection to ``engine``, trying again for up to ``wait`` seconds while the database is
+    unavailable (refused, timed out); :class:`DatabaseUnavailable` after that."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(DatabaseUnavailable),
+        stop=stop_after_delay(wait),
+        wait=backoff(first=0.25, cap=5.0, jitter=0.25),
+        before_sleep=_waiting,
+        reraise=True,
+    )
+    conn: AsyncConnection = await retrying(_open, engine)
+    return conn
+
+
+async def migrate(engine: AsyncEngine, *, wait: float = DATABASE_WAIT) -> set[str]:
+    """Migrate to the heads under the lock, then verify; return the revisions now applied.
+
+    ``wait``: seconds to wait for the database to accept connections (0: fail at once).
+    """
     heads = head_revisions()
     path = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
     file_lock = _sqlite_file_lock(path) if path else contextlib.nullcontext()
     try:
-        async with file_lock, engine.connect() as conn:
-            await _lock(conn)
-            await conn.commit()
+        async with file_lock:
+            conn = await connect_waiting(engine, wait=wait)
             try:
-                current = await conn.run_sync(_current)
-                if current != heads:
-                    await conn.run_sync(_upgrade)
-                    await conn.commit()
-                current = await conn.run_sync(_current)
-            finally:
-                await _unlock(conn)
+                await _lock(conn)
                 await conn.commit()
+                try:
+                    current = await conn.run_sync(_current)
+                    if current != heads:
+                        await conn.run_sync(_upgrade)
+                        await conn.commit()
+                    current = await conn.run_sync(_current)
+                finally:
+                    await _unlock(conn)
+                    await conn.commit()
+            finally:
+                await conn.close()
     except MigrationError:
         raise
     except Exception as exc:

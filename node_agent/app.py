@@ -17,6 +17,7 @@ shutdown stops accepting, interrupts running operations, stops the driver.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -133,7 +134,7 @@ def create_app(
                 interval=settings.state_poll_interval,
                 max_backoff=settings.heartbeat_max_backoff,
                 transport=controller_transport,
-                **({"sleep": sleep} if sleep else {}),
+                sleep=sleep or asyncio.sleep,
             )
     heartbeat: HeartbeatSender | None = None
     if settings.controller_url:
@@ -148,7 +149,7 @@ def create_app(
             clock=now,
             transport=controller_transport,
             on_answer=keeper.heard,
-            **({"sleep": sleep} if sleep else {}),
+            sleep=sleep or asyncio.sleep,
         )
 
     @contextlib.asynccontextmanager

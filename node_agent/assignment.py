@@ -25,7 +25,9 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_result, stop_never
 
+from config.backoff import backoff
 from node_agent.protocol import NodeAssignment
 
 log = logging.getLogger("crmcluster.agent.assignment")
@@ -88,8 +90,9 @@ class AssignmentKeeper:
 
 
 class AssignmentPoller:
-    """Asks the controller for this node's state every ``interval`` seconds (longer while it does
-    not answer, up to ``max_backoff``)."""
+    """Asks the controller for this node's state every ``interval`` seconds; while it does not
+    answer, after twice the interval, doubling up to ``max_backoff``, each wait plus up to one
+    interval at random (:func:`config.backoff.backoff`)."""
 
     def __init__(
         self,
@@ -102,6 +105,7 @@ class AssignmentPoller:
         max_backoff: float,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        jitter: float | None = None,
     ) -> None:
         self.url = f"{controller_url.rstrip('/')}/api/v1/agents/{name}/state"
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -111,6 +115,12 @@ class AssignmentPoller:
         self._transport = transport
         self._sleep = sleep
         self.failures = 0
+        self._retrying = AsyncRetrying(
+            retry=retry_if_result(lambda heard: not heard),
+            wait=backoff(first=2 * interval, cap=max_backoff, jitter=interval if jitter is None else jitter),
+            stop=stop_never,
+            sleep=sleep,
+        )
 
     async def poll_once(self, client: httpx.AsyncClient) -> bool:
         try:
@@ -138,13 +148,8 @@ class AssignmentPoller:
         current = self.keeper.current
         return f"the last state heard ({current.state})" if current else "no state (own health only)"
 
-    def next_delay(self) -> float:
-        if self.failures == 0:
-            return self.interval
-        return float(min(self.max_backoff, self.interval * (2 ** min(self.failures, 16))))
-
     async def run(self) -> None:
         async with httpx.AsyncClient(transport=self._transport, timeout=max(2.0, self.interval)) as client:
             while True:
-                await self.poll_once(client)
-                await self._sleep(self.next_delay())
+                await self._retrying(self.poll_once, client)
+                await self._sleep(self.interval)

@@ -2,9 +2,11 @@
 (``POST {controller}/api/v1/agents/{name}/heartbeat``, the agent token, a
 :class:`~node_agent.protocol.Heartbeat`) every ``heartbeat_interval`` seconds.
 
-While the controller does not answer, the wait doubles after each failure up to
-``heartbeat_max_backoff`` and returns to the interval after the first success. Without a
-controller URL there are no heartbeats and the agent works on alone.
+While the controller does not answer, the agent tries again after twice the interval, then
+doubling up to ``heartbeat_max_backoff``, each wait plus up to one interval at random
+(:func:`config.backoff.backoff`: agents cut off together do not all come back at once); after
+the first success it returns to the interval. Without a controller URL there are no heartbeats
+and the agent works on alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_never
 
+from config.backoff import backoff
 from node_agent.protocol import Heartbeat, NodeStatus
 
 log = logging.getLogger("crmcluster.agent.heartbeat")
@@ -38,6 +42,7 @@ class HeartbeatSender:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         on_answer: Callable[[object], object] | None = None,
+        jitter: float | None = None,
     ) -> None:
         self.url = f"{controller_url.rstrip('/')}/api/v1/agents/{name}/heartbeat"
         self._token = token
@@ -52,11 +57,14 @@ class HeartbeatSender:
         self.failures = 0
         self.sent = 0
         self.last_answer: dict[str, object] | None = None
-
-    def next_delay(self) -> float:
-        if self.failures == 0:
-            return self.interval
-        return float(min(self.max_backoff, self.interval * (2 ** min(self.failures, 16))))
+        self._why = ""
+        self._retrying = AsyncRetrying(
+            retry=retry_if_result(lambda took: not took),
+            wait=backoff(first=2 * interval, cap=max_backoff, jitter=interval if jitter is None else jitter),
+            stop=stop_never,
+            sleep=sleep,
+            before_sleep=self._before_retry,
+        )
 
     async def send_once(self, client: httpx.AsyncClient) -> bool:
         """One heartbeat; True when the controller took it."""
@@ -89,11 +97,16 @@ class HeartbeatSender:
 
     def _failed(self, why: str) -> None:
         self.failures += 1
+        self._why = why
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        wait = state.next_action.sleep if state.next_action else 0.0
         level = logging.WARNING if self.failures in (1, 5) or self.failures % 50 == 0 else logging.DEBUG
-        log.log(level, "heartbeat: controller %s; next try in %.1fs", why, self.next_delay())
+        log.log(level, "heartbeat: controller %s; next try in %.1fs", self._why, wait)
 
     async def run(self) -> None:
+        """Heartbeats until cancelled: each one retried with back-off until the controller takes it."""
         async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:
             while True:
-                await self.send_once(client)
-                await self._sleep(self.next_delay())
+                await self._retrying(self.send_once, client)
+                await self._sleep(self.interval)

@@ -140,6 +140,7 @@ async def test_poller_asks_the_controller_and_backs_off_while_it_is_away(tmp_pat
         max_backoff=10,
         transport=httpx.MockTransport(controller),
         sleep=sleep,
+        jitter=0,
     )
     with pytest.raises(asyncio.CancelledError):
         await poller.run()

@@ -96,6 +96,7 @@ async def test_heartbeats_back_off_while_the_controller_is_away(db_agent: Sandbo
         clock=lambda: datetime(2026, 11, 28, tzinfo=UTC),
         transport=httpx.MockTransport(controller),
         sleep=sleep,
+        jitter=0,
     )
     with pytest.raises(asyncio.CancelledError):
         await sender.run()
@@ -107,6 +108,47 @@ async def test_heartbeats_back_off_while_the_controller_is_away(db_agent: Sandbo
     beat = Heartbeat.model_validate(json.loads(req.content))
     assert beat.status.name == "crm1" and beat.status.web_url == db_agent.web_url
     assert beat.agent_url == "http://127.0.0.1:8701"
+
+
+async def test_heartbeat_back_off_is_jittered_above_the_cap(db_agent: SandboxAgent) -> None:
+    """Agents cut off together come back spread out: every wait after a failure is the doubling
+    back-off plus up to one interval at random — at the cap too."""
+    failing = 12
+
+    def controller(request: httpx.Request) -> httpx.Response:
+        nonlocal failing
+        failing -= 1
+        if failing >= 0:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"state": "up"})
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if failing < 0:
+            raise asyncio.CancelledError
+
+    sender = HeartbeatSender(
+        controller_url="http://controller:8700",
+        name="crm1",
+        token=db_agent.token,
+        status=db_agent.driver.status,
+        agent_url=None,
+        interval=5,
+        max_backoff=30,
+        clock=lambda: datetime(2026, 11, 28, tzinfo=UTC),
+        transport=httpx.MockTransport(controller),
+        sleep=sleep,
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await sender.run()
+    backoffs, after = waits[:-1], waits[-1]
+    assert len(backoffs) == 12 and after == 5
+    floors = [min(30, 10 * 2**i) for i in range(12)]
+    assert all(f <= w < f + 5 for w, f in zip(backoffs, floors, strict=True)), backoffs
+    at_cap = backoffs[3:]
+    assert len(set(at_cap)) > 1, "the waits at the cap are all the same: no jitter"
 
 
 async def test_the_agent_sends_heartbeats_from_its_lifespan(

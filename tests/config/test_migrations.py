@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from filelock import AsyncFileLock
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 from sqlalchemy.dialects import mssql
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
@@ -182,3 +184,75 @@ def test_one_linear_chain() -> None:
     assert revisions[-1].revision == "0001_initial"
     for rev in revisions:
         assert rev.down_revision is None or isinstance(rev.down_revision, str), rev.revision
+
+
+async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_service_started_with_its_database_waits_for_it(
+    pg_schema_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL accepts connections only some time after the service starts (a reboot): the
+    migration tries again with back-off until it does, then migrates."""
+    pg = make_url(pg_schema_url)
+    port = _free_port()
+    engine = make_engine(pg_schema_url.replace(f"{pg.host}:{pg.port}", f"127.0.0.1:{port}"))
+
+    async def to_postgres(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(pg.host, pg.port or 5432)
+        await asyncio.gather(_forward(reader, up_writer), _forward(up_reader, writer))
+
+    caplog.set_level(logging.WARNING, logger="crmcluster.migrate")
+    task = asyncio.create_task(migrate(engine, wait=60))
+    server = None
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while "waiting for the state database" not in caplog.text:
+            assert loop.time() < deadline and not task.done(), "migrate did not wait for the database"
+            await asyncio.sleep(0.05)
+        server = await asyncio.start_server(to_postgres, "127.0.0.1", port)  # the database is up
+        assert await asyncio.wait_for(task, timeout=60) == head_revisions()
+    finally:
+        task.cancel()
+        if server is not None:
+            server.close()
+        await engine.dispose()
+
+
+async def test_a_database_that_never_answers_fails_after_the_wait() -> None:
+    engine = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/nothing")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(MigrationError, match="state database unavailable"):
+            await migrate(engine, wait=1.0)
+    finally:
+        await engine.dispose()
+    assert 1.0 <= loop.time() - started < 15
+
+
+async def test_no_wait_fails_at_once() -> None:
+    engine = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/nothing")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(MigrationError, match="state database unavailable"):
+            await migrate(engine, wait=0)
+    finally:
+        await engine.dispose()
+    assert loop.time() - started < 5
