@@ -127,14 +127,32 @@ def nodes_add(
 def nodes_remove(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument()],
+    uninstall: Annotated[
+        bool,
+        typer.Option(
+            "--uninstall",
+            help="Then uninstall Sage CRM from it the guide's manual way (never the shared database).",
+        ),
+    ] = False,
+    drain_timeout: Annotated[
+        float | None, typer.Option("--drain-timeout", help="Seconds to wait for its users to leave.")
+    ] = None,
     wait: WaitOpt = True,
     json_: JsonOpt = False,
     demo: DemoOpt = None,
 ) -> None:
-    """Drain a web server, take it out of CRM Server Names and forget it."""
+    """Drain a web server, take it out of CRM Server Names and forget it (--uninstall: and
+    uninstall Sage CRM from it: services, Tomcat, eware.dll, IIS application, registry, folder)."""
+    query = []
+    if uninstall:
+        query.append("uninstall=true")
+    if drain_timeout is not None:
+        query.append(f"drain_timeout={drain_timeout:g}")
+    path = f"/nodes/{name}" + ("?" + "&".join(query) if query else "")
+    title = f"removing {name}" + (" and uninstalling Sage CRM" if uninstall else "")
     with client_for(ctx, demo) as client:
-        answer = client.delete(f"/nodes/{name}")
-        finish(ctx, client, answer, json_=json_, wait=wait, title=f"removing {name}")
+        answer = client.delete(path)
+        finish(ctx, client, answer, json_=json_, wait=wait, title=title)
 
 
 @nodes_app.command("drain")

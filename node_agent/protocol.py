@@ -74,6 +74,13 @@ class Action(StrEnum):
     DATABASE_SESSIONS = "database_sessions"
     #: Added to DESIGN.md's table: the preflight lists ``_dta_index_``/``_dta_stat_`` objects.
     LIST_DTA_OBJECTS = "list_dta_objects"
+    #: Added to DESIGN.md's table: the guide's "Uninstalling Sage CRM manually", one action per
+    #: step (never the shared database), for ``DELETE /api/v1/nodes/{name}?uninstall=true``.
+    REMOVE_CRM_SERVICES = "remove_crm_services"
+    UNREGISTER_DLL = "unregister_dll"
+    DELETE_IIS_APPLICATION = "delete_iis_application"
+    DELETE_REGISTRY_KEYS = "delete_registry_keys"
+    DELETE_INSTALL_FOLDER = "delete_install_folder"
 
 
 class OperationState(StrEnum):
@@ -213,8 +220,25 @@ ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.FINGERPRINT_RECORDS: FingerprintParams,
     Action.DATABASE_SESSIONS: NoParams,
     Action.LIST_DTA_OBJECTS: NoParams,
+    Action.REMOVE_CRM_SERVICES: NoParams,
+    Action.UNREGISTER_DLL: DllPathParams,
+    Action.DELETE_IIS_APPLICATION: NoParams,
+    Action.DELETE_REGISTRY_KEYS: NoParams,
+    Action.DELETE_INSTALL_FOLDER: NoParams,
 }
 assert set(ACTION_PARAMS) == set(Action)
+
+#: The guide's "Uninstalling Sage CRM manually", in its order: CRM services and the Tomcat service
+#: (1), eware.dll (2), the IIS application (3), the install's Config and Mappings keys (5-6), the
+#: install folder with IIS stopped (7). Step 4 deletes the CRM database: in a cluster it is shared,
+#: so no action does it. Step 8, the reboot, is left to the administrator.
+UNINSTALL_ACTIONS: tuple[Action, ...] = (
+    Action.REMOVE_CRM_SERVICES,
+    Action.UNREGISTER_DLL,
+    Action.DELETE_IIS_APPLICATION,
+    Action.DELETE_REGISTRY_KEYS,
+    Action.DELETE_INSTALL_FOLDER,
+)
 
 
 class ParamsError(ValueError):

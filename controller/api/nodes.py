@@ -96,13 +96,20 @@ async def remove_node(
     ctx: Context,
     actor: AdminActor,
     drain_timeout: Annotated[float | None, Query(ge=0, le=7 * 24 * 3600)] = None,
+    uninstall: Annotated[
+        bool, Query(description="Then uninstall Sage CRM from it, as the guide's manual uninstall")
+    ] = False,
 ) -> dict[str, Any]:
-    """Drain the node, take it out of ServerNames/FQServerNames and forget it (202 with the job)."""
-    async with ctx.audit.change(
-        actor, "nodes.remove", target=name, details={"drain_timeout": drain_timeout}
-    ) as e:
-        job = await membership.start_remove(ctx, name, drain_timeout=drain_timeout)
-        e.message = f"removal started as job {job['id']}"
+    """Drain the node, take it out of ServerNames/FQServerNames and forget it (202 with the job).
+
+    ``uninstall=true``: between the two, its agent uninstalls Sage CRM the guide's manual way (CRM
+    and Tomcat services, eware.dll, the IIS application, the registry keys, the install folder;
+    never the shared database). 409 naming what to move first for the database server, the
+    Replication Engine holder, a CRM service's server or the DTLS server."""
+    details = {"drain_timeout": drain_timeout, "uninstall": uninstall}
+    async with ctx.audit.change(actor, "nodes.remove", target=name, details=details) as e:
+        job = await membership.start_remove(ctx, name, drain_timeout=drain_timeout, uninstall=uninstall)
+        e.message = f"removal{' and uninstall' if uninstall else ''} started as job {job['id']}"
     return job
 
 

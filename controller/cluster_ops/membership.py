@@ -17,7 +17,16 @@ compensating step in the same job) and the node stays registered in ``maintenanc
 
 **Remove**: the node is drained first (no new logons, users leave or the drain times out), then
 taken out of ServerNames/FQServerNames and forgotten. The database server, the Replication Engine
-holder, the holder of a CRM service or the DTLS server cannot be removed until that is moved.
+holder, the holder of a CRM service or the DTLS server cannot be removed until that is moved (409,
+naming what to move and how).
+
+**Remove with uninstall** (the guide's "Uninstalling Sage CRM manually"): after it leaves
+ServerNames, the node's agent runs :data:`~node_agent.protocol.UNINSTALL_ACTIONS` in the guide's
+order — CRM services and the Tomcat service removed, eware.dll unregistered, the IIS application
+deleted, the install's ``Config`` and ``Mappings`` registry keys deleted, the install folder deleted
+— then its status is read back (no version, no Tomcat, no CRM service) before it is forgotten. The
+shared CRM database is never touched (the guide's step 4 is for a single server). Each action is
+safe to run again, so a removal that stopped part-way is finished by asking for it again.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from controller.jobs.runner import agent_step, refuse_if_placing, run_steps
 from controller.jobs.store import StepError, StepSpec
 from controller.registry.cluster import read_config
 from controller.registry.nodes import NodeRecord, fqdn_from_web_url
-from node_agent.protocol import Action, NodeStatus, RunInstallerParams
+from node_agent.protocol import UNINSTALL_ACTIONS, Action, NodeStatus, RunInstallerParams, ServiceStatus
 
 log = logging.getLogger("crmcluster.controller.cluster_ops.membership")
 
@@ -230,6 +239,22 @@ def _put_in_rotation(ctx: ControllerContext, rec: NodeRecord) -> StepSpec:
 
 
 # Removing a node ----------------------------------------------------------------------------------
+#: What to do first, per role a node holds, for the 409 that refuses its removal.
+MOVE_FIRST: dict[str, str] = {
+    "database": "it is the database server (the install that holds the database): it stays",
+    "replication_engine": (
+        'move the Replication Engine first (PUT /api/v1/replication-engine {"node": OTHER}, '
+        "crmcluster replication-engine move OTHER)"
+    ),
+    "dtls": 'name another DTLS server first (PUT /api/v1/cluster/config {"dtls_server_name": OTHER})',
+}
+for _service in CRM_SERVICES:
+    MOVE_FIRST[_service] = (
+        f"the {_service.replace('_', ' ').title()} service runs once in the cluster: move it first "
+        f'(PUT /api/v1/services {{"{_service}": OTHER}}, crmcluster services set {_service}=OTHER)'
+    )
+
+
 def _held_roles(rec: NodeRecord, config: ClusterConfig) -> list[str]:
     held = []
     if rec.is_database:
@@ -242,16 +267,20 @@ def _held_roles(rec: NodeRecord, config: ClusterConfig) -> list[str]:
     return held
 
 
-async def start_remove(ctx: ControllerContext, name: str, *, drain_timeout: float | None) -> dict[str, Any]:
+async def start_remove(
+    ctx: ControllerContext, name: str, *, drain_timeout: float | None, uninstall: bool = False
+) -> dict[str, Any]:
     refuse_if_placing(ctx)
     rec = await ctx.registry.get(name)
     config = await read_config(ctx)
     held = _held_roles(rec, config)
     if held:
         raise ClusterBusy(
-            f"{name} holds {', '.join(held)}; move that first (the database server cannot be removed)",
-            details={"node": name, "roles": held},
+            f"{name} cannot be removed: " + "; ".join(MOVE_FIRST[r] for r in held),
+            details={"node": name, "roles": held, "move_first": {r: MOVE_FIRST[r] for r in held}},
         )
+    if uninstall and not rec.agent_url:
+        raise InvalidChange(f"{name} has no agent to uninstall it", details={"node": name})
     if rec.state == NodeState.UPGRADING:
         raise ClusterBusy(f"node {name} is being upgraded", details={"node": name})
     for kind in ("join", "remove"):
@@ -260,17 +289,22 @@ async def start_remove(ctx: ControllerContext, name: str, *, drain_timeout: floa
     wait = ctx.settings.drain_timeout if drain_timeout is None else drain_timeout
     if rec.state not in (NodeState.DRAINING, NodeState.MAINTENANCE):
         await ctx.registry.hold(name, NodeState.DRAINING)
-    job_id = await ctx.jobs.create(
-        "remove",
-        target=name,
-        params={"drain_timeout": wait},
-        steps=[(name, DRAIN_STEP), (name, "remove_from_server_names"), (name, "forget_node")],
-    )
+    uninstall_steps: list[StepSpec] = []
+    if uninstall:
+        uninstall_steps = [agent_step(ctx, rec, action) for action in UNINSTALL_ACTIONS]
+        uninstall_steps.append(_verify_uninstalled(ctx, rec))
     steps = [
         _drain_if_needed(ctx, name, timeout=wait),
         _remove_from_server_names(ctx, name),
+        *uninstall_steps,
         _forget(ctx, name),
     ]
+    job_id = await ctx.jobs.create(
+        "remove",
+        target=name,
+        params={"drain_timeout": wait, "uninstall": uninstall},
+        steps=[(name, spec.action) for spec in steps],
+    )
 
     async def run() -> None:
         async with ctx.placement_lock:
@@ -307,6 +341,31 @@ def _remove_from_server_names(ctx: ControllerContext, name: str) -> StepSpec:
         return {"server_names": new.server_names}
 
     return StepSpec(action="remove_from_server_names", node=name, run=run)
+
+
+def _verify_uninstalled(ctx: ControllerContext, rec: NodeRecord) -> StepSpec:
+    """Read the agent's status back: no Sage CRM version, no Tomcat service, no CRM service left."""
+
+    async def run(_op_id: str) -> dict[str, Any]:
+        assert rec.agent_url
+        status = await agent_status(ctx, rec.agent_url)
+        if status is None:
+            raise StepError(f"agent of {rec.name} does not answer: cannot confirm the uninstall")
+        left = [s for s, st in status.services.items() if st not in (ServiceStatus.NOT_INSTALLED,)]
+        problems = []
+        if status.version:
+            problems.append(f"Sage CRM {status.version} is still reported")
+        if status.tomcat != ServiceStatus.NOT_INSTALLED:
+            problems.append(f"the Tomcat service is {status.tomcat.value}")
+        if left:
+            problems.append("CRM services still installed: " + ", ".join(sorted(left)))
+        if status.replication_engine:
+            problems.append("a Replication Engine is still there")
+        if problems:
+            raise StepError(f"{rec.name} is not uninstalled: " + "; ".join(problems))
+        return {"version": None, "tomcat": status.tomcat.value, "services": [], "reboot": "recommended"}
+
+    return StepSpec(action="verify_uninstalled", node=rec.name, run=run)
 
 
 def _forget(ctx: ControllerContext, name: str) -> StepSpec:

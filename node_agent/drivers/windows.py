@@ -35,9 +35,11 @@ from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
 from node_agent.backup_files import copy_folder, tree_manifest, verify_folder
 from node_agent.drivers import windows_sql as tsql
-from node_agent.drivers.base import ActionFailed, HostDriver, OperationContext, resolve_under
+from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, OperationContext, resolve_under
+from node_agent.drivers.windows_uninstall import WindowsUninstall
 from node_agent.journal import atomic_write_text
 from node_agent.protocol import (
+    Action,
     BackupParams,
     DllPathParams,
     FingerprintParams,
@@ -93,6 +95,14 @@ class WindowsDriver(HostDriver):
         self._iis_since: datetime | None = None
         self._last_warmup: datetime | None = None
         self.warmup_transport: Any = None
+        self.uninstall = WindowsUninstall(self, service_exes=SERVICE_EXES)
+
+    def handler(self, action: Action) -> ActionHandler:
+        fn = getattr(self.uninstall, action.value, None)
+        if fn is not None:
+            handler: ActionHandler = fn
+            return handler
+        return super().handler(action)
 
     # Helpers ------------------------------------------------------------------------------------------
     @property

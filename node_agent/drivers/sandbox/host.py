@@ -48,6 +48,7 @@ from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
+from node_agent.drivers.sandbox.uninstall import SandboxUninstall
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
 from node_agent.journal import atomic_write_text
 from node_agent.protocol import (
@@ -137,6 +138,7 @@ class SandboxDriver(HostDriver):
         self._web = StandInWebServer(build_web_app(self), host=web_host, port=settings.sandbox_web_port)
         self._refresher: asyncio.Task[None] | None = None
         self.backups = SandboxBackups(self)
+        self.uninstall = SandboxUninstall(self)
         self._schema_ready = False
         self.warmup_transport: Any = None  # tests may route the warm-up through an ASGI transport
 
@@ -177,6 +179,11 @@ class SandboxDriver(HostDriver):
     @property
     def web_url(self) -> str:
         return self._web.url
+
+    @property
+    def crm_application(self) -> bool:
+        """The install's IIS application exists and its folder holds eware.dll."""
+        return bool(self.state.get("iis_application", True)) and self.tree.exists()
 
     @property
     def holds_database(self) -> bool:
@@ -247,7 +254,7 @@ class SandboxDriver(HostDriver):
 
     def _programs(self) -> dict[str, int]:
         held: dict[str, int] = {}
-        if self.web_running:
+        if self.web_running and self.crm_application:
             held["eware.dll"] = 1
         if self.tomcat_running:
             held["tomcat"] = TOMCAT_POOL
@@ -307,10 +314,11 @@ class SandboxDriver(HostDriver):
 
     # Faults ------------------------------------------------------------------------------------------
     def handler(self, action: Action) -> ActionHandler:
-        fn = getattr(self.backups, action.value, None)
-        if fn is not None:
-            handler: ActionHandler = fn
-            return handler
+        for part in (self.backups, self.uninstall):
+            fn = getattr(part, action.value, None)
+            if fn is not None:
+                handler: ActionHandler = fn
+                return handler
         return super().handler(action)
 
     async def perform(self, action: Action, params: Any, ctx: OperationContext) -> dict[str, Any]:

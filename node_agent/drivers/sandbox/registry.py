@@ -56,6 +56,15 @@ class SandboxRegistry:
         keys.setdefault(key, {}).update(values)
         self.save(keys)
 
+    def delete(self, key: str) -> bool:
+        """``reg delete KEY /f``: the key and its values; False when there was no such key."""
+        keys = self.load()
+        if key not in keys:
+            return False
+        del keys[key]
+        self.save(keys)
+        return True
+
     def export(self, key: str) -> str:
         """``reg export KEY file`` for one key (and nothing else)."""
         values = self.load().get(key)

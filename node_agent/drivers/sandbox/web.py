@@ -53,12 +53,20 @@ class WebHost(Protocol):
     def version(self) -> str | None: ...
     @property
     def crm_db(self) -> SandboxCrmDatabase: ...
+    @property
+    def crm_application(self) -> bool:
+        """False once the install's IIS application (or its folder) is gone: its routes are 404."""
+        ...
 
 
 def _unavailable(what: str) -> Response:
     return PlainTextResponse(
         f"503 Service Unavailable: {what} is stopped", status_code=503, headers={"Retry-After": "5"}
     )
+
+
+def _no_application() -> Response:
+    return PlainTextResponse("404 Not Found: no Sage CRM application here", status_code=404)
 
 
 def _logon_page(host: WebHost, message: str = "") -> str:
@@ -88,6 +96,8 @@ def build_web_app(host: WebHost) -> Starlette:
     async def logon(request: Request) -> Response:
         if not host.web_running:
             return _unavailable("IIS")
+        if not host.crm_application:
+            return _no_application()
         if request.method == "GET":
             return HTMLResponse(_logon_page(host))
         form = await _form(request)
@@ -112,6 +122,8 @@ def build_web_app(host: WebHost) -> Starlette:
     async def logoff(request: Request) -> Response:
         if not host.web_running:
             return _unavailable("IIS")
+        if not host.crm_application:
+            return _no_application()
         form = await _form(request)
         sid_raw = form.get("SID", "")
         sid = int(sid_raw) if sid_raw.isdigit() else None
@@ -128,12 +140,16 @@ def build_web_app(host: WebHost) -> Starlette:
     async def sessions(_: Request) -> Response:
         if not host.web_running:
             return _unavailable("IIS")
+        if not host.crm_application:
+            return _no_application()
         rows = await host.crm_db.open_sessions(host.session_timeout_minutes)
         return JSONResponse({"server": host.node, "sessions": rows, "logged_on": len(rows)})
 
     async def root(request: Request) -> Response:
         if not host.web_running:
             return _unavailable("IIS")
+        if not host.crm_application:
+            return _no_application()
         return HTMLResponse(_logon_page(host))
 
     async def sdata(request: Request) -> Response:
