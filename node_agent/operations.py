@@ -16,7 +16,10 @@ Invariants:
   ``pending``/``running`` in the journal at start reads ``interrupted``, never ``succeeded``;
 - actions that change the server hold the node's lock (one at a time); read-only actions
   (:data:`~node_agent.drivers.base.READ_ONLY_ACTIONS`) run beside them;
-- cancel reaches the running work: the task is cancelled, subprocesses are terminated.
+- cancel reaches the running work: the task is cancelled, subprocesses are terminated;
+- a succeeded operation's ``result`` fits its action's result model
+  (:data:`~node_agent.protocol.ACTION_RESULTS`): a driver returning another shape fails the
+  operation, naming the field.
 """
 
 from __future__ import annotations
@@ -32,7 +35,15 @@ from typing import Any
 from config.secrets import redact, redact_mapping
 from node_agent.drivers.base import READ_ONLY_ACTIONS, DriverError, HostDriver, OperationContext
 from node_agent.journal import OperationJournal
-from node_agent.protocol import Action, OperationRecord, OperationState, Params
+from node_agent.protocol import (
+    Action,
+    OperationRecord,
+    OperationState,
+    Params,
+    ResultError,
+    parse_result,
+    result_for_wire,
+)
 from node_agent.runner import CommandRunner, CommandTimeout
 
 log = logging.getLogger("crmcluster.agent.operations")
@@ -230,4 +241,14 @@ class OperationManager:
             op.ctx.log(message)
             self._finish(op, OperationState.FAILED, error=message)
             return
-        self._finish(op, OperationState.SUCCEEDED, result=redact_mapping(result))
+        try:
+            checked = parse_result(action, result)
+        except ResultError as exc:
+            # A driver that reports something else than its action's result model is a bug: the
+            # operation fails saying so rather than record what no reader understands.
+            message = redact(f"the {self.driver.kind} driver's result is wrong: {exc}")
+            log.error("operation %s: %s", op.record.op_id, message)
+            op.ctx.log(message)
+            self._finish(op, OperationState.FAILED, error=message)
+            return
+        self._finish(op, OperationState.SUCCEEDED, result=redact_mapping(result_for_wire(checked)))

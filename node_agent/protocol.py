@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -285,6 +285,322 @@ def params_for_wire(params: Params) -> dict[str, Any]:
     return dict(reveal(params.model_dump(mode="python", exclude_none=True, by_alias=True)))
 
 
+class ServiceStatus(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    NOT_INSTALLED = "not_installed"
+    UNKNOWN = "unknown"
+
+
+# Results -----------------------------------------------------------------------------------------------
+class Result(BaseModel):
+    """Base of every action's result: what the agent records and the controller reads.
+
+    Fields the model does not name are refused, so a driver cannot report something no reader
+    knows of, and a reader cannot look for something no driver sends. ``commands`` lists, in a
+    dry run, the commands as they would have run (secrets as ``***``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    commands: list[str] | None = None
+
+
+class WebResult(Result):
+    """``stop_web``/``start_web``: IIS's state after the action."""
+
+    web: ServiceStatus
+    iis_started_at: datetime | None = None
+
+
+class ServiceResult(Result):
+    """Tomcat and the CRM services (``stop_tomcat`` … ``uninstall_service``): the Windows service
+    name and its state after the action; ``installed``/``removed`` say whether this action created
+    or deleted it (False: it already was, or was not, there)."""
+
+    service: str
+    state: ServiceStatus
+    installed: bool | None = None
+    removed: bool | None = None
+
+
+class BackupResult(Result):
+    """Every ``backup_*`` action: where the backup is (``path``, relative to the backup root: what
+    the matching restore takes as ``source``), its size and checksum, and when it was finished.
+
+    ``sha256`` is the content's hash as the agent read it back; where the agent cannot read the
+    file (SQL Server writes the database backup), ``verified`` says it was checked another way
+    (``RESTORE VERIFYONLY``) and ``sha256`` may be absent.
+    """
+
+    path: str
+    size: int = Field(alias="bytes", ge=0)
+    sha256: str | None = None
+    verified: bool = True
+    finished_at: datetime
+    #: Files in the backup (folder backups).
+    files: int | None = None
+    #: The install's version (program files) or the CRM schema's (database) when it was taken.
+    version: str | None = None
+    schema_version: str | None = None
+    #: Database backups: the engine, the backup file's name, the schema dumped, SQL Server's path.
+    backend: str | None = None
+    file: str | None = None
+    schema_name: str | None = Field(None, alias="schema")
+    disk: str | None = None
+    database: str | None = None
+    #: Registry backups: the ``.reg`` files exported. Views backups: the views saved.
+    exports: list[str] | None = None
+    views: list[str] | None = None
+
+
+class ProgramFilesRestoreResult(Result):
+    """``restore_program_files``: the guide's ``<install>_backup`` folder (relative to the Sage CRM
+    programs root) the backup was copied into, and the website's physical path now pointing there."""
+
+    path: str
+    website_path: str
+    version: str | None = None
+
+
+class RegistryRestoreResult(Result):
+    """``restore_registry``: the ``.reg`` files imported, and the keys they wrote when known."""
+
+    imported: list[str]
+    keys: list[str] = Field(default_factory=list)
+
+
+class DatabaseRestoreResult(Result):
+    """``restore_database``: the backup put back (``restored_from``, a backup's ``path``)."""
+
+    restored_from: str
+    schema_version: str | None = None
+    backend: str | None = None
+    file: str | None = None
+    size: int | None = Field(None, alias="bytes", ge=0)
+    sha256: str | None = None
+    schema_name: str | None = Field(None, alias="schema")
+    disk: str | None = None
+    database: str | None = None
+
+
+class RegisterDllResult(Result):
+    registered: str
+
+
+class RedirectResult(Result):
+    website_path: str
+    version: str | None = None
+
+
+class WizardBackup(Result):
+    """The install wizard's own "Backup existing copy" (backup paths, as ``BackupResult.path``)."""
+
+    program_files: str
+    registry: str
+    database: str | None = None
+
+
+class InstallerResult(Result):
+    """``run_installer``: the version installed afterwards and what the wizard did."""
+
+    mode: Literal["upgrade", "add_node"]
+    version: str | None
+    license_hash: str | None = None
+    backup: WizardBackup | None = None
+    registered: bool = False
+    # upgrade
+    from_version: str | None = None
+    to_version: str | None = None
+    upgraded: bool | None = None
+    database_upgraded: bool | None = None
+    scripts: list[str] | None = None
+    # add_node
+    installed: bool | None = None
+    reinstalled: bool | None = None
+    replication_engine: bool | None = None
+
+
+class ScriptOutcome(Result):
+    name: str
+    success: bool
+    message: str = ""
+
+
+class UpgradeLogResult(Result):
+    """``read_upgrade_log`` (the guide's "Reviewing the upgrade log"): each script's outcome, the
+    failed ones, every "NB must be fixed" line, every asterisk-marked log file."""
+
+    ok: bool
+    completed: bool
+    from_version: str | None = None
+    to_version: str | None = None
+    scripts: list[ScriptOutcome]
+    failed_scripts: list[str] = Field(default_factory=list)
+    must_fix: list[str] = Field(default_factory=list)
+    error_files: list[str] = Field(default_factory=list)
+
+
+class TriggersResult(Result):
+    """``disable_triggers``/``enable_triggers``: the state now, and the triggers this action
+    changed (``schema.table.trigger``) where the driver knows them one by one."""
+
+    triggers: Literal["enabled", "disabled"]
+    changed: list[str] = Field(default_factory=list)
+
+
+class ExchangeIntegrationResult(Result):
+    exchange_integration: bool
+
+
+class ReplicationEngineResult(Result):
+    """``install_replication_engine``/``remove_replication_engine``: present afterwards or not;
+    ``installed``/``removed`` say whether this action put it there or took it away."""
+
+    replication_engine: bool
+    installed: bool | None = None
+    removed: bool | None = None
+
+
+class MetadataResult(Result):
+    reloaded_at: datetime
+    #: The CRM schema's fingerprint as the reload saw it, where the driver computes one.
+    schema_hash: str | None = Field(None, alias="schema")
+
+
+class WarmupResult(Result):
+    """``warmup_logon``: the logon form answered (``status``) and the session it opened closed."""
+
+    logged_on: bool
+    status: int
+    sid: str | None = None
+    logged_off: int = 0
+
+
+class LicenseCheckResult(Result):
+    """``check_license``: whether the key was accepted, and what was checked to say so.
+
+    ``checked`` names the check (``"format only"``: the key's form, no call to Sage);
+    ``valid_for`` lists the versions the check confirmed the key is valid for, None when the check
+    cannot tell (a format check cannot). Only a hash of the key is ever reported.
+    """
+
+    valid: bool
+    checked: str
+    valid_for: list[Version] | None = None
+    key_hash: str
+
+
+class LibraryProbeResult(Result):
+    """``probe_library``: whether the share answered and a probe file could be written, read back
+    and deleted; ``message`` says what went wrong when either is False."""
+
+    path: str
+    reachable: bool
+    writable: bool
+    message: str | None = None
+
+
+class FingerprintResult(Result):
+    """``fingerprint_records``: the sample's record hashes by company id (None: not found), the
+    ids not found, and the CRM schema's fingerprint and version."""
+
+    records: dict[str, str | None]
+    missing: list[int] = Field(default_factory=list)
+    schema_hash: str | None = Field(None, alias="schema")
+    schema_version: str | None = None
+
+
+class DatabaseSessionsResult(Result):
+    """``database_sessions``: sessions on the CRM database, by client host and by program."""
+
+    hosts: dict[str, int]
+    programs: dict[str, dict[str, int]] = Field(default_factory=dict)
+    total: int
+
+
+class DtaObject(Result):
+    schema_name: str | None = Field(None, alias="schema")
+    table: str
+    name: str
+    kind: Literal["index", "statistics"]
+
+
+class DtaObjectsResult(Result):
+    """``list_dta_objects``: the Database Tuning Advisor's ``_dta_index_``/``_dta_stat_`` objects."""
+
+    objects: list[DtaObject]
+    count: int
+
+
+ACTION_RESULTS: dict[Action, type[Result]] = {
+    Action.STOP_WEB: WebResult,
+    Action.START_WEB: WebResult,
+    Action.STOP_TOMCAT: ServiceResult,
+    Action.START_TOMCAT: ServiceResult,
+    Action.INSTALL_SERVICE: ServiceResult,
+    Action.UNINSTALL_SERVICE: ServiceResult,
+    Action.START_SERVICE: ServiceResult,
+    Action.STOP_SERVICE: ServiceResult,
+    Action.BACKUP_PROGRAM_FILES: BackupResult,
+    Action.BACKUP_REGISTRY: BackupResult,
+    Action.BACKUP_DATABASE: BackupResult,
+    Action.BACKUP_VIEWS: BackupResult,
+    Action.RESTORE_PROGRAM_FILES: ProgramFilesRestoreResult,
+    Action.RESTORE_REGISTRY: RegistryRestoreResult,
+    Action.RESTORE_DATABASE: DatabaseRestoreResult,
+    Action.REGISTER_DLL: RegisterDllResult,
+    Action.REDIRECT_WEBSITE: RedirectResult,
+    Action.RUN_INSTALLER: InstallerResult,
+    Action.READ_UPGRADE_LOG: UpgradeLogResult,
+    Action.DISABLE_TRIGGERS: TriggersResult,
+    Action.ENABLE_TRIGGERS: TriggersResult,
+    Action.DISABLE_EXCHANGE_INTEGRATION: ExchangeIntegrationResult,
+    Action.ENABLE_EXCHANGE_INTEGRATION: ExchangeIntegrationResult,
+    Action.INSTALL_REPLICATION_ENGINE: ReplicationEngineResult,
+    Action.REMOVE_REPLICATION_ENGINE: ReplicationEngineResult,
+    Action.RELOAD_METADATA: MetadataResult,
+    Action.WARMUP_LOGON: WarmupResult,
+    Action.CHECK_LICENSE: LicenseCheckResult,
+    Action.PROBE_LIBRARY: LibraryProbeResult,
+    Action.FINGERPRINT_RECORDS: FingerprintResult,
+    Action.DATABASE_SESSIONS: DatabaseSessionsResult,
+    Action.LIST_DTA_OBJECTS: DtaObjectsResult,
+}
+assert set(ACTION_RESULTS) == set(Action)
+
+
+class ResultError(ValueError):
+    """A result that does not fit its action's model; the message names the action and the field."""
+
+
+R = TypeVar("R", bound=Result)
+
+
+def parse_result(action: Action | str, data: Any) -> Result:
+    """``data`` (a driver's return value, or a record's ``result``) as ``action``'s result model."""
+    act = Action(action)
+    model = ACTION_RESULTS[act]
+    if isinstance(data, model):
+        return data
+    if isinstance(data, Result):
+        raise ResultError(f"{act.value}: a {type(data).__name__} is not a {model.__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "result"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ResultError(
+            f"{act.value}: the result does not fit {model.__name__}: {where}: {first['msg']}{more}"
+        ) from None
+
+
+def result_for_wire(result: Result) -> dict[str, Any]:
+    """A result as JSON, with its wire names (``bytes``, ``schema``); unset optional fields left out."""
+    return dict(result.model_dump(mode="json", by_alias=True, exclude_unset=True))
+
+
 class OperationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -308,12 +624,21 @@ class OperationRecord(BaseModel):
     error: str | None = None
     log_tail: list[str] = Field(default_factory=list)
 
+    def parsed_result(self) -> Result:
+        """The result as its action's model; :class:`ResultError` when it does not fit."""
+        return parse_result(self.action, self.result)
 
-class ServiceStatus(StrEnum):
-    RUNNING = "running"
-    STOPPED = "stopped"
-    NOT_INSTALLED = "not_installed"
-    UNKNOWN = "unknown"
+    def result_as(self, model: type[R]) -> R:
+        """The result as ``model``, which must be this action's result model::
+
+        backup = record.result_as(BackupResult)   # ResultError for a stop_web record
+        """
+        expected = ACTION_RESULTS[self.action]
+        if expected is not model:
+            raise ResultError(f"a {self.action.value} result is a {expected.__name__}, not {model.__name__}")
+        parsed = parse_result(self.action, self.result)
+        assert isinstance(parsed, model)
+        return parsed
 
 
 class NodeStatus(BaseModel):

@@ -24,7 +24,7 @@ from typing import Any
 
 from config.secrets import redact
 from controller.agents.client import AgentClient, AgentRejected, AgentUnreachable
-from node_agent.protocol import OperationRecord, OperationState
+from node_agent.protocol import OperationRecord, OperationState, ResultError
 
 
 class StepFailed(Exception):
@@ -164,6 +164,10 @@ async def carry_out(
 
 def _settled(record: OperationRecord) -> OperationRecord:
     if record.state == OperationState.SUCCEEDED:
+        try:
+            record.parsed_result()
+        except ResultError as exc:
+            raise StepFailed(f"{record.action.value}: the agent's result is not understood: {exc}") from exc
         return record
     reason = record.error or (record.log_tail[-1] if record.log_tail else "")
     if record.state == OperationState.INTERRUPTED:

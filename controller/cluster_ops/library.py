@@ -18,7 +18,7 @@ from controller.jobs.runner import new_op_id, run_agent_op
 from controller.jobs.store import StepError
 from controller.registry.cluster import read_config
 from controller.registry.nodes import NodeRecord
-from node_agent.protocol import Action, LibraryParams
+from node_agent.protocol import Action, LibraryParams, LibraryProbeResult
 
 
 async def get(ctx: ControllerContext) -> dict[str, Any]:
@@ -34,18 +34,18 @@ async def set_paths(ctx: ControllerContext, changes: dict[str, str | None]) -> d
 
 async def _probe(ctx: ControllerContext, node: NodeRecord, path: str) -> dict[str, Any]:
     try:
-        result = await run_agent_op(
+        record = await run_agent_op(
             ctx, node, Action.PROBE_LIBRARY, LibraryParams(path=path), op_id=new_op_id("library")
         )
     except StepError as exc:
         return {"path": path, "ok": False, "message": str(exc)}
-    ok = bool(result.get("ok", True))
-    return {
-        "path": path,
-        "ok": ok,
-        "message": result.get("message") or ("ok" if ok else "failed"),
-        "result": result,
-    }
+    probe = record.result_as(LibraryProbeResult)
+    ok = probe.reachable and probe.writable
+    if ok:
+        message = "wrote, read back and deleted a probe file"
+    else:
+        message = probe.message or ("not writable" if probe.reachable else "not reachable")
+    return {"path": path, "ok": ok, "message": message, "result": record.result}
 
 
 async def verify(ctx: ControllerContext, paths: list[str] | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from controller.context import ControllerContext
 from controller.jobs.runner import new_op_id, run_agent_op
 from controller.jobs.store import StepError
 from controller.registry.nodes import NodeRecord
-from node_agent.protocol import Action
+from node_agent.protocol import Action, MetadataResult
 
 
 async def refresh(ctx: ControllerContext) -> dict[str, Any]:
@@ -21,10 +21,16 @@ async def refresh(ctx: ControllerContext) -> dict[str, Any]:
 
     async def one(n: NodeRecord) -> dict[str, Any]:
         try:
-            result = await run_agent_op(ctx, n, Action.RELOAD_METADATA, op_id=f"{op}:{n.name}")
+            record = await run_agent_op(ctx, n, Action.RELOAD_METADATA, op_id=f"{op}:{n.name}")
         except StepError as exc:
             return {"name": n.name, "ok": False, "message": str(exc)}
-        return {"name": n.name, "ok": True, "message": "metadata reloaded", "result": result}
+        reloaded = record.result_as(MetadataResult)
+        return {
+            "name": n.name,
+            "ok": True,
+            "message": f"metadata reloaded at {reloaded.reloaded_at.isoformat()}",
+            "result": record.result,
+        }
 
     results = list(await asyncio.gather(*(one(n) for n in nodes)))
     return {

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from controller.agents.client import AgentError, AgentRejected, AgentUnreachable, OperationTimeout
 from controller.errors import ClusterBusy
 from controller.jobs.store import FAILED, SUCCEEDED, StepError, StepSpec
-from node_agent.protocol import Action, NoParams, OperationState, Params
+from node_agent.protocol import Action, NoParams, OperationRecord, OperationState, Params, ResultError
 
 if TYPE_CHECKING:
     from controller.context import ControllerContext
@@ -81,7 +81,7 @@ def agent_step(
     """A step that runs ``action`` on ``node``'s agent and waits for it to finish."""
 
     async def run(op_id: str) -> dict[str, Any] | None:
-        return await run_agent_op(ctx, node, action, params, op_id=op_id, timeout=timeout)
+        return (await run_agent_op(ctx, node, action, params, op_id=op_id, timeout=timeout)).result
 
     return StepSpec(action=action.value, node=node.name, run=run)
 
@@ -94,8 +94,9 @@ async def run_agent_op(
     *,
     op_id: str,
     timeout: float | None = None,
-) -> dict[str, Any]:
-    """Run one operation on ``node``; its result, or :class:`StepError` saying what went wrong."""
+) -> OperationRecord:
+    """Run one operation on ``node``: its succeeded record, whose result fits the action's model
+    (read it with ``record.result_as(...)``), or :class:`StepError` saying what went wrong."""
     if not node.agent_url:
         raise StepError(f"node {node.name} has no agent URL")
     client = ctx.agents.client(node.agent_url)
@@ -112,7 +113,13 @@ async def run_agent_op(
     if record.state != OperationState.SUCCEEDED:
         why = record.error or (record.log_tail[-1] if record.log_tail else "no message")
         raise StepError(f"{action.value} {record.state.value} on {node.name}: {why}")
-    return record.result or {}
+    try:
+        record.parsed_result()
+    except ResultError as exc:
+        raise StepError(
+            f"{action.value} on {node.name}: the agent's result is not understood: {exc}"
+        ) from exc
+    return record
 
 
 def new_op_id(prefix: str) -> str:

@@ -30,7 +30,13 @@ from config.vocabulary import NodeState
 from controller.agents.client import AgentPool
 from controller.agents.follow import Polling, StepFailed, carry_out
 from controller.upgrade import local_steps, restore
-from controller.upgrade.evidence import backup_evidence, compare_fingerprints, upgrade_log_findings
+from controller.upgrade.evidence import (
+    backup_evidence,
+    baseline_ids,
+    baseline_of,
+    compare_fingerprints,
+    upgrade_log_findings,
+)
 from controller.upgrade.model import (
     CHANGING_ACTIONS,
     DRIVEN,
@@ -44,7 +50,17 @@ from controller.upgrade.model import (
 from controller.upgrade.plan import SECRET, PlannedNode, database_server
 from controller.upgrade.run_state import WebTransportFor, epoch
 from controller.upgrade.store import UpgradeStore, unseal
-from node_agent.protocol import OperationRecord
+from node_agent.protocol import (
+    BackupResult,
+    DatabaseRestoreResult,
+    FingerprintResult,
+    InstallerResult,
+    OperationRecord,
+    ProgramFilesRestoreResult,
+    Result,
+    UpgradeLogResult,
+    result_for_wire,
+)
 
 log = logging.getLogger("crmcluster.upgrade")
 #: Phases whose changes do not make a node *touched* (nothing of the install changed yet).
@@ -437,7 +453,7 @@ class RunExecutor:
         record = await self.agent_op(
             step, step.node, step.op_id or "", step.action, params, deadline, fresh=fresh
         )
-        return await self.after(step, record.result or {})
+        return await self.after(step, record.parsed_result())  # carry_out has checked it fits
 
     def wire_params(self, step: Step) -> dict[str, Any]:
         """The step's params as sent: secrets filled in, params that depend on earlier steps computed."""
@@ -450,8 +466,8 @@ class RunExecutor:
             if params.get("register") and self.run.context.get("registered"):
                 params["register"] = False  # a key registers at most five times: once per upgrade
         if step.action == "fingerprint_records" and step.phase != Phase.BASELINE.value:
-            base = self.run.context.get("baseline") or {}
-            params = {"ids": sorted(int(k) for k in (base.get("records") or {}))}
+            base = baseline_of(self.run.context)
+            params = {"ids": baseline_ids(base) if base is not None else []}
         return restore.wire_params(self, step, params)
 
     async def agent_op(
@@ -482,50 +498,51 @@ class RunExecutor:
             fresh=fresh,
         )
 
-    async def after(self, step: Step, result: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    async def after(self, step: Step, result: Result) -> tuple[dict[str, Any] | None, str | None]:
         """Judge an agent step's result; raise StepFailed when the guide says it is not good enough."""
         node = step.node or ""
-        if step.action.startswith("backup_"):
+        raw = result_for_wire(result)
+        if isinstance(result, BackupResult):
             ev, problem = backup_evidence(result)
             if problem:
                 raise StepFailed(f"{step.action} on {node} not verified: {problem}")
-            return ev, f"{ev['bytes']} bytes, sha256 {str(ev['sha256'])[:12]}…"  # the step keeps it
-        if step.action == "read_upgrade_log":
+            checksum = f"sha256 {result.sha256[:12]}…" if result.sha256 else "checksums verified"
+            return ev, f"{result.size} bytes, {checksum}"  # the step keeps it
+        if isinstance(result, UpgradeLogResult):
             ev, problems = upgrade_log_findings(result)
             if problems:
                 raise StepFailed(f"upgrade log of {node}: " + "; ".join(problems[:10]), evidence=ev)
             return ev, f"{ev['scripts']} scripts succeeded, nothing must be fixed"
-        if step.action == "restore_database" and self.shared_state_database:
+        if isinstance(result, DatabaseRestoreResult) and self.shared_state_database:
             # The embedded default keeps crmcluster's tables in the CRM database: the restore has
             # just rolled them back to the backup's moment. This executor holds the truth.
             self.run.status = RunStatus.RESTORING
-            step.status, step.result = StepStatus.SUCCEEDED, result
+            step.status, step.result = StepStatus.SUCCEEDED, raw
             step.finished_at = self.now()
             await self.store.rewrite(self.run, self.steps)
-            return result, "database restored (crmcluster's own records written again)"
-        if step.action == "restore_program_files":
+            return raw, "database restored (crmcluster's own records written again)"
+        if isinstance(result, ProgramFilesRestoreResult):
             await restore.remember_restore(self, step, result)
-            return result, f"program files of {node} put back"
-        if step.action == "run_installer":
+            return raw, f"program files of {node} put back"
+        if isinstance(result, InstallerResult):
             if step.params.get("register") and not self.run.context.get("registered"):
                 await self.update_context(registered=True)
-            return result, f"{node} upgraded to {self.run.target_version}"
-        if step.action == "fingerprint_records":
+            return raw, f"{node} upgraded to {self.run.target_version}"
+        if isinstance(result, FingerprintResult):
             if step.phase == Phase.BASELINE.value:
-                await self.update_context(baseline=result)
-                return result, f"{len(result.get('records') or {})} company records fingerprinted"
-            diffs = compare_fingerprints(self.run.context.get("baseline") or {}, result, schema=False)
-            if result.get("schema_version") not in (None, self.run.target_version):
+                await self.update_context(baseline=raw)
+                return raw, f"{len(result.records)} company records fingerprinted"
+            base = baseline_of(self.run.context) or FingerprintResult(records={})
+            diffs = compare_fingerprints(base, result, schema=False)
+            if result.schema_version not in (None, self.run.target_version):
                 diffs.append(
-                    f"the database schema is at {result.get('schema_version')}, not {self.run.target_version}"
+                    f"the database schema is at {result.schema_version}, not {self.run.target_version}"
                 )
-            await self.update_context(
-                records_compared={"differences": diffs, "count": len(result.get("records") or {})}
-            )
+            await self.update_context(records_compared={"differences": diffs, "count": len(result.records)})
             if diffs:
                 raise StepFailed("records differ after the upgrade: " + "; ".join(diffs[:10]))
-            return result, f"{len(result.get('records') or {})} records equal to the baseline"
-        return result or None, None
+            return raw, f"{len(result.records)} records equal to the baseline"
+        return raw or None, None
 
 
 def _fill_secrets(value: Any, secrets: dict[str, str]) -> Any:

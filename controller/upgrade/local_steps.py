@@ -20,7 +20,7 @@ from controller.agents.follow import StepFailed
 from controller.upgrade.evidence import host_matches, sessions_by_host
 from controller.upgrade.model import Local, Step
 from controller.upgrade.run_state import RunState, sleep_until, sub_op
-from node_agent.protocol import Action
+from node_agent.protocol import Action, DatabaseSessionsResult, LibraryProbeResult
 
 Outcome = tuple[dict[str, Any] | None, str | None]
 
@@ -72,7 +72,7 @@ async def verify_disconnected(ex: RunState, step: Step, deadline: float | None) 
     attempt = 0
     while True:
         rec = await sub_op(ex, step, step.node, f"sessions{attempt}", Action.DATABASE_SESSIONS.value, {})
-        sessions = sessions_by_host(rec.result)
+        sessions = sessions_by_host(rec.result_as(DatabaseSessionsResult))
         left = {
             h: n
             for h, n in sessions.items()
@@ -186,9 +186,12 @@ async def smoke_check(ex: RunState, step: Step) -> Outcome:
     else:
         ev["logon"] = "checked by the warm-up logon (no web address reported)"
     probe = await sub_op(ex, step, step.node, "library", Action.PROBE_LIBRARY.value, {})
+    library = probe.result_as(LibraryProbeResult)
     ev["library"] = probe.result
-    if (probe.result or {}).get("reachable") is False:
-        problems.append("library not reachable")
+    if not library.reachable:
+        problems.append(f"library not reachable ({library.message or library.path})")
+    elif not library.writable:
+        problems.append(f"library not writable ({library.message or library.path})")
     if problems:
         raise StepFailed(f"smoke check of {step.node}: " + "; ".join(problems))
     return ev, f"{step.node}: {st.version}, logon and SData answer, library reachable"

@@ -39,7 +39,15 @@ from controller.agents.client import AgentError, AgentPool
 from controller.agents.follow import Polling, StepFailed, carry_out
 from controller.upgrade.model import UpgradeRequest
 from controller.upgrade.plan import PlannedNode, running_services
-from node_agent.protocol import Action, NodeStatus
+from node_agent.protocol import (
+    Action,
+    DtaObjectsResult,
+    LibraryProbeResult,
+    LicenseCheckResult,
+    NodeStatus,
+    OperationRecord,
+    result_for_wire,
+)
 
 Status = Literal["pass", "warn", "fail"]
 #: Room asked for on each node when the agent does not say how big its backups will be.
@@ -94,6 +102,31 @@ async def _gather_limited(factories: list[Callable[[], Awaitable[Any]]], limit: 
             return await f()
 
     return await asyncio.gather(*(one(f) for f in factories))
+
+
+def _license_finding(lic: LicenseCheckResult, node: str, target: str) -> Finding:
+    """The license finding, saying what the agent checked (``checked``): a key the check confirmed
+    for other versions only fails; a format check passes and says it was only the format."""
+    ev: dict[str, Any] = {**result_for_wire(lic), "node": node}
+    if not lic.valid:
+        return Finding("license", "fail", f"the license key is not valid (checked: {lic.checked})", ev)
+    if lic.valid_for is not None and target not in lic.valid_for:
+        ev["reason"] = f"the key is not valid for {target}"
+        return Finding(
+            "license",
+            "fail",
+            f"the license key is not valid for {target}: it is for "
+            + (", ".join(lic.valid_for) or "no version"),
+            ev,
+        )
+    if lic.valid_for is None:
+        return Finding(
+            "license",
+            "pass",
+            f"the license key is accepted (checked: {lic.checked}; not confirmed for {target})",
+            ev,
+        )
+    return Finding("license", "pass", f"the license key is valid for {target} (checked: {lic.checked})", ev)
 
 
 async def run_preflight(
@@ -216,7 +249,7 @@ async def run_preflight(
         )
 
     # Read-only operations ------------------------------------------------------------------------------
-    async def op(node: PlannedNode, action: Action, params: dict[str, Any]) -> dict[str, Any] | str:
+    async def op(node: PlannedNode, action: Action, params: dict[str, Any]) -> OperationRecord | str:
         client = agents.client(node.agent_url)
         try:
             rec = await carry_out(
@@ -229,7 +262,7 @@ async def run_preflight(
             )
         except StepFailed as exc:
             return exc.message
-        return rec.result or {}
+        return rec
 
     # The read-only operations run side by side: the license and _dta_ objects on the database
     # server, the library probe on every server.
@@ -252,30 +285,17 @@ async def run_preflight(
                 Finding("license", "fail", f"the license key was not accepted: {lic}", {"node": db.name})
             )
         else:
-            valid = bool(lic.get("valid"))
-            ev = {k: v for k, v in lic.items() if k not in ("license_key",)}
-            ev["node"] = db.name
-            for_versions = lic.get("versions") or lic.get("valid_for")
-            if valid and isinstance(for_versions, list) and request.target_version not in for_versions:
-                valid = False
-                ev["reason"] = f"the key is not valid for {request.target_version}"
             findings.append(
-                Finding(
-                    "license",
-                    "pass" if valid else "fail",
-                    "the license key is valid for " + request.target_version
-                    if valid
-                    else "the license key is not valid: "
-                    + str(ev.get("reason") or lic.get("message") or "refused"),
-                    ev,
-                )
+                _license_finding(lic.result_as(LicenseCheckResult), db.name, request.target_version)
             )
         if isinstance(dta, str) or dta is None:
             findings.append(
                 Finding("dta_objects", "warn", f"could not list _dta_ objects: {dta}", {"node": db.name})
             )
         else:
-            objects = dta.get("objects") or []
+            objects = [
+                o.model_dump(mode="json", by_alias=True) for o in dta.result_as(DtaObjectsResult).objects
+            ]
             if objects:
                 findings.append(
                     Finding(
@@ -317,9 +337,13 @@ async def run_preflight(
     lib_ev: dict[str, Any] = {}
     bad: list[str] = []
     for n, res in zip(reachable_nodes, probes, strict=True):
-        ok = not isinstance(res, str) and res.get("reachable", True) is not False
-        lib_ev[n.name] = res if not isinstance(res, str) else {"error": res}
-        if not ok:
+        if isinstance(res, str):
+            lib_ev[n.name] = {"error": res}
+            bad.append(n.name)
+            continue
+        probe = res.result_as(LibraryProbeResult)
+        lib_ev[n.name] = res.result
+        if not (probe.reachable and probe.writable):
             bad.append(n.name)
     if bad or not reachable_nodes:
         findings.append(

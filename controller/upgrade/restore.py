@@ -23,12 +23,12 @@ from __future__ import annotations
 from typing import Any
 
 from controller.agents.follow import StepFailed
-from controller.upgrade.evidence import baseline_ids, compare_fingerprints
+from controller.upgrade.evidence import baseline_ids, baseline_of, compare_fingerprints
 from controller.upgrade.local_steps import logons_served
 from controller.upgrade.model import Local, Phase, Run, Step
 from controller.upgrade.plan import PlannedNode, StepBuilder, database_server, start_actions, stop_actions
 from controller.upgrade.run_state import RunState, sub_op
-from node_agent.protocol import Action
+from node_agent.protocol import Action, FingerprintResult, ProgramFilesRestoreResult, result_for_wire
 
 #: restore action -> the backup action whose verified result (a pre-upgrade backup step's) it puts back.
 SOURCES = {
@@ -100,18 +100,23 @@ def wire_params(ex: RunState, step: Step, params: dict[str, Any]) -> dict[str, A
             raise StepFailed(f"no verified {kind} backup of {step.node} to restore from")
         return {**params, "source": path}
     if step.action in (Action.REDIRECT_WEBSITE.value, Action.REGISTER_DLL.value):
-        restored = ex.run.context.get("restored", {}).get(step.node) or {}
-        key = "website_path" if step.action == Action.REDIRECT_WEBSITE.value else "dll"
-        path = restored.get(key) or restored.get("path")
-        return {**params, "path": path} if path else params
+        raw = ex.run.context.get("restored", {}).get(step.node)
+        if not raw:
+            return params
+        restored = ProgramFilesRestoreResult.model_validate(raw)
+        # The website points at the backup's WWWRoot; regsvr32 is given the backup folder (the
+        # agent finds WWWRoot\eware.dll under it).
+        path = restored.website_path if step.action == Action.REDIRECT_WEBSITE.value else restored.path
+        return {**params, "path": path}
     return params
 
 
-async def remember_restore(ex: RunState, step: Step, result: dict[str, Any]) -> None:
+async def remember_restore(ex: RunState, step: Step, result: ProgramFilesRestoreResult) -> None:
     """Keep where program files were put back (the website redirect and regsvr32 point there)."""
-    if step.action == Action.RESTORE_PROGRAM_FILES.value and step.node:
+    if step.node:
         node = step.node
-        await ex.mutate_context(lambda c: c.setdefault("restored", {}).update({node: result}))
+        kept = result_for_wire(result)
+        await ex.mutate_context(lambda c: c.setdefault("restored", {}).update({node: kept}))
 
 
 async def verify(ex: RunState, step: Step) -> tuple[dict[str, Any], list[str]]:
@@ -130,8 +135,8 @@ async def verify(ex: RunState, step: Step) -> tuple[dict[str, Any], list[str]]:
             diffs.append(f"{name} runs {st.version}, not {old}")
         if st.web.value != "running":
             diffs.append(f"{name}: IIS is {st.web.value}")
-    baseline = ex.run.context.get("baseline")
-    if ex.db is not None and baseline:
+    baseline = baseline_of(ex.run.context)
+    if ex.db is not None and baseline is not None:
         rec = await sub_op(
             ex,
             step,
@@ -140,10 +145,10 @@ async def verify(ex: RunState, step: Step) -> tuple[dict[str, Any], list[str]]:
             Action.FINGERPRINT_RECORDS.value,
             {"ids": baseline_ids(baseline)},
         )
-        now = rec.result or {}
+        now = rec.result_as(FingerprintResult)
         record_diffs = compare_fingerprints(baseline, now, schema=True)
-        ev["records"] = {"compared": len(baseline.get("records") or {}), "differences": record_diffs}
-        ev["schema_version"] = now.get("schema_version")
+        ev["records"] = {"compared": len(baseline.records), "differences": record_diffs}
+        ev["schema_version"] = now.schema_version
         diffs += record_diffs
     else:
         ev["records"] = "not applicable: no baseline was taken before the failure"

@@ -4,7 +4,9 @@ A driver implements one coroutine per action, named after it (``stop_web``, ``ru
 
     async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]
 
-and returns the operation's ``result``. It raises :class:`ActionFailed` when the step did not do
+and returns the operation's ``result``: a dict (or the model itself) that fits the action's result
+model, :data:`node_agent.protocol.ACTION_RESULTS` — the agent checks it before recording it, and
+a result that does not fit fails the operation. It raises :class:`ActionFailed` when the step did not do
 what the guide asks (the operation reads ``failed`` with that message); cancellation arrives as
 :class:`asyncio.CancelledError` at the next ``await`` (subprocesses started through
 :meth:`OperationContext.run` are terminated). Errors:

@@ -274,18 +274,18 @@ class WindowsDriver(HostDriver):
         name = self.service_name(params.service)
         if await self._service_state(name) != ServiceStatus.NOT_INSTALLED:
             ctx.log(f"{name} is already installed")
-            return {"service": name, "installed": False}
+            return {"service": name, "state": await self._service_state(name), "installed": False}
         exe = self.programs_root / "Services" / SERVICE_EXES[params.service]
         await ctx.run(["sc.exe", "create", name, "binPath=", str(exe), "start=", "auto"])
-        return {"service": name, "installed": True}
+        return {"service": name, "state": await self._service_state(name), "installed": True}
 
     async def uninstall_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
         name = self.service_name(params.service)
         if await self._service_state(name) == ServiceStatus.NOT_INSTALLED:
-            return {"service": name, "removed": False}
+            return {"service": name, "state": ServiceStatus.NOT_INSTALLED, "removed": False}
         await self._control(ctx, name, "stop")
         await ctx.run(["sc.exe", "delete", name])
-        return {"service": name, "removed": True}
+        return {"service": name, "state": ServiceStatus.NOT_INSTALLED, "removed": True}
 
     async def start_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
         return await self._control(ctx, self.service_name(params.service), "start")
@@ -298,7 +298,7 @@ class WindowsDriver(HostDriver):
         dest, rel = self._destination(params.destination, "program_files", ctx)
         ctx.log(f"copying {self.install_dir} to {dest}")
         manifest = await asyncio.to_thread(copy_folder, self.install_dir, dest)
-        return {"path": rel, **manifest}
+        return {"path": rel, **manifest, "verified": True, "finished_at": datetime.now(UTC)}
 
     async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "registry", ctx)
@@ -310,7 +310,14 @@ class WindowsDriver(HostDriver):
         ):
             await ctx.run(["reg.exe", "export", key, str(dest / fname), "/y", *self._reg_view()])
             exports.append(fname)
-        return {"path": rel, **tree_manifest(dest), "exports": exports}
+        manifest = await asyncio.to_thread(tree_manifest, dest)
+        return {
+            "path": rel,
+            **manifest,
+            "exports": exports,
+            "verified": True,
+            "finished_at": datetime.now(UTC),
+        }
 
     async def backup_database(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         _dest, rel = self._destination(params.destination, "database", ctx)
@@ -321,14 +328,37 @@ class WindowsDriver(HostDriver):
             tsql.backup_database_sql(db), (disk, f"crmcluster {ctx.op_id}"), database="master"
         )
         await self.sql.execute(tsql.VERIFY_BACKUP_SQL, (disk,), database="master")
-        return {"path": rel, "disk": disk, "database": db, "verified": True}
+        # SQL Server wrote the file where the agent may not read it: its size and checksums are
+        # read back from msdb's record of this backup (VERIFYONLY has just checked the pages).
+        rows = await self.sql.execute(tsql.BACKUP_RECORD_SQL, (db, disk), database="msdb")
+        if not rows:
+            raise ActionFailed(f"msdb has no record of the backup of {db} to {disk}")
+        size, has_checksums, finished = rows[0]
+        if not has_checksums:
+            raise ActionFailed(f"the backup of {db} to {disk} carries no page checksums")
+        return {
+            "path": rel,
+            "disk": disk,
+            "database": db,
+            "bytes": int(size),
+            "backend": "mssql",
+            "verified": True,
+            "finished_at": finished if isinstance(finished, datetime) else datetime.now(UTC),
+        }
 
     async def backup_views(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "views", ctx)
         rows = await self.sql.execute(tsql.VIEWS_SQL)
         body = "".join(f"-- [{s}].[{v}]\n{d.strip()}\nGO\n\n" for s, v, d in rows)
         await asyncio.to_thread(atomic_write_text, dest / "views.sql", body)
-        return {"path": rel, "views": [f"{s}.{v}" for s, v, _ in rows], **tree_manifest(dest)}
+        manifest = await asyncio.to_thread(tree_manifest, dest)
+        return {
+            "path": rel,
+            "views": [f"{s}.{v}" for s, v, _ in rows],
+            **manifest,
+            "verified": True,
+            "finished_at": datetime.now(UTC),
+        }
 
     # Restores --------------------------------------------------------------------------------------------
     async def restore_program_files(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
@@ -352,7 +382,7 @@ class WindowsDriver(HostDriver):
             raise ActionFailed(f"{params.source} holds no .reg file")
         for f in files:
             await ctx.run(["reg.exe", "import", str(f), *self._reg_view()])
-        return {"imported": [f.name for f in files]}
+        return {"imported": [f.name for f in files], "keys": [self.config_key, self.mappings_key]}
 
     async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         self._source(params.source)
@@ -456,16 +486,16 @@ class WindowsDriver(HostDriver):
         atomic_write_text(self._triggers_file, json.dumps(known + [r for r in done if r not in known]))
         for schema, table, trigger in rows:
             await self.sql.execute(tsql.trigger_sql("DISABLE", schema, table, trigger))
-        return {"disabled": [f"{s}.{t}.{g}" for s, t, g in rows]}
+        return {"triggers": "disabled", "changed": [f"{s}.{t}.{g}" for s, t, g in rows]}
 
     async def enable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         if not self._triggers_file.exists():
-            return {"enabled": []}
+            return {"triggers": "enabled", "changed": []}
         rows = json.loads(self._triggers_file.read_text(encoding="utf-8"))
         for schema, table, trigger in rows:
             await self.sql.execute(tsql.trigger_sql("ENABLE", schema, table, trigger))
         self._triggers_file.unlink()
-        return {"enabled": [f"{s}.{t}.{g}" for s, t, g in rows]}
+        return {"triggers": "enabled", "changed": [f"{s}.{t}.{g}" for s, t, g in rows]}
 
     async def disable_exchange_integration(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         raise ActionFailed(
@@ -543,7 +573,7 @@ class WindowsDriver(HostDriver):
         register_secret(key)
         if len(key) < 8:
             raise ActionFailed("the license key is not valid for Sage CRM 2017 R1")
-        return {"valid": True, "method": "format", "key_hash": secret_hash(key)}
+        return {"valid": True, "checked": "format only", "key_hash": secret_hash(key)}
 
     async def probe_library(self, params: LibraryParams, ctx: OperationContext) -> dict[str, Any]:
         unc = params.path
@@ -570,7 +600,8 @@ class WindowsDriver(HostDriver):
             await asyncio.to_thread(probe.unlink)
         except OSError as exc:
             raise ActionFailed(f"the library {unc} is not reachable: {exc.strerror or exc}") from exc
-        return {"path": unc, "reachable": ok, "writable": ok}
+        message = None if ok else f"the probe file written to {unc} did not read back"
+        return {"path": unc, "reachable": True, "writable": ok, "message": message}
 
     async def fingerprint_records(self, params: FingerprintParams, ctx: OperationContext) -> dict[str, Any]:
         from config.crm_schema import crm_tables

@@ -61,6 +61,16 @@ def multi_user_sql(db: str) -> str:
     return f"ALTER DATABASE {quote_ident(db)} SET MULTI_USER"
 
 
+#: msdb's record of the last backup of a database (``?``) to a file (``?``): size, whether it
+#: carries page checksums, when it finished.
+BACKUP_RECORD_SQL = (
+    "SELECT TOP (1) bs.backup_size, bs.has_backup_checksums, bs.backup_finish_date "
+    "FROM msdb.dbo.backupset AS bs "
+    "JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id "
+    "WHERE bs.database_name = ? AND mf.physical_device_name = ? AND bs.type = 'D' "
+    "ORDER BY bs.backup_finish_date DESC"
+)
+
 SESSIONS_SQL = (
     "SELECT ISNULL(s.host_name, N''), ISNULL(s.program_name, N''), COUNT(*) "
     "FROM sys.dm_exec_sessions AS s "

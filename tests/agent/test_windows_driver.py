@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,8 @@ async def win(tmp_path: Path, tokens: dict[str, str]) -> AsyncIterator[Win]:
             "appcmd": CommandResult(0, 'WP "5120" (applicationPool:DefaultAppPool)'),
         }
     )
-    sql = tsql.RecordingSql()
+    # msdb's record of a backup: its size, page checksums on, when it finished.
+    sql = tsql.RecordingSql({"msdb.dbo.backupset": [(7340032, True, datetime(2024, 5, 1, 12, 0))]})
     driver = WindowsDriver(settings, runner=runner, sql=sql, poll=0)
     app = create_app(settings, driver=driver, runner=runner, background=False)
     async with app.router.lifespan_context(app):
@@ -211,7 +213,7 @@ async def test_program_files_backup_and_restore_redirects_the_website(win: Win) 
 
 
 async def test_database_backup_and_restore_sql(win: Win) -> None:
-    await _ok(win, "db1", "backup_database")
+    backup = await _ok(win, "db1", "backup_database")
     disk = SQL_DIR + r"\database\db1\CRM.bak"
     assert win.sql.calls == [
         (
@@ -220,7 +222,16 @@ async def test_database_backup_and_restore_sql(win: Win) -> None:
             (disk, "crmcluster db1"),
         ),
         ("master", "RESTORE VERIFYONLY FROM DISK = ? WITH CHECKSUM", (disk,)),
+        ("msdb", tsql.BACKUP_RECORD_SQL, ("CRM", disk)),
     ]
+    assert backup["bytes"] == 7340032 and backup["verified"] is True and backup["path"] == "database/db1"
+    # No record in msdb, or one without page checksums: the backup is not reported as made.
+    win.sql.answers = {"msdb.dbo.backupset": [(7340032, False, datetime(2024, 5, 1, 12, 0))]}
+    rec = await win.run("db1b", "backup_database")
+    assert rec.state == "failed" and "no page checksums" in (rec.error or "")
+    win.sql.answers = {}
+    rec = await win.run("db1c", "backup_database")
+    assert rec.state == "failed" and "msdb has no record" in (rec.error or "")
     win.sql.calls.clear()
     (win.backups / "database" / "db1").mkdir(parents=True, exist_ok=True)
     await _ok(win, "db2", "restore_database", {"source": "database/db1"})

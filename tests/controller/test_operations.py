@@ -13,6 +13,8 @@ from sqlalchemy import text
 
 from balancer.app import create_app as create_balancer
 from config.settings import BalancerSettings
+from node_agent.drivers.base import OperationContext
+from node_agent.protocol import LibraryParams
 from tests.controller.conftest import Cluster
 
 LOGON = "/crm/eware.dll/Logon"
@@ -155,6 +157,32 @@ async def test_library_verify_names_the_node_that_cannot_write(cluster: Cluster)
     for bad in ({"doc_store": "C:\\docs"}, {"doc_store": "\\\\srv\\..\\x"}, {}, {"nope": 1}):
         assert (await c.put("/api/v1/library", json=bad)).status_code == 422, bad
     assert (await c.post("/api/v1/library/verify", json={"paths": ["/tmp"]})).status_code == 422
+
+
+async def test_library_verify_fails_when_an_agent_reports_the_share_unreachable(cluster: Cluster) -> None:
+    """An agent that answers (the operation succeeds) but says the probe did not read back —
+    ``reachable``/``writable`` False, as the windows driver reports it — fails the verification.
+    (The check used to read an ``ok`` field no agent sends, and reported success.)"""
+    agent = await cluster.add_agent("crm4", [])
+
+    async def probe_library(params: LibraryParams, ctx: OperationContext) -> dict[str, Any]:
+        return {
+            "path": params.path,
+            "reachable": False,
+            "writable": False,
+            "message": "the network path was not found",
+        }
+
+    agent.driver.probe_library = probe_library
+    c = cluster.client
+    await c.post("/api/v1/nodes", json={"name": "crm4", "agent_url": "http://crm4.agent"})
+    resp = await c.post("/api/v1/library/verify", json={"paths": ["\\\\fileserver\\CRM\\Library"]})
+    assert resp.status_code == 200, resp.text
+    ver = resp.json()
+    assert ver["ok"] is False
+    crm4 = next(n for n in ver["nodes"] if n["name"] == "crm4")
+    assert crm4["ok"] is False and crm4["message"] == "the network path was not found"
+    assert [n["name"] for n in ver["nodes"] if not n["ok"]] == ["crm4"]
 
 
 async def test_metadata_refresh_with_one_node_down(cluster: Cluster) -> None:

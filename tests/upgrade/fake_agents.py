@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from node_agent.protocol import parse_result, result_for_wire
+
 SCRIPTS = ["CustomPages.es", "views.es", "Tables.es", "Update_indexes_mssql.sql"]
 
 
@@ -206,19 +208,23 @@ class FakeCluster:
             op.state, op.error = "interrupted", "agent restarted"
             return
         try:
-            op.result = self._perform(node, op) or {}
+            # Through the protocol's model, as the real agent does: the fake cannot drift from it.
+            op.result = result_for_wire(parse_result(op.action, self._perform(node, op)))
             op.state = "succeeded"
         except RuntimeError as exc:
             op.state, op.error = "failed", str(exc)
 
-    def _perform(self, node: FakeNode, op: Op) -> dict[str, Any] | None:
+    def _perform(self, node: FakeNode, op: Op) -> dict[str, Any]:
         a, p = op.action, op.params
         if a in ("stop_web", "start_web"):
             node.web = "stopped" if a == "stop_web" else "running"
+            return {"web": node.web}
         elif a in ("stop_tomcat", "start_tomcat"):
             node.tomcat = "stopped" if a == "stop_tomcat" else "running"
+            return {"service": "CRMTomcat7", "state": node.tomcat}
         elif a in ("stop_service", "start_service"):
             node.services[p["service"]] = "stopped" if a == "stop_service" else "running"
+            return {"service": p["service"], "state": node.services[p["service"]]}
         elif a.startswith("backup_"):
             dest = p.get("destination") or f"backups/{node.name}/{a}-{next(self._seq)}"
             snap = {
@@ -230,25 +236,32 @@ class FakeCluster:
                 "records": dict(self.records),
             }
             self.backups[dest] = copy.deepcopy(snap)
-            return {"destination": dest, "bytes": 4096, "sha256": hashlib.sha256(dest.encode()).hexdigest()}
+            return {
+                "path": dest,
+                "bytes": 4096,
+                "sha256": hashlib.sha256(dest.encode()).hexdigest(),
+                "verified": True,
+                "finished_at": _now() + "Z",
+            }
         elif a.startswith("restore_"):
             snap = self.backups.get(p.get("source", ""))
             if snap is None:
                 raise RuntimeError(f"no backup {p.get('source')}")
             if a == "restore_database":
                 self.schema_version, self.records = snap["schema_version"], dict(snap["records"])
+                return {"restored_from": p["source"], "schema_version": self.schema_version}
             elif a == "restore_program_files":
                 node.version = snap["version"]
                 node.replication_engine = snap["replication_engine"]
-                return {
-                    "path": "CRM_backup",
-                    "website_path": "CRM_backup/WWWRoot",
-                    "dll": "CRM_backup/eware.dll",
-                }
+                return {"path": "CRM_backup", "website_path": "CRM_backup/WWWRoot", "version": node.version}
             else:
                 node.registry = snap["registry"]
+                return {"imported": ["Config_CRM.reg", "Mappings_CRM.reg"]}
         elif a == "redirect_website":
             node.site = p.get("path") or "CRM"
+            return {"website_path": node.site}
+        elif a == "register_dll":
+            return {"registered": f"{p.get('path') or 'CRM/WWWRoot'}/eware.dll"}
         elif a == "run_installer":
             if node.web == "running":
                 node.web = "stopped"  # the wizard stops IIS
@@ -261,29 +274,46 @@ class FakeCluster:
             else:
                 node.replication_engine = True  # a fresh war on every upgraded node, as an install does
             op.log += [f"Running {s}" for s in SCRIPTS] + ["Upgrade complete"]
-            return {"version": p["version"], "registered": bool(p.get("register"))}
+            return {"mode": p["mode"], "version": p["version"], "registered": bool(p.get("register"))}
         elif a == "read_upgrade_log":
             scripts = [{"name": s, "success": True} for s in SCRIPTS]
             must_fix: list[str] = []
             if self.faults.get((node.name, "log_error")):
                 scripts[1]["success"] = False
                 must_fix = ["views.es: vCompany NB must be fixed"]
-            return {"scripts": scripts, "must_fix": must_fix, "to_version": node.version}
+            return {
+                "ok": not must_fix and all(s["success"] for s in scripts),
+                "completed": True,
+                "scripts": scripts,
+                "failed_scripts": [str(s["name"]) for s in scripts if not s["success"]],
+                "must_fix": must_fix,
+                "to_version": node.version,
+            }
         elif a in ("disable_triggers", "enable_triggers"):
             self.triggers = a == "enable_triggers"
+            return {"triggers": "enabled" if self.triggers else "disabled"}
         elif a == "remove_replication_engine":
-            node.replication_engine = False
+            removed, node.replication_engine = node.replication_engine, False
+            return {"replication_engine": False, "removed": removed}
         elif a == "install_replication_engine":
-            node.replication_engine = True
+            installed, node.replication_engine = not node.replication_engine, True
+            return {"replication_engine": True, "installed": installed}
         elif a in ("reload_metadata", "warmup_logon"):
             if node.web != "running":
                 raise RuntimeError("IIS is stopped")
+            if a == "reload_metadata":
+                return {"reloaded_at": _now() + "Z"}
+            return {"logged_on": True, "status": 200, "sid": "1", "logged_off": 1}
         elif a == "check_license":
             key = p.get("license_key", "")
             valid = len(key) >= 8 and self.faults.get((node.name, "check_license")) != "invalid"
-            return {"valid": valid, "key_hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest()}
+            return {
+                "valid": valid,
+                "checked": "format only",
+                "key_hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest(),
+            }
         elif a == "probe_library":
-            return {"reachable": True, "path": "\\\\files\\crm\\library"}
+            return {"reachable": True, "writable": True, "path": "\\\\files\\crm\\library"}
         elif a == "fingerprint_records":
             ids = p.get("ids") or sorted(int(k) for k in list(self.records)[:20])
             return {
@@ -296,7 +326,9 @@ class FakeCluster:
                 n.name: {"iis": 1 if n.web == "running" else 0, "tomcat": 10 if n.tomcat == "running" else 0}
                 for n in self.nodes.values()
             }
-            return {"sessions": {h: v for h, v in sessions.items() if sum(v.values())}}
+            programs = {h: v for h, v in sessions.items() if sum(v.values())}
+            hosts = {h: sum(v.values()) for h, v in programs.items()}
+            return {"hosts": hosts, "programs": programs, "total": sum(hosts.values())}
         elif a == "list_dta_objects":
-            return {"objects": []}
-        return None
+            return {"objects": [], "count": 0}
+        raise RuntimeError(f"the fake agent cannot {a}")

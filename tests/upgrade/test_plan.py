@@ -17,6 +17,13 @@ from controller.upgrade.evidence import (
 from controller.upgrade.model import Run, RunStatus, StepStatus
 from controller.upgrade.plan import PlannedNode, plan_upgrade
 from controller.upgrade.restore import plan_restore
+from node_agent.protocol import (
+    BackupResult,
+    DatabaseSessionsResult,
+    FingerprintResult,
+    ScriptOutcome,
+    UpgradeLogResult,
+)
 
 OPTIONS = {"database": {"server": "sql01", "port": 1433, "user": "crmsql"}}
 
@@ -100,23 +107,38 @@ def test_restore_touches_only_what_changed() -> None:
 
 
 def test_evidence_readers() -> None:
-    ev, problem = backup_evidence({"path": "database/x", "bytes": 10, "sha256": "ab" * 32})
-    assert problem is None and ev["bytes"] == 10
-    assert backup_evidence({"path": "x", "bytes": 0, "sha256": "a"})[1] is not None
-    assert backup_evidence({"bytes": 5, "sha256": "a"})[1] is not None
-    ev, problems = upgrade_log_findings(
-        {"scripts": [{"name": "views.es", "success": False}], "must_fix": ["vCompany NB must be fixed"]}
+    done = "2024-05-01T12:00:00Z"
+
+    def backup(**kw: object) -> BackupResult:
+        return BackupResult.model_validate({"verified": True, "finished_at": done, **kw})
+
+    ev, problem = backup_evidence(backup(path="database/x", bytes=10, sha256="ab" * 32))
+    assert problem is None and ev["bytes"] == 10 and ev["finished_at"] == "2024-05-01T12:00:00+00:00"
+    assert backup_evidence(backup(path="x", bytes=0, sha256="a"))[1] == "the backup is empty"
+    assert backup_evidence(backup(path="x", bytes=5))[1] == "the backup has no checksum"
+    assert backup_evidence(backup(path="x", bytes=5, sha256="a", verified=False))[1] is not None
+    # SQL Server's page checksums (RESTORE VERIFYONLY) stand in for a hash the agent cannot take.
+    assert backup_evidence(backup(path="x", bytes=5, backend="mssql"))[1] is None
+    log = UpgradeLogResult(
+        ok=False,
+        completed=True,
+        scripts=[ScriptOutcome(name="views.es", success=False)],
+        must_fix=["vCompany NB must be fixed"],
     )
+    ev, problems = upgrade_log_findings(log)
     assert problems == ["script views.es failed", "NB must be fixed: vCompany NB must be fixed"]
-    assert upgrade_log_findings({"scripts": []})[1] == ["the upgrade log lists no scripts"]
-    assert sessions_by_host({"hosts": {"crm1": 3, "crm2": 0}}) == {"crm1": 3, "crm2": 0}
-    assert sessions_by_host({"sessions": {"crm2": {"iis": 1, "tomcat": 10}}}) == {"crm2": 11}
-    base = {"records": {"1": "a", "2": "b"}, "schema": "s1", "schema_version": "7.3"}
-    assert compare_fingerprints(base, base, schema=True) == []
-    diffs = compare_fingerprints(
-        base, {"records": {"1": "a", "2": "c"}, "schema": "s2", "schema_version": "2017 R1"}, schema=True
+    empty = UpgradeLogResult(ok=True, completed=True, scripts=[])
+    assert upgrade_log_findings(empty)[1] == ["the upgrade log lists no scripts"]
+    sessions = DatabaseSessionsResult(hosts={"crm1": 3, "crm2": 0}, total=3)
+    assert sessions_by_host(sessions) == {"crm1": 3, "crm2": 0}
+    base = FingerprintResult.model_validate(
+        {"records": {"1": "a", "2": "b"}, "schema": "s1", "schema_version": "7.3"}
     )
-    assert diffs == [
+    assert compare_fingerprints(base, base, schema=True) == []
+    now = FingerprintResult.model_validate(
+        {"records": {"1": "a", "2": "c"}, "schema": "s2", "schema_version": "2017 R1"}
+    )
+    assert compare_fingerprints(base, now, schema=True) == [
         "company 2 differs from the baseline",
         "schema version is '2017 R1', was '7.3'",
         "the database schema differs from the one before the upgrade",

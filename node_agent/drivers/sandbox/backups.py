@@ -3,13 +3,15 @@ registry, database and customised views backed up under the backup root; restore
 the program files into the guide's ``<install>_backup`` folder with the website redirected to it,
 the registry imported, the database put back with every session dropped, eware.dll re-registered.
 
-Every backup answers ``{"path": <relative to the backup root>, …manifest}``; ``path`` is what the
-matching restore takes as ``source``.
+Every backup answers a :class:`~node_agent.protocol.BackupResult` (``path`` relative to the backup
+root, size, sha256 of what was written, read back); ``path`` is what the matching restore takes as
+``source``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,12 @@ from node_agent.drivers.sandbox.node import SandboxNode
 from node_agent.drivers.sandbox.registry import config_key, mappings_key
 from node_agent.journal import atomic_write_text
 from node_agent.protocol import BackupParams, DllPathParams, RestoreParams
+
+
+def _done() -> dict[str, Any]:
+    """What every backup adds to its manifest: read back (the manifest hashes the copy written),
+    and when it was finished."""
+    return {"verified": True, "finished_at": datetime.now(UTC).isoformat()}
 
 
 class SandboxBackups:
@@ -47,7 +55,7 @@ class SandboxBackups:
         tree = self.host.tree
         ctx.log(f"copying {tree.root.name} (Tomcat included) to {rel}")
         manifest = await asyncio.to_thread(tree.copy_to, dest)
-        return {"path": rel, "version": tree.version, **manifest}
+        return {"path": rel, "version": tree.version, **manifest, **_done()}
 
     async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "registry", ctx)
@@ -60,19 +68,19 @@ class SandboxBackups:
             ctx.log(f"reg export {key} {fname}")
             atomic_write_text(dest / fname, self.host.registry.export(key))
             files.append(fname)
-        return {"path": rel, **tree_manifest(dest), "exports": files}
+        return {"path": rel, **tree_manifest(dest), "exports": files, **_done()}
 
     async def backup_database(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "database", ctx)
         manifest = await database_backup.backup_database(self.host.settings.crm_url, dest, ctx)
-        return {"path": rel, "schema_version": await self.host.db.schema_version(), **manifest}
+        return {"path": rel, "schema_version": await self.host.db.schema_version(), **manifest, **_done()}
 
     async def backup_views(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "views", ctx)
         views = await self.host.db.view_definitions()
         body = "".join(f"-- {name}\n{sql.strip()};\n\n" for name, sql in views.items())
         atomic_write_text(dest / "views.sql", body)
-        return {"path": rel, "views": sorted(views), **tree_manifest(dest)}
+        return {"path": rel, "views": sorted(views), **tree_manifest(dest), **_done()}
 
     # Restores --------------------------------------------------------------------------------------------
     async def restore_program_files(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
@@ -100,7 +108,7 @@ class SandboxBackups:
         for f in files:
             ctx.log(f"reg import {f.name}")
             keys += self.host.registry.import_reg(f.read_text(encoding="utf-8"))
-        return {"keys": keys}
+        return {"imported": [f.name for f in files], "keys": keys}
 
     async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         source = self._source(params.source)
