@@ -533,6 +533,45 @@ class DtaObjectsResult(Result):
     count: int
 
 
+class CrmServicesRemovedResult(Result):
+    """``remove_crm_services`` (the manual uninstall's step 1): the CRM services removed, and the
+    Tomcat service (its name, whether this action removed it)."""
+
+    services_removed: list[str]
+    tomcat_service: str
+    tomcat_removed: bool
+
+
+class UnregisterDllResult(Result):
+    """``unregister_dll``: the eware.dll unregistered (None: none was), and whether it was."""
+
+    unregistered: str | None
+    was_registered: bool
+
+
+class IisApplicationResult(Result):
+    """``delete_iis_application``: the IIS application (``site/install``), deleted or absent."""
+
+    application: str
+    deleted: bool
+
+
+class RegistryKeysResult(Result):
+    """``delete_registry_keys``: the install's Config and Mappings keys deleted, or already absent."""
+
+    deleted: list[str]
+    absent: list[str]
+
+
+class InstallFolderResult(Result):
+    """``delete_install_folder``: what was deleted, IIS's state after (when known), the reboot
+    the guide's step 8 recommends."""
+
+    deleted: list[str]
+    web: ServiceStatus | None = None
+    reboot: str
+
+
 ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.STOP_WEB: WebResult,
     Action.START_WEB: WebResult,
@@ -566,6 +605,11 @@ ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.FINGERPRINT_RECORDS: FingerprintResult,
     Action.DATABASE_SESSIONS: DatabaseSessionsResult,
     Action.LIST_DTA_OBJECTS: DtaObjectsResult,
+    Action.REMOVE_CRM_SERVICES: CrmServicesRemovedResult,
+    Action.UNREGISTER_DLL: UnregisterDllResult,
+    Action.DELETE_IIS_APPLICATION: IisApplicationResult,
+    Action.DELETE_REGISTRY_KEYS: RegistryKeysResult,
+    Action.DELETE_INSTALL_FOLDER: InstallFolderResult,
 }
 assert set(ACTION_RESULTS) == set(Action)
 
