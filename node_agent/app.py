@@ -217,6 +217,7 @@ def create_app(
             raise Conflict(str(exc)) from None
         except AgentStopping as exc:
             raise Unavailable(str(exc)) from None
+        await operations.journalled()  # accepted only once it is on disk
         return JSONResponse(record.model_dump(mode="json"), status_code=202)
 
     @v1.get("/operations", response_model=list[OperationRecord])

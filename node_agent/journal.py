@@ -8,11 +8,17 @@ Invariants:
   ever reaches the disk (an interrupted operation is never resumed by the agent: the controller
   sends it again under a new op id, or the same one after reading ``interrupted``);
 - op ids are file names: ``:`` (allowed in op ids, not in Windows file names) is written ``~``
-  (not allowed in op ids), so the mapping is one to one.
+  (not allowed in op ids), so the mapping is one to one;
+- a running agent writes through :class:`JournalWriter`: off the event loop, in a worker thread,
+  and only the newest record of each operation per write — an installer printing a thousand
+  lines costs a handful of fsyncs, not a thousand, and the agent's API keeps answering meanwhile.
+  Records of one operation are written in the order they were made, so a crash loses at most the
+  newest changes: a record read back is older, never newer, than what happened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -75,3 +81,57 @@ class OperationJournal:
                 del records[op_id]
                 gone += 1
         return gone
+
+
+class JournalWriter:
+    """Saves records of an :class:`OperationJournal` off the event loop, coalescing bursts.
+
+    ``save`` is cheap and never blocks: it keeps the record as the newest of its operation and
+    makes sure a writer task runs. The writer takes everything kept so far and writes it in a
+    worker thread; what arrives meanwhile waits for the next write. ``flush`` returns once every
+    record saved before it is on disk. Outside a running event loop (start-up, tools), ``save``
+    writes at once.
+
+        writer = JournalWriter(journal)
+        writer.save(record)        # many times a second
+        await writer.flush()       # before answering that the operation is accepted
+    """
+
+    def __init__(self, journal: OperationJournal) -> None:
+        self.journal = journal
+        #: Files written so far (each one fsynced): what the coalescing saves is visible here.
+        self.writes = 0
+        self._pending: dict[str, OperationRecord] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def save(self, record: OperationRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write([record])
+            return
+        self._pending[record.op_id] = record
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="journal-writer")
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            await asyncio.to_thread(self._write, list(batch.values()))
+
+    def _write(self, records: list[OperationRecord]) -> None:
+        for record in records:
+            try:
+                self.journal.save(record)
+            except OSError as exc:  # the disk is full or gone: the agent keeps running, and says so
+                log.error("journal: cannot save %s: %s", record.op_id, exc)
+            else:
+                self.writes += 1
+
+    async def flush(self) -> None:
+        """Wait until every record saved so far is written."""
+        while self._pending or (self._task is not None and not self._task.done()):
+            if self._task is None or self._task.done():
+                # A writer that died (its thread raised) left records behind: start another.
+                self._task = asyncio.get_running_loop().create_task(self._drain(), name="journal-writer")
+            await asyncio.wait([self._task])

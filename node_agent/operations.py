@@ -11,9 +11,11 @@ Invariants:
 
 - one op id, one operation: submitting a known op id returns its record and runs nothing (a
   different action under a known op id is refused);
-- every change of state, progress or log tail is journalled before anyone can read it, so a
-  record read after a restart is never more hopeful than what happened: an operation found
-  ``pending``/``running`` in the journal at start reads ``interrupted``, never ``succeeded``;
+- every change of state, progress or log tail is journalled (:class:`JournalWriter`: off the event
+  loop, the newest record of each operation per write); an operation is accepted (the 202) only
+  once its record is on disk, and a record read after a restart is never more hopeful than what
+  happened: a crash loses at most the newest changes, and an operation found ``pending``/
+  ``running`` in the journal at start reads ``interrupted``, never ``succeeded``;
 - actions that change the server hold the node's lock (one at a time); read-only actions
   (:data:`~node_agent.drivers.base.READ_ONLY_ACTIONS`) run beside them;
 - cancel reaches the running work: the task is cancelled, subprocesses are terminated;
@@ -34,7 +36,7 @@ from typing import Any
 
 from config.secrets import redact, redact_mapping
 from node_agent.drivers.base import READ_ONLY_ACTIONS, DriverError, HostDriver, OperationContext
-from node_agent.journal import OperationJournal
+from node_agent.journal import JournalWriter, OperationJournal
 from node_agent.protocol import (
     Action,
     OperationRecord,
@@ -95,6 +97,7 @@ class OperationManager:
     ) -> None:
         self.driver = driver
         self.journal = journal
+        self.writer = JournalWriter(journal)
         self.runner = runner
         self.clock = clock
         self.keep = keep
@@ -132,6 +135,7 @@ class OperationManager:
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        await self.journalled()
 
     # Reading ---------------------------------------------------------------------------------------
     def get(self, op_id: str) -> OperationRecord:
@@ -160,10 +164,11 @@ class OperationManager:
         return op.record.model_copy(update={"progress": op.ctx.fraction, "log_tail": list(op.ctx.lines)})
 
     def _save(self, op: _Operation) -> None:
-        try:
-            self.journal.save(self._snapshot(op))
-        except OSError as exc:  # the disk is full or gone: keep running, say so
-            log.error("journal: cannot save %s: %s", op.record.op_id, exc)
+        self.writer.save(self._snapshot(op))
+
+    async def journalled(self) -> None:
+        """Wait until every change made so far is on disk."""
+        await self.writer.flush()
 
     # Submitting and cancelling ------------------------------------------------------------------------
     def submit(self, op_id: str, action: Action, params: Params) -> OperationRecord:

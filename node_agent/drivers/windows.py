@@ -521,6 +521,12 @@ class WindowsDriver(HostDriver):
         """The guide: stop <install>Tomcat7, remove the war and its folder, start Tomcat (the war
         is kept under the agent's data dir so ``install_replication_engine`` can put it back)."""
         await self._control(ctx, self.tomcat_service, "stop")
+        removed = await asyncio.to_thread(self._keep_war)
+        await self._control(ctx, self.tomcat_service, "start")
+        return {"replication_engine": False, "removed": removed}
+
+    def _keep_war(self) -> bool:
+        """Move the war aside (under the agent's data dir) and remove its unpacked folder."""
         removed = self._war.exists()
         if removed:
             self._kept_war.parent.mkdir(parents=True, exist_ok=True)
@@ -528,8 +534,7 @@ class WindowsDriver(HostDriver):
         folder = self._war.with_suffix("")
         if folder.exists():
             shutil.rmtree(folder)
-        await self._control(ctx, self.tomcat_service, "start")
-        return {"replication_engine": False, "removed": removed}
+        return removed
 
     async def install_replication_engine(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         if self._war.exists():
@@ -539,7 +544,7 @@ class WindowsDriver(HostDriver):
                 "no Replication Engine war kept on this server: copy it from the install media"
             )
         await self._control(ctx, self.tomcat_service, "stop")
-        shutil.copy2(self._kept_war, self._war)
+        await asyncio.to_thread(shutil.copy2, self._kept_war, self._war)
         await self._control(ctx, self.tomcat_service, "start")
         return {"replication_engine": True, "installed": True}
 

@@ -93,6 +93,7 @@ async def test_an_agent_that_dies_mid_operation_leaves_interrupted(
         task = agent.operations._ops["k1"].task
         assert task is not None
         await asyncio.wait([task])  # the in-process "crash" ends the task without a word to the journal
+        await agent.operations.journalled()  # what the journal had written before the crash
         on_disk = json.loads((tmp_path / "agent" / "operations" / "k1.json").read_text())
         assert on_disk["state"] == "running"
     async with running_sandbox_agent(**kw) as agent:  # type: ignore[arg-type]

@@ -59,16 +59,21 @@ class SandboxBackups:
 
     async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "registry", ctx)
-        dest.mkdir(parents=True, exist_ok=True)
-        files = []
-        for key, fname in (
+        exports = [
             (config_key(self.host.install_name), f"Config_{self.host.install_name}.reg"),
             (mappings_key(self.host.install_name), f"Mappings_{self.host.install_name}.reg"),
-        ):
+        ]
+        for key, fname in exports:
             ctx.log(f"reg export {key} {fname}")
-            atomic_write_text(dest / fname, self.host.registry.export(key))
-            files.append(fname)
-        return {"path": rel, **tree_manifest(dest), "exports": files, **_done()}
+
+        def export() -> dict[str, Any]:
+            dest.mkdir(parents=True, exist_ok=True)
+            for key, fname in exports:
+                atomic_write_text(dest / fname, self.host.registry.export(key))
+            return tree_manifest(dest)
+
+        manifest = await asyncio.to_thread(export)
+        return {"path": rel, **manifest, "exports": [fname for _, fname in exports], **_done()}
 
     async def backup_database(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "database", ctx)
@@ -79,8 +84,12 @@ class SandboxBackups:
         dest, rel = self._destination(params.destination, "views", ctx)
         views = await self.host.db.view_definitions()
         body = "".join(f"-- {name}\n{sql.strip()};\n\n" for name, sql in views.items())
-        atomic_write_text(dest / "views.sql", body)
-        return {"path": rel, "views": sorted(views), **tree_manifest(dest), **_done()}
+
+        def write() -> dict[str, Any]:
+            atomic_write_text(dest / "views.sql", body)
+            return tree_manifest(dest)
+
+        return {"path": rel, "views": sorted(views), **await asyncio.to_thread(write), **_done()}
 
     # Restores --------------------------------------------------------------------------------------------
     async def restore_program_files(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
@@ -104,11 +113,16 @@ class SandboxBackups:
         files = sorted(source.glob("*.reg"))
         if not files:
             raise ActionFailed(f"{params.source} holds no .reg file")
-        keys: list[str] = []
         for f in files:
             ctx.log(f"reg import {f.name}")
-            keys += self.host.registry.import_reg(f.read_text(encoding="utf-8"))
-        return {"imported": [f.name for f in files], "keys": keys}
+
+        def import_all() -> list[str]:
+            keys: list[str] = []
+            for f in files:
+                keys += self.host.registry.import_reg(f.read_text(encoding="utf-8"))
+            return keys
+
+        return {"imported": [f.name for f in files], "keys": await asyncio.to_thread(import_all)}
 
     async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         source = self._source(params.source)

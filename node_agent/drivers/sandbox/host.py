@@ -494,9 +494,9 @@ class SandboxDriver(HostDriver):
         reinstall = tree.exists()
         if reinstall:
             ctx.log(f"Sage CRM {params.version} is installed: laying its program files down again")
-            tree.add_replication_engine(params.version)
+            await asyncio.to_thread(tree.add_replication_engine, params.version)
         else:
-            tree.create(version=params.version, replication_engine=True)
+            await asyncio.to_thread(tree.create, version=params.version, replication_engine=True)
         self.registry.set_values(config_key(self.install_name), {"Version": params.version})
         self.update_state(
             web=RUNNING, tomcat=RUNNING, iis_started_at=_now().isoformat(), license_hash=key_hash
@@ -534,7 +534,7 @@ class SandboxDriver(HostDriver):
         return {"exchange_integration": True}
 
     async def install_replication_engine(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
-        self.tree.add_replication_engine(self.version or "")
+        await asyncio.to_thread(self.tree.add_replication_engine, self.version or "")
         return {"replication_engine": True}
 
     async def remove_replication_engine(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
@@ -542,7 +542,7 @@ class SandboxDriver(HostDriver):
         was = self.tomcat_running
         if was:
             self.update_state(tomcat=STOPPED)
-        removed = self.tree.remove_replication_engine()
+        removed = await asyncio.to_thread(self.tree.remove_replication_engine)
         ctx.log(("removed " if removed else "no ") + f"{self.install_name}ExchangeSyncEngine.war")
         if was:
             self.update_state(tomcat=RUNNING)

@@ -24,6 +24,7 @@ Every script may run again after a failure (each checks before it changes).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -165,16 +166,20 @@ class SandboxInstaller:
             if db_version != TARGET:
                 raise ActionFailed(f"the CRM database is at {db_version}: upgrade the database server first")
         ctx.progress(0.3, f"copying {TARGET} program files")
-        self.tree.write_dll(TARGET)
-        atomic_write_text(self.tree.webapps / "sdata.war", f"sdata {TARGET}\n")
-        if self.tree.has_replication_engine:
-            self.tree.add_replication_engine(TARGET)
+
+        def lay_down() -> None:
+            self.tree.write_dll(TARGET)
+            atomic_write_text(self.tree.webapps / "sdata.war", f"sdata {TARGET}\n")
+            if self.tree.has_replication_engine:
+                self.tree.add_replication_engine(TARGET)
+
+        await asyncio.to_thread(lay_down)
         self.registry.set_values(config_key(self.install), {"Version": TARGET})
 
         steps: dict[str, Callable[[], Awaitable[None]]] = {}
 
         async def files(fn: Callable[[], None]) -> None:
-            fn()
+            await asyncio.to_thread(fn)
 
         steps["CustomPages.es"] = lambda: files(self._custom_pages)
         steps["updatehelplink.es"] = lambda: files(self._help)
@@ -233,11 +238,15 @@ class SandboxInstaller:
             completed=completed,
             when=when,
         )
-        atomic_write_text(self.tree.upgrade_log, document)
-        for o in outcomes:
-            suffix = ".html" if o.name.endswith(".es") else ".log"
-            name = ("*" if not o.success else "") + o.name + suffix
-            atomic_write_text(self.tree.setup / "logs" / name, f"{o.name}: {o.message}\n")
+
+        def write_logs() -> None:
+            atomic_write_text(self.tree.upgrade_log, document)
+            for o in outcomes:
+                suffix = ".html" if o.name.endswith(".es") else ".log"
+                name = ("*" if not o.success else "") + o.name + suffix
+                atomic_write_text(self.tree.setup / "logs" / name, f"{o.name}: {o.message}\n")
+
+        await asyncio.to_thread(write_logs)
         if not completed:
             raise ActionFailed(f"the upgrade stopped at {outcomes[-1].name}: see Setup/upgradelog.html")
         return {
