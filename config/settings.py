@@ -179,6 +179,9 @@ class ControllerSettings(CommonSettings):
     operation_timeout: float = Field(120.0, gt=0, le=3600)
     #: Seconds an HTTP request to an agent may take.
     agent_request_timeout: float = Field(10.0, gt=0, le=300)
+    #: Seconds a cluster change (join, services, library, metadata …) keeps asking an agent that
+    #: does not answer — a network blip, an agent restarting — before its step fails.
+    agent_unreachable_grace: float = Field(15.0, gt=0, le=3600)
     #: Seconds a drain waits for logged-on users to reach zero before it completes anyway.
     drain_timeout: float = Field(600.0, ge=0, le=7 * 24 * 3600)
     #: Seconds between passes of the heartbeat watch (down detection, logged-on counts).

@@ -5,18 +5,18 @@ Errors, by what the caller should do:
 
     AgentError
     ├── AgentUnreachable     temporary: connection refused, time-out, 5xx; try again later
-    ├── AgentRejected        permanent: the agent refused the request (4xx); ``status``/``body``
-    └── OperationTimeout     the operation did not finish within the step's time-out
+    └── AgentRejected        permanent: the agent refused the request (4xx); ``status``/``body``
+
+One request each; following an operation to its end (blips, deadline, cancel) is
+:func:`controller.agents.follow.carry_out`::
 
     client = AgentClient("http://127.0.0.1:8701", token, transport=transport)
-    record = await client.run("run-1:step-3", Action.STOP_WEB, NoParams(), timeout=120)
-    record.state  # OperationState.SUCCEEDED
+    record = await carry_out(client, op_id="run-1:3", action="stop_web", params={}, deadline=now + 120)
+    record.result_as(WebResult).web  # ServiceStatus.STOPPED
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,10 +46,6 @@ class AgentRejected(AgentError):
         self.body = body
 
 
-class OperationTimeout(AgentError):
-    pass
-
-
 class AgentClient:
     """One agent. ``transport`` may be injected (``httpx.ASGITransport`` in tests)."""
 
@@ -60,7 +56,6 @@ class AgentClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.AsyncClient(
@@ -69,7 +64,6 @@ class AgentClient:
             transport=transport,
             timeout=timeout,
         )
-        self._clock = clock
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -118,42 +112,6 @@ class AgentClient:
 
     async def cancel(self, op_id: str) -> OperationRecord:
         return OperationRecord.model_validate(await self._request("POST", f"/v1/operations/{op_id}/cancel"))
-
-    async def wait(self, op_id: str, *, timeout: float, poll: float = 0.2) -> OperationRecord:
-        """Poll until the operation finishes; :class:`OperationTimeout` after ``timeout`` seconds."""
-        deadline = self._clock() + timeout
-        while True:
-            record = await self.operation(op_id)
-            if record is None:
-                raise AgentRejected(
-                    f"agent {self.base_url} does not know operation {op_id}", status=404, body=None
-                )
-            if record.state.finished:
-                return record
-            if self._clock() >= deadline:
-                raise OperationTimeout(
-                    f"operation {op_id} ({record.action}) still {record.state} after {timeout:.0f}s"
-                )
-            await asyncio.sleep(poll)
-
-    async def run(
-        self,
-        op_id: str,
-        action: Action | str,
-        params: Params | dict[str, Any],
-        *,
-        timeout: float,
-        poll: float = 0.2,
-    ) -> OperationRecord:
-        """Submit (or find, when ``op_id`` was already sent) and wait for the operation to finish.
-
-        Looking the op id up first means a controller that restarts mid-step never sends an
-        operation twice; the agent also deduplicates by op id.
-        """
-        existing = await self.operation(op_id)
-        if existing is None:
-            await self.submit(op_id, action, params)
-        return await self.wait(op_id, timeout=timeout, poll=poll)
 
 
 class AgentPool:

@@ -3,8 +3,13 @@
 :func:`carry_out` looks the op id up on the agent before sending it, so a controller that died after
 persisting a step's "before" record (or after sending it) picks the same operation up again instead
 of running it twice. It then polls the record until the operation finishes, passing new log lines
-on, and gives up at the step's deadline (wall-clock, so the deadline survives a restart): an agent
-that stops answering fails the step after its time-out, never hangs the run.
+on, and gives up at the step's deadline (wall-clock, so the deadline survives a restart), cancelling
+the operation on the agent: an agent that stops answering fails the step after its time-out, never
+hangs the run. A request that does not get through (a network blip, an agent restarting) is
+tried again at the next look; ``unreachable_grace`` bounds how long an agent may stay silent
+before the step fails without waiting for the deadline. A failed operation is reported with the
+agent's own error. Every caller — the join and other jobs, the preflight, the upgrade — follows
+operations through :func:`carry_out`; there is no second way.
 
 Polling (:class:`Polling`) is proportional to the time elapsed, and predictive once an action's
 usual duration is known, so a step is seen to finish within a few hundredths of a second without
@@ -104,20 +109,24 @@ async def carry_out(
     clock: Callable[[], float] = time.time,
     on_log: Callable[[list[str]], Any] | None = None,
     fresh: bool = False,
+    unreachable_grace: float | None = None,
 ) -> OperationRecord:
     """Send (unless already sent) and follow ``op_id`` until it finishes; the succeeded record.
 
     ``deadline`` is a ``clock()`` time (epoch seconds by default). ``fresh`` says the caller has
     just persisted this op id for the first time, so no one can have sent it yet and the look-up
-    is skipped (the agent would still answer a duplicate with the same operation). Raises
-    :class:`StepFailed` when the operation fails, is cancelled or interrupted, is refused, or
-    outlives the deadline.
+    is skipped (the agent would still answer a duplicate with the same operation).
+    ``unreachable_grace``: seconds the agent may go unanswered in a row before the step fails
+    (None: until the deadline). Raises :class:`StepFailed` when the operation fails, is cancelled
+    or interrupted, is refused, its result does not fit its action's model, or it outlives the
+    deadline (it is then cancelled on the agent) or the grace.
     """
     start = clock()
     seen: list[str] = []
     sent = False
     last: OperationRecord | None = None
     last_error = ""
+    silent_since: float | None = None
     while True:
         try:
             record = None if fresh and not sent else await client.operation(op_id)
@@ -130,6 +139,7 @@ async def carry_out(
                 sent = True
             last = record
             last_error = ""
+            silent_since = None
             lines = new_lines(seen, record.log_tail)
             if lines and on_log is not None:
                 seen.extend(lines)
@@ -146,7 +156,21 @@ async def carry_out(
             raise StepFailed(f"{action}: {exc}") from exc
         except AgentUnreachable as exc:
             last_error = str(exc)
+            if silent_since is None:
+                silent_since = clock()
         now = clock()
+        if (
+            unreachable_grace is not None
+            and silent_since is not None
+            and now - silent_since >= unreachable_grace
+        ):
+            if sent:
+                with contextlib.suppress(AgentUnreachable, AgentRejected):
+                    await client.cancel(op_id)
+            raise StepFailed(
+                f"{action}: the agent did not answer for {now - silent_since:.0f}s ({last_error})",
+                record=last,
+            )
         if deadline is not None and now >= deadline:
             if sent:
                 with contextlib.suppress(AgentUnreachable, AgentRejected):

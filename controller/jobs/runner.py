@@ -4,14 +4,16 @@ failure, and the one-placement-change-at-a-time rule (see :mod:`controller.jobs.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from controller.agents.client import AgentError, AgentRejected, AgentUnreachable, OperationTimeout
+from controller.agents.client import AgentError
+from controller.agents.follow import StepFailed, carry_out
 from controller.errors import ClusterBusy
 from controller.jobs.store import FAILED, SUCCEEDED, StepError, StepSpec
-from node_agent.protocol import Action, NoParams, OperationRecord, OperationState, Params, ResultError
+from node_agent.protocol import Action, NoParams, OperationRecord, Params, params_for_wire
 
 if TYPE_CHECKING:
     from controller.context import ControllerContext
@@ -95,31 +97,24 @@ async def run_agent_op(
     op_id: str,
     timeout: float | None = None,
 ) -> OperationRecord:
-    """Run one operation on ``node``: its succeeded record, whose result fits the action's model
-    (read it with ``record.result_as(...)``), or :class:`StepError` saying what went wrong."""
+    """Run one operation on ``node`` through :func:`~controller.agents.follow.carry_out` (sent
+    once, followed through blips, cancelled on the agent at ``timeout``): its succeeded record,
+    whose result fits the action's model (read it with ``record.result_as(...)``), or
+    :class:`StepError` saying what went wrong (the agent's own error for a failed operation)."""
     if not node.agent_url:
         raise StepError(f"node {node.name} has no agent URL")
     client = ctx.agents.client(node.agent_url)
     try:
-        record = await client.run(
-            op_id, action, params or NoParams(), timeout=timeout or ctx.settings.operation_timeout
+        return await carry_out(
+            client,
+            op_id=op_id,
+            action=action.value,
+            params=params_for_wire(params or NoParams()),
+            deadline=time.time() + (timeout or ctx.settings.operation_timeout),
+            unreachable_grace=ctx.settings.agent_unreachable_grace,
         )
-    except AgentUnreachable as exc:
-        raise StepError(f"agent of {node.name} did not answer ({exc})") from exc
-    except AgentRejected as exc:
-        raise StepError(f"agent of {node.name} refused {action.value}: {exc}") from exc
-    except OperationTimeout as exc:
-        raise StepError(str(exc)) from exc
-    if record.state != OperationState.SUCCEEDED:
-        why = record.error or (record.log_tail[-1] if record.log_tail else "no message")
-        raise StepError(f"{action.value} {record.state.value} on {node.name}: {why}")
-    try:
-        record.parsed_result()
-    except ResultError as exc:
-        raise StepError(
-            f"{action.value} on {node.name}: the agent's result is not understood: {exc}"
-        ) from exc
-    return record
+    except StepFailed as exc:
+        raise StepError(f"{exc.message} (on {node.name})") from exc
 
 
 def new_op_id(prefix: str) -> str:

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from re import fullmatch
 
+import httpx
+import pytest
 from sqlalchemy import select
 
 from config.state_schema import audit, jobs
+from controller.jobs.runner import run_agent_op
+from controller.jobs.store import StepError
+from node_agent.protocol import Action
 from tests.controller.conftest import Cluster
 
 LICENSE = "LIC-7Q3X-99Z1-SECRET"
@@ -168,3 +174,73 @@ async def test_one_placement_change_at_a_time(cluster: Cluster) -> None:
             assert resp.status_code == 409, (path, resp.text)
             assert "another change" in resp.json()["error"]["message"]
     assert (await cluster.status("crm1")).replication_engine
+
+
+class Blips(httpx.AsyncBaseTransport):
+    """An agent's network that drops the next ``count`` requests once an operation of ``action``
+    has been sent (connection reset), then carries on."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, action: str, count: int) -> None:
+        self.inner = inner
+        self.action = action
+        self.count = count
+        self.armed = False
+        self.dropped = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.armed and self.dropped < self.count:
+            self.dropped += 1
+            raise httpx.ReadError("connection reset by peer", request=request)
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST" and request.url.path == "/v1/operations":
+            self.armed = self.armed or json.loads(request.content).get("action") == self.action
+        return response
+
+
+async def test_a_network_blip_during_the_installer_does_not_fail_the_join(cluster: Cluster) -> None:
+    agent = await cluster.add_agent("crm4", ["replication_engine"])
+    blips = Blips(agent.transport, action="run_installer", count=3)
+    cluster.h.transports["http://crm4.agent"] = blips
+    resp = await cluster.client.post(
+        "/api/v1/nodes",
+        json={"name": "crm4", "agent_url": "http://crm4.agent", "join": True, "license_key": LICENSE},
+    )
+    assert resp.status_code == 202, resp.text
+    job = await cluster.wait_job(resp.json()["id"])
+    assert blips.dropped == 3  # three looks at the running installer did not get through
+    assert job["status"] == "succeeded", job["message"]
+    installer = next(s for s in job["steps"] if s["action"] == "run_installer")
+    assert installer["status"] == "succeeded"
+    # Sent once: the agent holds one installer operation, under the step's op id.
+    ops = [o for o in agent.operations.records() if o.action == "run_installer"]
+    assert [o.op_id for o in ops] == [installer["op_id"]]
+
+
+async def test_an_operation_that_outlives_its_time_out_is_cancelled_on_the_agent(cluster: Cluster) -> None:
+    agent = await cluster.add_agent("crm4", [], faults="stop_tomcat:hang")
+    await cluster.client.post("/api/v1/nodes", json={"name": "crm4", "agent_url": "http://crm4.agent"})
+    node = await cluster.h.ctx.registry.get("crm4")
+    with pytest.raises(StepError) as err:
+        await run_agent_op(cluster.h.ctx, node, Action.STOP_TOMCAT, op_id="t-1", timeout=0.5)
+    # The agent saw the cancel: the hanging work was stopped, not left running behind the failure.
+    rec = await asyncio.wait_for(agent.operations.wait("t-1"), timeout=10)
+    assert rec.state == "cancelled" and rec.error == "cancelled on request"
+    assert fullmatch(
+        r"stop_tomcat timed out after \d+s on this attempt \(last seen running\) \(on crm4\)", str(err.value)
+    ), err.value
+
+
+async def test_a_failed_operation_reports_the_agents_own_error(cluster: Cluster) -> None:
+    await cluster.add_agent("crm4", [], faults="stop_tomcat:fail")
+    await cluster.client.post("/api/v1/nodes", json={"name": "crm4", "agent_url": "http://crm4.agent"})
+    node = await cluster.h.ctx.registry.get("crm4")
+    with pytest.raises(StepError) as err:
+        await run_agent_op(cluster.h.ctx, node, Action.STOP_TOMCAT, op_id="f-1")
+    assert str(err.value) == "stop_tomcat failed: injected fault: stop_tomcat fails on crm4 (on crm4)"
+
+
+async def test_an_agent_that_stays_silent_fails_the_step_after_the_grace(cluster: Cluster) -> None:
+    cluster.switches["crm3"].down = True
+    node = await cluster.h.ctx.registry.get("crm3")
+    with pytest.raises(StepError, match=r"reload_metadata: the agent did not answer for 1s .*on crm3"):
+        await run_agent_op(cluster.h.ctx, node, Action.RELOAD_METADATA, op_id="s-1", timeout=60)
