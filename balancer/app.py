@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from balancer.activity import ActivityReader
@@ -40,7 +41,7 @@ from config.aiotasks import TaskSupervisor
 from config.api_errors import install_error_handlers
 from config.crm_schema import create_embedded_crm_tables, crm_tables
 from config.database import make_engine
-from config.errors import MigrationError
+from config.errors import DatabaseUnavailable, MigrationError
 from config.migrate import migrate
 from config.secrets import redact, register_secret
 from config.settings import BalancerSettings
@@ -214,5 +215,5 @@ async def _prepare(crm: AsyncEngine, state: AsyncEngine, *, tables: Any) -> None
     if crm.dialect.name == "sqlite":
         try:
             await create_embedded_crm_tables(crm, tables)
-        except Exception as exc:
+        except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
             log.warning("embedded CRM tables not created: %s", redact(repr(exc)))

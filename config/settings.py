@@ -229,7 +229,7 @@ class AgentSettings(CommonSettings):
     #: The TCP port HAProxy's ``agent-check agent-port`` asks; None (default): no listener;
     #: 0: a free port (tests).
     agent_check_port: int | None = Field(None, ge=0, le=65535)
-    agent_check_host: str = Field("0.0.0.0", min_length=1, max_length=255)  # noqa: S104
+    agent_check_host: str = Field("0.0.0.0", min_length=1, max_length=255)  # noqa: S104 - HAProxy asks from another host
     #: Seconds over which the weight the agent answers ramps up after the server comes back.
     agent_check_slow_start: float = Field(30.0, ge=0, le=3600)
     #: Seconds between looks at the state the controller holds for this node (agent-check on).

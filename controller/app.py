@@ -78,7 +78,7 @@ def create_app(
                 transport_for=agent_transport_for,
                 timeout=settings.agent_request_timeout,
             ),
-            box=SecretBox(settings.secret_key),  # type: ignore[arg-type]
+            box=SecretBox(settings.secret_key),  # type: ignore[arg-type]  # required by ControllerSettings
             clock=clock or utcnow,
         )
         app.state.ctx = ctx
@@ -115,7 +115,7 @@ def create_app(
         ctx: ControllerContext = app.state.ctx
         try:
             await cluster.view(ctx)  # refreshes the node and warning gauges
-        except Exception as exc:  # a scrape still answers with the counters
+        except Exception as exc:  # noqa: BLE001 - whatever the gauges' sources do, a scrape answers
             log.debug("metrics: gauges not refreshed: %s", exc)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

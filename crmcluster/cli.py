@@ -137,7 +137,7 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and anything unexpected: one line
+    except Exception as exc:  # noqa: BLE001 - the last resort: any error is one line and exit 1
         import click
 
         if isinstance(exc, click.ClickException):

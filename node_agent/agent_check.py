@@ -81,7 +81,7 @@ class WebHealth:
             if self._at is None or now - self._at >= self.ttl:
                 try:
                     status = await asyncio.wait_for(self._status(), self.timeout)
-                except Exception as exc:  # the driver's own failures: keep the last answer
+                except Exception as exc:  # noqa: BLE001 - whatever the driver raises, keep the last answer
                     log.warning("agent-check: cannot read this server's status: %s", exc)
                 else:
                     self._value = status.web == ServiceStatus.RUNNING

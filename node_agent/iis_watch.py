@@ -70,6 +70,6 @@ class IisResetWatcher:
         while True:
             try:
                 await self.check_once()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the watcher outlives any one check
                 log.warning("IIS watcher: %s", type(exc).__name__)
             await self._sleep(self.interval)

@@ -34,27 +34,27 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import insert
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from bench.upgrade.fake import SimulatedCluster  # noqa: E402
-from config.database import make_engine  # noqa: E402
-from config.migrate import migrate  # noqa: E402
-from config.secrets import SecretBox  # noqa: E402
-from config.settings import ControllerSettings  # noqa: E402
-from config.state_schema import nodes, utcnow  # noqa: E402
-from controller.agents.client import AgentPool  # noqa: E402
-from controller.agents.follow import Polling  # noqa: E402
-from controller.upgrade.lease import LeaderLease  # noqa: E402
-from controller.upgrade.model import (  # noqa: E402
+from bench.upgrade.fake import SimulatedCluster
+from config.database import make_engine
+from config.migrate import migrate
+from config.secrets import SecretBox
+from config.settings import ControllerSettings
+from config.state_schema import nodes, utcnow
+from controller.agents.client import AgentPool
+from controller.agents.follow import Polling
+from controller.upgrade.lease import LeaderLease
+from controller.upgrade.model import (
     LOCAL_ACTIONS,
     TERMINAL,
     DatabaseLoginIn,
     Step,
     UpgradeRequest,
 )
-from controller.upgrade.orchestrator import Orchestrator  # noqa: E402
-from controller.upgrade.store import UpgradeStore  # noqa: E402
+from controller.upgrade.orchestrator import Orchestrator
+from controller.upgrade.store import UpgradeStore
+
+#: Run from here: ``python -m bench.upgrade`` imports the packages of this checkout.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _t(v: str | datetime | None) -> float:

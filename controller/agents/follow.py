@@ -105,7 +105,7 @@ async def carry_out(
     action: str,
     params: dict[str, Any],
     deadline: float | None,
-    polling: Polling = Polling(),
+    polling: Polling | None = None,
     clock: Callable[[], float] = time.time,
     on_log: Callable[[list[str]], Any] | None = None,
     fresh: bool = False,
@@ -121,6 +121,7 @@ async def carry_out(
     or interrupted, is refused, its result does not fit its action's model, or it outlives the
     deadline (it is then cancelled on the agent) or the grace.
     """
+    polling = polling or Polling()
     start = clock()
     seen: list[str] = []
     sent = False

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
 from config.secrets import redact, redact_mapping
@@ -168,7 +169,7 @@ class DashboardFeed:
                     }
                     for r in rows
                 ]
-        except Exception as exc:  # the page must still show the rest
+        except (SQLAlchemyError, OSError) as exc:  # the page must still show the rest
             snap.problems.append(f"audit: {type(exc).__name__}")
             return []
 

@@ -43,7 +43,7 @@ async def run_steps(
         await store.start_step(job_id, seq, op_id=op_id)
         try:
             result = await spec.run(op_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a step is recorded and compensated
             message = _error_message(exc)
             await store.finish_step(job_id, seq, status=FAILED, message=message)
             for comp in compensate:
@@ -52,7 +52,7 @@ async def run_steps(
                 await store.start_step(job_id, cseq, op_id=cop)
                 try:
                     cres = await comp.run(cop)
-                except Exception as cexc:
+                except Exception as cexc:  # noqa: BLE001 - the other compensations still run
                     log.error("job %s: compensation %s failed: %s", job_id, comp.action, _error_message(cexc))
                     await store.finish_step(job_id, cseq, status=FAILED, message=_error_message(cexc))
                 else:

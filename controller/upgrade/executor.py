@@ -405,7 +405,7 @@ class RunExecutor:
                     step.result = exc.evidence
                 elif exc.record is not None and exc.record.result:
                     step.result = exc.record.result
-            except Exception as exc:  # a bug or the database: fail the step, never the loop
+            except Exception as exc:  # noqa: BLE001 - a bug or the database fails the step, never the loop
                 log.error("upgrade %s step %s: %s", self.run_id, step.id, redact(repr(exc)))
                 step.status = StepStatus.FAILED
                 step.message = f"controller error: {type(exc).__name__}: {exc}"

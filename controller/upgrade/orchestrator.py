@@ -62,7 +62,7 @@ class Orchestrator:
         settings: ControllerSettings,
         lease: LeaderLease,
         clock: Callable[[], datetime] = utcnow,
-        polling: Polling = Polling(),
+        polling: Polling | None = None,
         web_transport_for: WebTransportFor | None = None,
         interval: float = 1.0,
         session_wait: float = 1.0,
@@ -73,7 +73,8 @@ class Orchestrator:
         self.settings = settings
         self.lease = lease
         self.clock = clock
-        self.polling = polling
+        # One per orchestrator: its estimates of how long each action takes are this cluster's.
+        self.polling = polling or Polling()
         self.web_transport_for = web_transport_for
         self.interval = min(interval, max(0.05, lease.ttl / 3))
         self.session_wait = session_wait
@@ -113,7 +114,7 @@ class Orchestrator:
                     log.error("upgrade %s: executor stopped: %s", run_id, redact(repr(task.exception())))
         try:
             leader = await self.lease.acquire()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the reconcile loop outlives any one pass
             log.warning("leader lease not renewed: %s", redact(repr(exc)))
             leader = self.lease.held
         if not leader:
@@ -121,7 +122,7 @@ class Orchestrator:
             return
         try:
             runs = await self.store.list_runs(statuses=DRIVEN | RESTORABLE, limit=50)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the reconcile loop outlives any one pass
             log.warning("cannot read upgrade runs: %s", redact(repr(exc)))
             return
         for run in runs:

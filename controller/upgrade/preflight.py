@@ -137,7 +137,7 @@ async def run_preflight(
     agents: AgentPool,
     settings: ControllerSettings,
     op_timeout: float = 60.0,
-    polling: Polling = Polling(),
+    polling: Polling | None = None,
 ) -> PreflightResult:
     findings: list[Finding] = []
     rows = [r for r in node_rows if r.get("agent_url")]
@@ -149,7 +149,7 @@ async def run_preflight(
         except AgentError as exc:
             return str(exc)
 
-    statuses = await _gather_limited([lambda r=r: status_of(r) for r in rows])  # type: ignore[misc]
+    statuses = await _gather_limited([lambda r=r: status_of(r) for r in rows])  # type: ignore[misc]  # default-bound lambdas
     by_name: dict[str, NodeStatus] = {}
     unreachable: dict[str, str] = {}
     for row, st in zip(rows, statuses, strict=True):
@@ -277,7 +277,7 @@ async def run_preflight(
         if db is not None and db_ok
         else nothing(),
         op(db, Action.LIST_DTA_OBJECTS, {}) if db is not None and db_ok else nothing(),
-        _gather_limited([lambda n=n: op(n, Action.PROBE_LIBRARY, {}) for n in reachable_nodes], limit=64),  # type: ignore[misc]
+        _gather_limited([lambda n=n: op(n, Action.PROBE_LIBRARY, {}) for n in reachable_nodes], limit=64),  # type: ignore[misc]  # default-bound lambdas
     )
     if db is not None and db_ok:
         if isinstance(lic, str) or lic is None:

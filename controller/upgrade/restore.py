@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
+from controller.agents.client import AgentError
 from controller.agents.follow import StepFailed
 from controller.upgrade.evidence import baseline_ids, baseline_of, compare_fingerprints
 from controller.upgrade.local_steps import logons_served
@@ -127,7 +130,7 @@ async def verify(ex: RunState, step: Step) -> tuple[dict[str, Any], list[str]]:
     for name, node in ex.nodes.items():
         try:
             st = await ex.agents.client(node.agent_url).status()
-        except Exception as exc:
+        except (AgentError, ValidationError) as exc:
             diffs.append(f"{name}: agent did not answer ({type(exc).__name__})")
             continue
         ev["nodes"][name] = {"version": st.version, "web": st.web.value, "tomcat": st.tomcat.value}

@@ -133,7 +133,7 @@ class GroupCommit:
                 with unavailable_errors("state database"):
                     async with self.held.begin() as conn:
                         await self._apply(conn, [w for w, _ in batch])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who raise it
                 if len(batch) == 1:
                     _settle(batch[0][1], exc)
                     continue
@@ -142,7 +142,7 @@ class GroupCommit:
                     try:
                         async with self.held.begin() as conn:
                             await self._apply(conn, [w])
-                    except Exception as one:
+                    except Exception as one:  # noqa: BLE001 - handed to its caller, who raises it
                         _settle(fut, one)
                     else:
                         _settle(fut, None)

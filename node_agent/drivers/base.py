@@ -140,7 +140,7 @@ class HostDriver(abc.ABC):
     async def start(self) -> None:  # noqa: B027 - most drivers run nothing beside the agent
         """Bring up what the driver runs beside the agent (the sandbox's stand-in web server)."""
 
-    async def stop(self) -> None:  # noqa: B027
+    async def stop(self) -> None:  # noqa: B027 - nothing to stop unless start brought something up
         """Stop what :meth:`start` brought up."""
 
     @abc.abstractmethod

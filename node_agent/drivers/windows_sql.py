@@ -122,7 +122,7 @@ def odbc_connection_string(url: str, *, database: str | None = None) -> str:
     parsed: URL = parse_url(url)
     if database is not None:
         parsed = parsed.set(database=database)
-    args, _kwargs = MSDialect_pyodbc().create_connect_args(parsed)  # type: ignore[no-untyped-call]
+    args, _kwargs = MSDialect_pyodbc().create_connect_args(parsed)  # type: ignore[no-untyped-call]  # SQLAlchemy dialect, untyped
     return str(args[0])
 
 

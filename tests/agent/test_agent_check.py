@@ -121,7 +121,7 @@ async def test_poller_asks_the_controller_and_backs_off_while_it_is_away(tmp_pat
         a = answers.pop(0)
         if a == "refused":
             raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(int(a), json={"state": "draining", "weight": 1, "fenced": False})
+        return httpx.Response(int(str(a)), json={"state": "draining", "weight": 1, "fenced": False})
 
     waits: list[float] = []
 

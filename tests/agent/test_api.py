@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,7 @@ from node_agent.testing import SandboxAgent, running_sandbox_agent
 
 
 @pytest.fixture
-async def agent(tmp_path: Path, sqlite_url: str, tokens: dict[str, str]) -> SandboxAgent:
+async def agent(tmp_path: Path, sqlite_url: str, tokens: dict[str, str]) -> AsyncIterator[SandboxAgent]:
     async with running_sandbox_agent(
         name="crm1",
         data_dir=tmp_path / "crm1",
@@ -19,7 +20,7 @@ async def agent(tmp_path: Path, sqlite_url: str, tokens: dict[str, str]) -> Sand
         token=tokens["agent"],
         roles=["database"],
     ) as a:
-        yield a  # type: ignore[misc]
+        yield a
 
 
 def _error(resp: httpx.Response, status: int) -> dict[str, object]:

@@ -4,6 +4,7 @@ multi-server upgrade, database sessions by host, the Replication Engine, service
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -12,7 +13,9 @@ from node_agent.testing import SandboxAgent, running_sandbox_agent
 KEY = "MULTI-SERVER-KEY-2017"
 
 
-async def _ok(agent: SandboxAgent, op: str, action: str, params: dict[str, object] | None = None) -> dict:
+async def _ok(
+    agent: SandboxAgent, op: str, action: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     rec = await agent.run(op, action, params)
     assert rec.state == "succeeded", (action, rec.error)
     assert rec.result is not None

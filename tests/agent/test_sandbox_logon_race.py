@@ -4,6 +4,7 @@ restore do exactly that) each get a session; the Users row is created once."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,14 +23,9 @@ async def test_simultaneous_first_logons_of_one_user(crm_engine: AsyncEngine, ta
         users = await conn.scalar(
             select(func.count()).select_from(tables.users).where(tables.users.c[n.user_logon] == "Admin")
         )
-        by_server = dict(
-            (
-                await conn.execute(
-                    select(tables.acty("acty_server_name"), func.count()).group_by(
-                        tables.acty("acty_server_name")
-                    )
-                )
-            ).all()
+        rows = await conn.execute(
+            select(tables.acty("acty_server_name"), func.count()).group_by(tables.acty("acty_server_name"))
         )
+        by_server: dict[Any, int] = {server: count for server, count in rows}
     assert users == 1
     assert by_server == {f"crm{i}": 1 for i in range(1, 6)}

@@ -3,6 +3,8 @@ back up everything, upgrade, read the log, restore — version, files, schema an
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from node_agent.backup_files import tree_manifest
@@ -17,7 +19,9 @@ UPGRADE = {
 }
 
 
-async def _ok(agent: SandboxAgent, op: str, action: str, params: dict[str, object] | None = None) -> dict:
+async def _ok(
+    agent: SandboxAgent, op: str, action: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     rec = await agent.run(op, action, params)
     assert rec.state == "succeeded", (action, rec.error, rec.log_tail)
     assert rec.result is not None

@@ -84,7 +84,7 @@ class Crm:
             t = self.tables
             async with self.engine.begin() as conn:
                 result = await conn.execute(insert(t.users).values({t.names.user_logon: logon}))
-                self.users[logon] = int(result.inserted_primary_key[0])
+                self.users[logon] = int(result.inserted_primary_key[0])  # type: ignore[index]  # one row inserted: its key is there
         return self.users[logon]
 
     async def logon(self, logon: str, server: str, *, age: timedelta = timedelta(0)) -> int:
@@ -103,7 +103,7 @@ class Crm:
                     }
                 )
             )
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0])  # type: ignore[index]  # one row inserted: its key is there
 
     async def logoff(self, logon: str) -> None:
         uid = self.users[logon]

@@ -13,7 +13,7 @@ from config.state_schema import balancer_pending, nodes
 
 
 def sql(stmt: object) -> str:
-    return str(stmt.compile(dialect=mssql.dialect(), compile_kwargs={"literal_binds": False}))  # type: ignore[attr-defined]
+    return str(stmt.compile(dialect=mssql.dialect(), compile_kwargs={"literal_binds": False}))  # type: ignore[attr-defined,no-untyped-call]
 
 
 def test_activity_statements_compile_for_mssql_with_configured_names() -> None:

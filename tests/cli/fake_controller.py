@@ -31,7 +31,7 @@ def sse(events: list[tuple[int, str, dict[str, Any]]]) -> bytes:
     ).encode()
 
 
-CLUSTER = {
+CLUSTER: dict[str, Any] = {
     "nodes": [
         {
             "name": "crm1",

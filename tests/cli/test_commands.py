@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -69,7 +70,14 @@ def test_unreachable_controller_is_one_line() -> None:
 
 
 def test_drain_waits_for_the_job_and_undrain_shows_the_state(fake: FakeController) -> None:
-    job = {"id": "j1", "kind": "drain", "target": "crm2", "status": "running", "message": None, "steps": []}
+    job: dict[str, Any] = {
+        "id": "j1",
+        "kind": "drain",
+        "target": "crm2",
+        "status": "running",
+        "message": None,
+        "steps": [],
+    }
     polls = iter([job, job | {"status": "succeeded", "message": "0 users left"}])
     fake.routes[("POST", "/api/v1/nodes/crm2/drain")] = httpx.Response(202, json=job)
     fake.routes[("GET", "/api/v1/jobs/j1")] = lambda _r: next(polls)

@@ -40,7 +40,7 @@ def test_a_service_runs_on_uvloop_and_httptools_with_start_up_frozen() -> None:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        assert body is not None, proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+        assert body is not None, proc.communicate()[1].decode() if proc.poll() is not None else "no answer"
         assert body["loop"].startswith("uvloop")
         assert body["httptools"] is True
         # FastAPI, pydantic and uvicorn alone are thousands of objects: all frozen at start-up

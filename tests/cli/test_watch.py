@@ -116,7 +116,7 @@ def test_events_reconnect_with_last_event_id_without_real_sleeps(tmp_path: Path)
 
     naps: list[float] = []
     client = ControllerClient(Target(URL, TOKEN), transport=httpx.MockTransport(handler))
-    got = []
+    got: list[SseEvent] = []
     for ev in client.events(
         "/upgrades/r1/events", should_stop=lambda: got[-1].event == "end", sleep=naps.append
     ):

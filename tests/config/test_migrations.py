@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import AsyncFileLock
@@ -37,9 +38,11 @@ async def test_migrates_to_head_and_matches_the_model(engine: AsyncEngine) -> No
     # Columns in the database are the ones code queries through.
     async with engine.connect() as conn:
         for table in state_schema.metadata.sorted_tables:
-            cols = await conn.run_sync(
-                lambda c, t=table.name: {col["name"] for col in inspect(c).get_columns(t)}
-            )
+
+            def columns(c: Any, t: str = table.name) -> set[str]:
+                return {col["name"] for col in inspect(c).get_columns(t)}
+
+            cols = await conn.run_sync(columns)
             assert set(table.c.keys()) == cols, table.name
 
 
@@ -151,7 +154,7 @@ async def test_crm_tables_are_created_for_embedded_databases_only(engine: AsyncE
 
 
 def test_state_and_crm_statements_compile_for_sql_server() -> None:
-    dialect = mssql.dialect()
+    dialect = mssql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
     for table in [*state_schema.metadata.sorted_tables, *crm_tables().metadata.sorted_tables]:
         ddl = str(CreateTable(table).compile(dialect=dialect))
         assert f"CREATE TABLE [{table.name}]" in ddl or f"CREATE TABLE {table.name}" in ddl

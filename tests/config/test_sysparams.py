@@ -50,7 +50,7 @@ async def all_rows(engine: AsyncEngine, tables: CrmTables) -> list[tuple[str, st
             )
         )
         _ = n
-        return [tuple(r) for r in res]  # type: ignore[misc]
+        return [tuple(r) for r in res]
 
 
 async def test_reads_guide_settings_and_ignores_deleted_rows(

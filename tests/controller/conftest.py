@@ -97,7 +97,7 @@ def make_settings(
     # A down agent fails a cluster change's step after a second, not the production 15 s.
     kw.setdefault("agent_unreachable_grace", 1.0)
     return ControllerSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         admin_token=tokens["admin"],
         agent_token=tokens["agent"],
         secret_key=secret_key,

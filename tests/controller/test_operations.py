@@ -45,7 +45,7 @@ class Balancer:
 @pytest.fixture
 async def balancer(cluster: Cluster) -> AsyncIterator[Balancer]:
     settings = BalancerSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         crm_db_url=cluster.db_url,
         state_db_url=cluster.db_url,
         slow_start=0.0,
@@ -225,7 +225,7 @@ def test_per_node_pool_sizes_come_from_the_environment(
 
     monkeypatch.setenv("CRMCLUSTER_TOMCAT_POOL_SIZES", '{"crm2": 20}')
     settings = ControllerSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         admin_token="a" * 20,
         agent_token="b" * 20,
         secret_key=secret_key,

@@ -12,7 +12,7 @@ from controller.registry.sessions import SessionCounter, session_cutoff
 
 
 def compiled(stmt: object) -> str:
-    return str(stmt.compile(dialect=mssql.dialect(), compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined]
+    return str(stmt.compile(dialect=mssql.dialect(), compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined,no-untyped-call]
 
 
 def test_logged_on_count_compiles_for_sql_server() -> None:

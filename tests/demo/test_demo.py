@@ -325,7 +325,8 @@ async def test_the_database_is_prepared_afresh_on_every_start(tmp_path: Path) ->
             )
             assert open_rows == 0
             assert await conn.scalar(select(func.count()).select_from(t.users)) == len(DEMO_USERS)
-            values = dict((await conn.execute(select(t.parm("parm_name"), t.parm("parm_value")))).all())
+            rows = await conn.execute(select(t.parm("parm_name"), t.parm("parm_value")))
+            values: dict[Any, Any] = {name: value for name, value in rows}
         assert values["ServerNames"] == "crm1;crm2;crm3"
         assert values["FQServerNames"] == "127.0.0.1:8802;127.0.0.1:8803;127.0.0.1:8804"
         assert values["DTLSServerName"] == "crm1" and values["DocStore"].startswith("\\\\")

@@ -64,7 +64,7 @@ async def site(
         h = await start_controller(
             stack,
             settings,
-            clock=utcnow,
+            clock=utcnow,  # type: ignore[arg-type]  # real time here: the test never moves the clock
             tokens=tokens,
             transport_for=lambda url: transports.get(url.rstrip("/"), refuse),
         )

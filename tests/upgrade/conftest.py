@@ -70,7 +70,8 @@ class Harness:
             run = await self.run(run_id)
             for step in run["plan"]:
                 if pred(step):
-                    return step
+                    found: dict[str, Any] = step
+                    return found
             if time.monotonic() > deadline:
                 raise AssertionError("no step matched")
             await asyncio.sleep(0.02)

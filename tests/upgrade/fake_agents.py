@@ -227,7 +227,7 @@ class FakeCluster:
             return {"service": p["service"], "state": node.services[p["service"]]}
         elif a.startswith("backup_"):
             dest = p.get("destination") or f"backups/{node.name}/{a}-{next(self._seq)}"
-            snap = {
+            snap: dict[str, Any] = {
                 "node": node.name,
                 "version": node.version,
                 "registry": node.registry,
@@ -244,18 +244,18 @@ class FakeCluster:
                 "finished_at": _now() + "Z",
             }
         elif a.startswith("restore_"):
-            snap = self.backups.get(p.get("source", ""))
-            if snap is None:
+            restored: dict[str, Any] | None = self.backups.get(p.get("source", ""))
+            if restored is None:
                 raise RuntimeError(f"no backup {p.get('source')}")
             if a == "restore_database":
-                self.schema_version, self.records = snap["schema_version"], dict(snap["records"])
+                self.schema_version, self.records = restored["schema_version"], dict(restored["records"])
                 return {"restored_from": p["source"], "schema_version": self.schema_version}
             elif a == "restore_program_files":
-                node.version = snap["version"]
-                node.replication_engine = snap["replication_engine"]
+                node.version = restored["version"]
+                node.replication_engine = restored["replication_engine"]
                 return {"path": "CRM_backup", "website_path": "CRM_backup/WWWRoot", "version": node.version}
             else:
-                node.registry = snap["registry"]
+                node.registry = restored["registry"]
                 return {"imported": ["Config_CRM.reg", "Mappings_CRM.reg"]}
         elif a == "redirect_website":
             node.site = p.get("path") or "CRM"

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from tests.upgrade.sandbox import sandbox_cluster
 from tests.upgrade.test_sandbox_upgrade import DATABASE
 
 
-def parse_sse(text: str) -> list[dict[str, object]]:
+def parse_sse(text: str) -> list[dict[str, Any]]:
     events = []
     for block in text.split("\n\n"):
         fields: dict[str, str] = {}

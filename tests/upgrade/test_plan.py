@@ -48,7 +48,7 @@ def test_database_server_first_then_batches(n: int, batch: int, signoff: bool, t
     steps = plan_upgrade(run_id="up-1", nodes=cluster(n), target="2017 R1", options=opts, default_timeout=60)
     installers = [s for s in steps if s.action == "run_installer"]
     assert installers[0].node == "crm1"
-    assert sorted(s.node for s in installers) == sorted(f"crm{i}" for i in range(1, n + 1))
+    assert sorted(str(s.node) for s in installers) == sorted(f"crm{i}" for i in range(1, n + 1))
     db_wave = installers[0].wave
     other_waves = sorted({s.wave for s in installers[1:]})
     assert all(w > db_wave for w in other_waves)

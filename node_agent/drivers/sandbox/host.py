@@ -249,7 +249,7 @@ class SandboxDriver(HostDriver):
                 if not self._schema_ready:
                     await self._ensure_schema()
                 await self.refresh_sessions()
-            except Exception as exc:  # the database may be away for a while: keep trying
+            except Exception as exc:  # noqa: BLE001 - the database may be away for a while: keep trying
                 log.debug("sandbox %s: cannot refresh sessions: %s", self.node, type(exc).__name__)
 
     def _programs(self) -> dict[str, int]:
@@ -287,7 +287,7 @@ class SandboxDriver(HostDriver):
         logged_on: int | None
         try:
             logged_on = len(await self.db.open_sessions(self.session_timeout_minutes))
-        except Exception:
+        except (DBAPIError, DatabaseUnavailable, OSError):  # the CRM database is away: count unknown
             logged_on = None
         services = {k: ServiceStatus(v) for k, v in self.state.get("services", {}).items()}
         warm = self.state.get("last_warmup_at")

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -106,7 +107,7 @@ def build_web_app(host: WebHost) -> Starlette:
             return HTMLResponse(_logon_page(host, "Enter your user name."), status_code=400)
         try:
             sid = await host.crm_db.logon(user)
-        except (DatabaseUnavailable, OSError, Exception) as exc:  # the DLL cannot reach the database
+        except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:  # the DLL cannot reach the database
             log.warning("logon on %s failed: %s", host.node, type(exc).__name__)
             return PlainTextResponse("503 the CRM database did not answer", status_code=503)
         e = html.escape
@@ -132,7 +133,7 @@ def build_web_app(host: WebHost) -> Starlette:
             return PlainTextResponse("SID or User_Logon required", status_code=400)
         try:
             closed = await host.crm_db.logoff(sid=sid, user=user)
-        except Exception as exc:
+        except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
             log.warning("logoff on %s failed: %s", host.node, type(exc).__name__)
             return PlainTextResponse("503 the CRM database did not answer", status_code=503)
         return JSONResponse({"closed": closed, "server": host.node})
