@@ -186,6 +186,10 @@ class ControllerSettings(CommonSettings):
     drain_timeout: float = Field(600.0, ge=0, le=7 * 24 * 3600)
     #: Seconds between passes of the heartbeat watch (down detection, logged-on counts).
     sweep_interval: float = Field(1.0, gt=0, le=60)
+    #: Seconds between two reads of the maintenance plan's jobs from msdb (dashboard, metrics).
+    maintenance_poll_interval: float = Field(60.0, gt=0, le=24 * 3600)
+    #: Seconds a maintenance task started now may run (a full backup of a large database is long).
+    maintenance_run_timeout: float = Field(6 * 3600.0, gt=0, le=7 * 24 * 3600)
 
     @field_validator("admin_token", "agent_token", "operator_token")
     @classmethod
@@ -243,6 +247,12 @@ class AgentSettings(CommonSettings):
     sandbox_faults: str = ""
     #: A node's database sessions count only while it refreshed them within this many seconds.
     sandbox_session_ttl: float = Field(30.0, gt=0, le=3600)
+    #: The sandbox's SQL Server Agent (on the database server's node): seconds between its looks
+    #: at the maintenance jobs' schedules; the recovery model it gives the CRM database; tasks of
+    #: the maintenance plan that fail (comma-separated, e.g. ``consistency_check``).
+    sandbox_sql_agent_interval: float = Field(30.0, gt=0, le=3600)
+    sandbox_recovery_model: Literal["FULL", "SIMPLE", "BULK_LOGGED"] = "FULL"
+    sandbox_maintenance_faults: str = ""
 
     # Windows driver -----------------------------------------------------------------------------
     windows_programs_root: str = r"C:\Program Files (x86)\Sage\CRM"

@@ -27,6 +27,7 @@ from config.sysparams import SysParamsStore
 from controller.agents.client import AgentPool
 from controller.api import cluster as cluster_api
 from controller.api import cluster_ops as cluster_ops_api
+from controller.api import maintenance as maintenance_api
 from controller.api import nodes as nodes_api
 from controller.api import records as records_api
 from controller.api import sizing as sizing_api
@@ -34,6 +35,7 @@ from controller.api import upgrades as upgrades_api
 from controller.context import ControllerContext
 from controller.dashboard import routes as dashboard
 from controller.errors import API_ERRORS
+from controller.maintenance import sql_agent as maintenance
 from controller.registry import cluster, heartbeats
 from controller.upgrade import runtime as upgrade
 
@@ -85,6 +87,7 @@ def create_app(
         await ctx.jobs.interrupt_running()
         if watch:
             ctx.tasks.start("heartbeat-watch", lambda: heartbeats.watch(ctx), restart=True)
+            ctx.tasks.start("maintenance-watch", lambda: maintenance.watch(ctx), restart=True)
         upgrade.start(ctx)
         try:
             yield
@@ -119,7 +122,16 @@ def create_app(
             log.debug("metrics: gauges not refreshed: %s", exc)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for module in (cluster_api, nodes_api, cluster_ops_api, records_api, sizing_api, upgrades_api, dashboard):
+    for module in (
+        cluster_api,
+        nodes_api,
+        cluster_ops_api,
+        records_api,
+        sizing_api,
+        maintenance_api,
+        upgrades_api,
+        dashboard,
+    ):
         app.include_router(module.router)
 
     return app

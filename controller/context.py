@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -49,6 +50,8 @@ class ControllerContext:
     placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: The invariant warnings (code, nodes) seen by the last check, to log only what changes.
     warnings_seen: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)
+    #: The last maintenance report read from msdb (``controller.maintenance``), for the dashboard.
+    maintenance_report: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.registry = NodeRegistry(self.state_engine, clock=self.clock)

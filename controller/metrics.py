@@ -7,8 +7,9 @@ heartbeats, audited changes and finished jobs are counters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -58,6 +59,60 @@ class ControllerMetrics:
             ["kind", "status"],
             registry=self.registry,
         )
+
+        self.maintenance_last_success = Gauge(
+            "crmcluster_controller_maintenance_last_success",
+            "1 when the maintenance task's last run succeeded, 0 when it failed (absent: never ran)",
+            ["task"],
+            registry=self.registry,
+        )
+        self.maintenance_last_run = Gauge(
+            "crmcluster_controller_maintenance_last_run_timestamp_seconds",
+            "When the maintenance task last ran (SQL Server Agent's history)",
+            ["task"],
+            registry=self.registry,
+        )
+        self.maintenance_failing = Gauge(
+            "crmcluster_controller_maintenance_failing_tasks",
+            "Maintenance tasks whose last run failed",
+            registry=self.registry,
+        )
+        self.maintenance_warnings = Gauge(
+            "crmcluster_controller_maintenance_warnings",
+            "Maintenance plan warnings by code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.restore_points = Gauge(
+            "crmcluster_controller_restore_points",
+            "Database backups recorded in msdb, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def maintenance(self, report: Mapping[str, Any]) -> None:
+        """Gauges from a maintenance report (:mod:`controller.maintenance.sql_agent`)."""
+        self.maintenance_last_success.clear()
+        self.maintenance_last_run.clear()
+        failing = 0
+        for t in report.get("tasks") or []:
+            outcome = t.get("last_outcome")
+            if outcome in ("succeeded", "failed"):
+                self.maintenance_last_success.labels(t["task"]).set(1 if outcome == "succeeded" else 0)
+                failing += outcome == "failed"
+            if t.get("last_run_at"):
+                self.maintenance_last_run.labels(t["task"]).set(
+                    datetime.fromisoformat(t["last_run_at"]).timestamp()
+                )
+        self.maintenance_failing.set(failing)
+        self.maintenance_warnings.clear()
+        for w in report.get("warnings") or []:
+            self.maintenance_warnings.labels(w["code"]).inc()
+        self.restore_points.clear()
+        for kind in ("full", "differential", "log"):
+            self.restore_points.labels(kind).set(
+                sum(1 for p in report.get("restore_points") or [] if p.get("kind") == kind)
+            )
 
     def audited(self, entry: AuditEntry) -> None:
         self.changes.labels(entry.action, entry.result).inc()

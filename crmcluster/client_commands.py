@@ -32,6 +32,7 @@ from crmcluster.client.command_kit import (
     fail,
     finish,
 )
+from crmcluster.client.maintenance_commands import maintenance_app
 from crmcluster.client.render import (
     checks_view,
     render_capacity,
@@ -362,3 +363,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(library_app, name="library")
     app.add_typer(metadata_app, name="metadata")
     app.add_typer(upgrade_app, name="upgrade")
+    app.add_typer(maintenance_app, name="maintenance")

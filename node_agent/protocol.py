@@ -25,8 +25,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from config.maintenance_plan import Schedule, TaskName
 from config.sysparams import is_unc
 from config.vocabulary import KNOWN_VERSIONS, NodeState
 
@@ -81,6 +82,11 @@ class Action(StrEnum):
     DELETE_IIS_APPLICATION = "delete_iis_application"
     DELETE_REGISTRY_KEYS = "delete_registry_keys"
     DELETE_INSTALL_FOLDER = "delete_install_folder"
+    #: Added to DESIGN.md's table: the guide's database maintenance plan, kept by SQL Server Agent
+    #: (run by the database server's agent): create/update its jobs, read them back, run one now.
+    APPLY_MAINTENANCE_PLAN = "apply_maintenance_plan"
+    MAINTENANCE_STATUS = "maintenance_status"
+    RUN_MAINTENANCE_TASK = "run_maintenance_task"
 
 
 class OperationState(StrEnum):
@@ -187,6 +193,31 @@ class FingerprintParams(Params):
     ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=1000)
 
 
+class MaintenanceJobSpec(Params):
+    """One task of the maintenance plan and the SQL Server Agent schedule it runs on."""
+
+    task: TaskName
+    schedule: Schedule
+
+
+class MaintenancePlanParams(Params):
+    """The whole plan: jobs of tasks not listed are deleted (an empty list removes them all)."""
+
+    jobs: list[MaintenanceJobSpec] = Field(max_length=9)
+    retention_days: int = Field(28, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _unique(self) -> MaintenancePlanParams:
+        tasks = [j.task for j in self.jobs]
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("each task once")
+        return self
+
+
+class MaintenanceTaskParams(Params):
+    task: TaskName
+
+
 ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.STOP_WEB: NoParams,
     Action.START_WEB: NoParams,
@@ -225,6 +256,9 @@ ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.DELETE_IIS_APPLICATION: NoParams,
     Action.DELETE_REGISTRY_KEYS: NoParams,
     Action.DELETE_INSTALL_FOLDER: NoParams,
+    Action.APPLY_MAINTENANCE_PLAN: MaintenancePlanParams,
+    Action.MAINTENANCE_STATUS: NoParams,
+    Action.RUN_MAINTENANCE_TASK: MaintenanceTaskParams,
 }
 assert set(ACTION_PARAMS) == set(Action)
 
@@ -572,6 +606,66 @@ class InstallFolderResult(Result):
     reboot: str
 
 
+JobOutcome = Literal["succeeded", "failed", "retry", "cancelled", "running"]
+
+
+class RestorePoint(Result):
+    """A database backup SQL Server recorded (msdb ``backupset``): what a restore could start from."""
+
+    kind: Literal["full", "differential", "log"]
+    started_at: datetime | None = None
+    finished_at: datetime
+    size_bytes: int | None = None
+    path: str
+
+
+class MaintenanceRun(Result):
+    """One run of a maintenance job (msdb ``sysjobhistory``, the job outcome row); also the result
+    of ``run_maintenance_task``."""
+
+    task: TaskName
+    job_name: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: JobOutcome
+    message: str = ""
+    duration_s: float | None = None
+
+
+class MaintenanceJobState(Result):
+    """A maintenance job as SQL Server Agent holds it: its schedule, last run and next run."""
+
+    task: TaskName
+    job_name: str
+    enabled: bool
+    schedule: Schedule | None = None
+    last_run: MaintenanceRun | None = None
+    next_run_at: datetime | None = None
+    running: bool = False
+
+
+class MaintenanceStatus(Result):
+    """The result of ``maintenance_status``: the plan's jobs, the database, its restore points."""
+
+    database: str
+    recovery_model: str | None = None
+    #: Whether SQL Server Agent runs (None: could not be read).
+    agent_running: bool | None = None
+    jobs: list[MaintenanceJobState] = Field(default_factory=list)
+    restore_points: list[RestorePoint] = Field(default_factory=list)
+
+
+class MaintenancePlanResult(Result):
+    """``apply_maintenance_plan``: the SQL Server Agent jobs created, updated (history kept), deleted."""
+
+    created: list[str]
+    updated: list[str]
+    deleted: list[str]
+    database: str
+    #: Where the plan's backups go (the Windows driver: on the database server's disk).
+    folder: str | None = None
+
+
 ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.STOP_WEB: WebResult,
     Action.START_WEB: WebResult,
@@ -610,6 +704,9 @@ ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.DELETE_IIS_APPLICATION: IisApplicationResult,
     Action.DELETE_REGISTRY_KEYS: RegistryKeysResult,
     Action.DELETE_INSTALL_FOLDER: InstallFolderResult,
+    Action.APPLY_MAINTENANCE_PLAN: MaintenancePlanResult,
+    Action.MAINTENANCE_STATUS: MaintenanceStatus,
+    Action.RUN_MAINTENANCE_TASK: MaintenanceRun,
 }
 assert set(ACTION_RESULTS) == set(Action)
 

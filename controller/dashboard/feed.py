@@ -4,8 +4,9 @@ The dashboard is a client of the controller's own JSON API, called in-process
 (``httpx.ASGITransport`` with the admin token), so the page shows exactly what ``crmcluster
 status`` and ``crmcluster upgrade watch`` show: ``GET /api/v1/cluster`` (servers, warnings),
 ``GET /api/v1/upgrades`` and the current run, ``GET /api/v1/audit`` (recent changes; the
-state database's ``audit`` table when that route is missing). The balancer's current
-distribution comes from the balancer itself (``GET /api/v1/servers`` at ``balancer_url``),
+state database's ``audit`` table when that route is missing), ``GET /api/v1/maintenance?cached=true``
+(the maintenance plan as last read from msdb; never a call to the agent per page refresh). The
+balancer's current distribution comes from the balancer itself (``GET /api/v1/servers`` at ``balancer_url``),
 else from the logged-on counts the controller keeps per node.
 
 A :class:`Snapshot` is cached for ``interval`` seconds so ten open pages cost one poll.
@@ -44,6 +45,8 @@ class Snapshot:
     distribution_source: str = "controller"
     run: dict[str, Any] | None = None
     audit: list[dict[str, Any]] = field(default_factory=list)
+    #: The last maintenance report read from msdb (``GET /api/v1/maintenance?cached=true``).
+    maintenance: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     taken_at: float = 0.0
 
@@ -121,6 +124,8 @@ class DashboardFeed:
                 detail = await self._get(api, f"/api/v1/upgrades/{run['id']}", snap)
                 snap.run = detail if isinstance(detail, dict) else run
             entries = await self._get(api, f"/api/v1/audit?limit={AUDIT_ROWS}", snap, quiet_404=True)
+            report = await self._get(api, "/api/v1/maintenance?cached=true", snap, quiet_404=True)
+            snap.maintenance = report if isinstance(report, dict) else None
         if isinstance(entries, Mapping) and isinstance(entries.get("entries"), list):
             snap.audit = [e for e in entries["entries"] if isinstance(e, dict)][:AUDIT_ROWS]
         else:

@@ -2,7 +2,7 @@
 
 Server-rendered with Jinja2 (``controller/templates``); plain CSS and JS from
 ``controller/static``; no build step and nothing fetched from outside the controller. The page
-is made of sections (warnings, servers, distribution, upgrade, audit), each a template
+is made of sections (warnings, servers, distribution, upgrade, audit, maintenance), each a template
 fragment. ``GET /dashboard/events`` (server-sent events) pushes the fragments that changed,
 rendered by the same templates, about once a second; ``GET /dashboard/fragments`` answers
 the same for browsers that poll instead.
@@ -97,6 +97,15 @@ def _hhmmss(value: Any) -> str:
     return text.split("T", 1)[1][:8] if "T" in text else text
 
 
+def _when(value: Any) -> str:
+    """``2026-12-06T01:00:00+00:00`` → ``12-06 01:00`` (dates matter for weekly tasks)."""
+    text = str(value or "")
+    if "T" not in text:
+        return text or "—"
+    day, _, time = text.partition("T")
+    return f"{day[5:]} {time[:5]}"
+
+
 def _templates() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -105,6 +114,7 @@ def _templates() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["hhmmss"] = _hhmmss
+    env.filters["when"] = _when
     env.filters["role_label"] = lambda r: ROLE_LABELS.get(str(r), str(r))
     env.filters["path"] = lambda v: urllib.parse.quote(str(v), safe="")
     return env
@@ -196,6 +206,7 @@ def render_sections(snap: Snapshot, *, actor: Actor) -> dict[str, str]:
         ),
         "upgrade": TEMPLATES.get_template("_upgrade.html").render(**upgrade_view(snap.run), **common),
         "audit": TEMPLATES.get_template("_audit.html").render(entries=snap.audit, **common),
+        "maintenance": TEMPLATES.get_template("_maintenance.html").render(report=snap.maintenance, **common),
     }
 
 

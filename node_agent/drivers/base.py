@@ -38,6 +38,7 @@ READ_ONLY_ACTIONS: frozenset[Action] = frozenset(
         Action.DATABASE_SESSIONS,
         Action.LIST_DTA_OBJECTS,
         Action.WARMUP_LOGON,
+        Action.MAINTENANCE_STATUS,
     }
 )
 

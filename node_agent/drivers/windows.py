@@ -36,6 +36,7 @@ from config.settings import AgentSettings
 from node_agent.backup_files import copy_folder, tree_manifest, verify_folder
 from node_agent.drivers import windows_sql as tsql
 from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, OperationContext, resolve_under
+from node_agent.drivers.windows_maintenance import WindowsMaintenance
 from node_agent.drivers.windows_uninstall import WindowsUninstall
 from node_agent.journal import atomic_write_text
 from node_agent.protocol import (
@@ -96,12 +97,14 @@ class WindowsDriver(HostDriver):
         self._last_warmup: datetime | None = None
         self.warmup_transport: Any = None
         self.uninstall = WindowsUninstall(self, service_exes=SERVICE_EXES)
+        self.maintenance = WindowsMaintenance(self)
 
     def handler(self, action: Action) -> ActionHandler:
-        fn = getattr(self.uninstall, action.value, None)
-        if fn is not None:
-            handler: ActionHandler = fn
-            return handler
+        for part in (self.uninstall, self.maintenance):
+            fn = getattr(part, action.value, None)
+            if fn is not None:
+                handler: ActionHandler = fn
+                return handler
         return super().handler(action)
 
     # Helpers ------------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ async def test_fragments_need_the_session_and_carry_every_section(controller: Ha
         assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthorized"
     async with signed_in(controller) as client:
         sections = (await client.get("/dashboard/fragments")).json()["sections"]
-        assert set(sections) == {"warnings", "servers", "distribution", "upgrade", "audit"}
+        assert set(sections) == {"warnings", "servers", "distribution", "upgrade", "audit", "maintenance"}
+        assert "Not read yet" in sections["maintenance"]
         assert 'data-node="crm2"' in sections["servers"] and 'data-state="up"' in sections["servers"]
         assert '<svg class="chart"' in sections["distribution"]
         assert "nodes.register" in sections["audit"]

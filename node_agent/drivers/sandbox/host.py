@@ -48,6 +48,7 @@ from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
+from node_agent.drivers.sandbox.sql_agent import SandboxSqlAgent
 from node_agent.drivers.sandbox.uninstall import SandboxUninstall
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
 from node_agent.journal import atomic_write_text
@@ -69,6 +70,9 @@ from node_agent.warmup import warmup_logon
 log = logging.getLogger("crmcluster.agent.sandbox")
 
 RUNNING, STOPPED, NOT_INSTALLED = "running", "stopped", "not_installed"
+MAINTENANCE_ACTIONS = frozenset(
+    {Action.APPLY_MAINTENANCE_PLAN, Action.MAINTENANCE_STATUS, Action.RUN_MAINTENANCE_TASK}
+)
 TOMCAT_POOL = 10
 MAX_REGISTRATIONS = 5
 
@@ -139,6 +143,12 @@ class SandboxDriver(HostDriver):
         self._refresher: asyncio.Task[None] | None = None
         self.backups = SandboxBackups(self)
         self.uninstall = SandboxUninstall(self)
+        self.sql_agent = SandboxSqlAgent(
+            self,
+            path=self.base / "msdb.json",
+            failing=frozenset(t for t in settings.sandbox_maintenance_faults.split(",") if t.strip()),
+        )
+        self._sql_agent_task: asyncio.Task[None] | None = None
         self._schema_ready = False
         self.warmup_transport: Any = None  # tests may route the warm-up through an ASGI transport
 
@@ -213,6 +223,8 @@ class SandboxDriver(HostDriver):
             with contextlib.suppress(DBAPIError, DatabaseUnavailable, OSError):
                 await self.refresh_sessions()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="sandbox-sessions")
+        if self.holds_database:
+            self._sql_agent_task = asyncio.create_task(self.sql_agent.run_forever(), name="sandbox-sql-agent")
 
     def _bootstrap(self) -> None:
         roles, version = self.settings.roles, self.settings.sandbox_version
@@ -233,10 +245,11 @@ class SandboxDriver(HostDriver):
         self._schema_ready = True
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._refresher
+        for task in (self._refresher, self._sql_agent_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._web.stop()
         if self._own_engine:
             await self.engine.dispose()
@@ -314,6 +327,14 @@ class SandboxDriver(HostDriver):
 
     # Faults ------------------------------------------------------------------------------------------
     def handler(self, action: Action) -> ActionHandler:
+        if action in MAINTENANCE_ACTIONS:
+            if not self.holds_database:
+                raise ActionFailed(
+                    f"{self.node} is not the database server: SQL Server Agent's jobs are kept there"
+                )
+            fn = getattr(self.sql_agent, action.value)
+            found: ActionHandler = fn
+            return found
         for part in (self.backups, self.uninstall):
             fn = getattr(part, action.value, None)
             if fn is not None:
