@@ -16,6 +16,7 @@ Test hooks (keyword-only): ``crm_engine``/``state_engine`` (used, not disposed),
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +44,7 @@ from config.crm_schema import create_embedded_crm_tables, crm_tables
 from config.database import make_engine
 from config.errors import DatabaseUnavailable, MigrationError
 from config.migrate import migrate
+from config.request_guard import OPEN, Refused, bearer_token, install_guard
 from config.secrets import redact, register_secret
 from config.settings import BalancerSettings
 from config.sysparams import SysParamsStore
@@ -183,6 +185,20 @@ def create_app(
         openapi_url=None,
     )
     install_error_handlers(app_)
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+
+    async def authenticate(scope: Scope) -> Any:
+        """``/api/…`` needs the admin token when one is set (checked before any body is read)."""
+        if admin is None or not scope.get("path", "").startswith("/api/"):
+            return OPEN
+        given = bearer_token(scope)
+        if given is None:
+            return Refused("no bearer token")
+        if not hmac.compare_digest(given.encode(), admin.encode()):
+            return Refused("wrong bearer token")
+        return "admin"
+
+    install_guard(app_, settings, authenticate=authenticate, service="balancer")
     app_.state.balancer = ctx
     app_.logon_route = LogonRoute(
         pool=pool,
@@ -192,7 +208,6 @@ def create_app(
         max_form_bytes=settings.max_form_bytes,
         clock=clock,
     )
-    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     app_.include_router(
         build_router(
             pool=pool, metrics=metrics, admin_token=admin, retry_after=settings.retry_after, clock=clock

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from config.errors import DatabaseUnavailable, SysParamsError
 from config.secrets import redact, redact_mapping
@@ -98,6 +99,17 @@ def check_bearer(request: Request, *tokens: str | None) -> str | None:
     return matched
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (Starlette names only the
+    first route whose path matches, so ``GET`` and ``PUT`` on one path would say ``Allow: GET``)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match == Match.PARTIAL and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -131,10 +143,13 @@ def install_error_handlers(
         return error_response(503, "unavailable", str(exc), None, {"Retry-After": "2"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return error_response(
-            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None, exc.headers
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None, headers
         )
 
     for exc_type, mapper in (extra or {}).items():

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.crm_schema import CrmNames
 from config.errors import SettingError
+from config.windows_paths import BadPath, unc_share
 
 ENV_PREFIX = "CRMCLUSTER_"
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "token", "admin", "test", "xxx", "none"}
@@ -33,6 +34,17 @@ def _check_token(value: SecretStr | None, *, what: str) -> SecretStr | None:
     if any(c.isspace() for c in raw):
         raise ValueError(f"{what} must not contain white space")
     return value
+
+
+def _check_shares(value: list[str]) -> list[str]:
+    out = []
+    for share in value:
+        try:
+            server, name = unc_share(share)
+        except BadPath as exc:
+            raise ValueError(f"{share!r}: {exc}") from None
+        out.append(f"\\\\{server}\\{name}")
+    return out
 
 
 class CommonSettings(BaseSettings):
@@ -67,6 +79,15 @@ class CommonSettings(BaseSettings):
     crm_names: CrmNames = Field(default_factory=CrmNames)
     #: A user is logged on while their Activity row is open and younger than this.
     session_timeout_minutes: int = Field(60, ge=1, le=24 * 60)
+
+    # Limits every request meets before a route parses it (config/request_guard.py) ---------------
+    #: Largest request body read; a larger one is answered 413 and the rest is never read.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: Failed authentications from one address within ``auth_failure_window`` seconds before it is
+    #: refused (429 with Retry-After) for ``auth_block_seconds``.
+    auth_max_failures: int = Field(10, ge=1, le=10_000)
+    auth_failure_window: float = Field(60.0, gt=0, le=24 * 3600)
+    auth_block_seconds: float = Field(60.0, gt=0, le=24 * 3600)
 
     @field_validator("install_name")
     @classmethod
@@ -190,11 +211,23 @@ class ControllerSettings(CommonSettings):
     maintenance_poll_interval: float = Field(60.0, gt=0, le=24 * 3600)
     #: Seconds a maintenance task started now may run (a full backup of a large database is long).
     maintenance_run_timeout: float = Field(6 * 3600.0, gt=0, le=7 * 24 * 3600)
+    #: Agents may be registered at link-local addresses (169.254.x.x, fe80::) and cloud metadata
+    #: addresses. Off: the controller never sends a token or a license key there.
+    allow_link_local_agents: bool = False
+    #: The file shares (``\\server\share``) the library (DocStore, DocTemplates) may be on. Empty:
+    #: the share the library is on now (any share that is not an administrative one, before the
+    #: first is set).
+    library_shares: list[str] = Field(default_factory=list, max_length=20)
 
     @field_validator("admin_token", "agent_token", "operator_token")
     @classmethod
     def _tokens(cls, v: SecretStr | None) -> SecretStr | None:
         return _check_token(v, what="token")
+
+    @field_validator("library_shares")
+    @classmethod
+    def _shares(cls, v: list[str]) -> list[str]:
+        return _check_shares(v)
 
     @model_validator(mode="after")
     def _needs_key(self) -> ControllerSettings:
@@ -228,6 +261,8 @@ class AgentSettings(CommonSettings):
     warmup_password: SecretStr | None = None
     #: Finished operations older than this are dropped from the journal at start.
     journal_keep_days: int = Field(30, ge=1, le=3650)
+    #: File shares ``probe_library`` may probe besides those of DocStore/DocTemplates.
+    library_shares: list[str] = Field(default_factory=list, max_length=20)
 
     # HAProxy's agent-check (node_agent.agent_check) ---------------------------------------------
     #: The TCP port HAProxy's ``agent-check agent-port`` asks; None (default): no listener;
@@ -296,6 +331,11 @@ class AgentSettings(CommonSettings):
     @classmethod
     def _tokens(cls, v: SecretStr | None) -> SecretStr | None:
         return _check_token(v, what="token")
+
+    @field_validator("library_shares")
+    @classmethod
+    def _shares(cls, v: list[str]) -> list[str]:
+        return _check_shares(v)
 
     @field_validator("sandbox_roles")
     @classmethod

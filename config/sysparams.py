@@ -21,14 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from config.crm_schema import CrmTables
 from config.errors import SysParamsError
+from config.windows_paths import BadPath, unc_path
 
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _IPV4 = re.compile(r"^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)$")
-_UNC = re.compile(
-    r"^\\\\(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,254})\\(?P<rest>[^\\/:*?\"<>|\x00-\x1f]+(?:\\[^\\/:*?\"<>|\x00-\x1f]+)*)\\?$"
-)
 _TRUE = {"y", "yes", "true", "t", "1", "on"}
 _FALSE = {"n", "no", "false", "f", "0", "off", ""}
 
@@ -99,13 +97,13 @@ def split_host_port(entry: str) -> tuple[str, int | None]:
 
 
 def is_unc(path: str) -> bool:
-    """A plain UNC path ``\\\\server\\share[\\dir…]``.
-
-    Device forms (``\\\\?\\``, ``\\\\.\\``) and ``..`` components are not."""
-    m = _UNC.match(path)
-    if not m:
+    """A plain UNC path ``\\\\server\\share[\\dir…]`` of a file share (see
+    :func:`config.windows_paths.unc_path`: no device forms, admin shares, ``..``, trailing dots)."""
+    try:
+        unc_path(path)
+    except BadPath:
         return False
-    return all(part not in (".", "..") for part in m.group("rest").split("\\"))
+    return True
 
 
 # The model --------------------------------------------------------------------------------------

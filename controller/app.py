@@ -20,10 +20,12 @@ from config.api_errors import install_error_handlers
 from config.crm_schema import create_embedded_crm_tables, crm_tables
 from config.database import make_engine
 from config.migrate import migrate
+from config.request_guard import install_guard
 from config.secrets import SecretBox, register_secret
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
+from controller.access import authn
 from controller.agents.client import AgentPool
 from controller.api import cluster as cluster_api
 from controller.api import cluster_ops as cluster_ops_api
@@ -105,6 +107,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app, extra=API_ERRORS)
+    install_guard(app, settings, authenticate=authn.authenticate, service="controller")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

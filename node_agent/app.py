@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from config.aiotasks import TaskSupervisor
@@ -33,11 +35,11 @@ from config.api_errors import (
     NotFound,
     Unauthorized,
     Unavailable,
-    check_bearer,
     install_error_handlers,
 )
 from config.database import parse_url
 from config.errors import SettingError
+from config.request_guard import OPEN, Refused, Scope, bearer_token, install_guard
 from config.secrets import register_secret
 from config.settings import AgentSettings
 from node_agent.agent_check import AgentCheck, AgentCheckServer, WebHealth
@@ -191,8 +193,22 @@ def create_app(
     app.state.assignment_poller = poller
     app.state.agent_check = agent_check
 
+    async def authenticate(scope: Scope) -> Any:
+        """``/v1/…`` needs this node's token (compared in constant time), before the body is read."""
+        if not scope.get("path", "").startswith("/v1/"):
+            return OPEN
+        given = bearer_token(scope)
+        needed = "this node's agent token is required (Authorization: Bearer …)"
+        if given is None:
+            return Refused("no bearer token", needed)
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return Refused("wrong bearer token", needed)
+        return "controller"
+
+    install_guard(app, settings, authenticate=authenticate, service=f"agent {settings.name}")
+
     async def require_token(request: Request) -> None:
-        if check_bearer(request, token) is None:
+        if getattr(request.state, "principal", None) is None:
             raise Unauthorized("a valid agent token is required (Authorization: Bearer …)")
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
@@ -221,8 +237,8 @@ def create_app(
         return JSONResponse(record.model_dump(mode="json"), status_code=202)
 
     @v1.get("/operations", response_model=list[OperationRecord])
-    async def list_operations(limit: int = 100) -> list[OperationRecord]:
-        return operations.records(limit=max(1, min(limit, 1000)))
+    async def list_operations(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[OperationRecord]:
+        return operations.records(limit=limit)
 
     @v1.get("/operations/{op_id}", response_model=OperationRecord)
     async def get_operation(op_id: str) -> OperationRecord:

@@ -20,16 +20,16 @@ params refused); paths are *relative* to the roots the agent is configured with 
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from config.input_types import Bool, Count, Int
 from config.maintenance_plan import Schedule, TaskName
-from config.sysparams import is_unc
 from config.vocabulary import KNOWN_VERSIONS, NodeState
+from config.windows_paths import BadPath, relative_path, unc_path
 
 PROTOCOL_VERSION = 1
 
@@ -104,28 +104,20 @@ class OperationState(StrEnum):
 
 CrmService = Literal["indexer", "escalation", "email_manager", "integration"]
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
 
 def _relative_path(value: str) -> str:
-    """A path relative to one of the agent's roots: no absolute, drive, UNC, device or ``..`` forms."""
-    if not value or len(value) > 260:
-        raise ValueError("path must be 1 to 260 characters")
-    if any(ord(c) < 32 for c in value) or any(c in value for c in '<>"|?*'):
-        raise ValueError("path holds characters a Windows path may not")
-    norm = value.replace("\\", "/")
-    if norm.startswith("/") or _DRIVE.match(norm):
-        raise ValueError("path must be relative to the agent's configured root, not absolute")
-    parts = [p for p in norm.split("/") if p]
-    if any(p in ("..", ".") for p in parts) or ":" in norm:
-        raise ValueError("path must not contain '..', '.' or ':' components")
-    return "/".join(parts)
+    """A path relative to one of the agent's roots (:func:`config.windows_paths.relative_path`)."""
+    try:
+        return relative_path(value)
+    except BadPath as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _unc_path(value: str) -> str:
-    if not is_unc(value):
-        raise ValueError("must be a UNC path like \\\\server\\share\\folder")
-    return value
+    try:
+        return unc_path(value)
+    except BadPath as exc:
+        raise ValueError(str(exc)) from None
 
 
 RelPath = Annotated[str, AfterValidator(_relative_path)]
@@ -163,7 +155,7 @@ class DllPathParams(Params):
 
 class DatabaseLogin(Params):
     server: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._\\-]+$")]
-    port: int = Field(1433, ge=1, le=65535)
+    port: Int = Field(1433, ge=1, le=65535)
     user: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@\\-]+$")]
     password: SecretStr
 
@@ -175,10 +167,10 @@ class RunInstallerParams(Params):
     version: Version
     license_key: SecretStr
     database: DatabaseLogin | None = None
-    backup: bool = False
+    backup: Bool = False
     backup_location: RelPath | None = None
     #: Wire name ``register`` (a pydantic attribute name, hence the alias): register the install.
-    register_install: bool = Field(False, alias="register")
+    register_install: Bool = Field(False, alias="register")
 
 
 class LicenseParams(Params):
@@ -190,7 +182,7 @@ class LibraryParams(Params):
 
 
 class FingerprintParams(Params):
-    ids: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=1000)
+    ids: list[Count] | None = Field(None, max_length=1000)
 
 
 class MaintenanceJobSpec(Params):

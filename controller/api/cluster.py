@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from config.database import unavailable_errors
+from config.input_types import Bool, Port
 from controller.api.deps import AdminActor, AgentAuth, Context
+from controller.cluster_ops import library
 from controller.registry import cluster, heartbeats, invariants
 from controller.registry.nodes import NodeRecord
-from node_agent.protocol import Heartbeat, NodeAssignment
+from node_agent.protocol import Heartbeat, NodeAssignment, UncPath
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
 
@@ -21,14 +23,14 @@ class ConfigChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    server_names: list[str] | None = None
-    fq_server_names: list[str] | None = None
-    do_load_balancing: bool | None = None
-    dtls_server_name: str | None = None
-    http_port: int | None = None
-    outlook_port: int | None = None
-    doc_store: str | None = None
-    doc_templates: str | None = None
+    server_names: list[Annotated[str, Field(max_length=63)]] | None = Field(None, max_length=100)
+    fq_server_names: list[Annotated[str, Field(max_length=261)]] | None = Field(None, max_length=100)
+    do_load_balancing: Bool | None = None
+    dtls_server_name: str | None = Field(None, max_length=63)
+    http_port: Port | None = None
+    outlook_port: Port | None = None
+    doc_store: UncPath | None = None
+    doc_templates: UncPath | None = None
 
 
 @router.get("/cluster")
@@ -44,6 +46,8 @@ async def put_config(body: ConfigChange, ctx: Context, actor: AdminActor) -> dic
     async with ctx.audit.change(actor, "cluster.config", target="Custom_SysParams", details=changes) as entry:
         with unavailable_errors("CRM database"):
             async with ctx.crm_engine.begin() as conn:
+                paths = [changes.get("doc_store"), changes.get("doc_templates")]
+                library.check_on_shares(ctx, await ctx.sysparams.read(conn), paths)
                 config = await ctx.sysparams.write(conn, changes)
         entry.message = "changed " + ", ".join(sorted(changes)) if changes else "nothing to change"
     warnings = invariants.check(await ctx.registry.list_nodes(), config)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from config.input_types import Bool
 from controller.api.deps import AdminActor, Context
 from controller.cluster_ops import capacity, library, metadata, replication_engine
 from controller.cluster_ops import services as crm_services
@@ -46,7 +47,7 @@ class LibraryChange(BaseModel):
     doc_store: UncPath | None = None
     doc_templates: UncPath | None = None
     #: Have every node probe the paths once they are set (default true).
-    verify: bool = True
+    verify: Bool = True
 
 
 class LibraryVerify(BaseModel):

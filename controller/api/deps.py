@@ -1,52 +1,58 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the shared context and the token checks."""
+"""FastAPI dependencies as ``Annotated`` aliases: the shared context and who may call a route.
+
+The request was authenticated before its body was read (:mod:`controller.access.authn`); its
+principal is ``request.state.principal``. The aliases here authorise it: a principal whose role
+does not cover the route's gets 403.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from config.api_errors import Unauthorized, check_bearer
+from config.api_errors import Forbidden, Unauthorized, Unavailable
+from controller.access.principal import Principal, Role
 from controller.context import ControllerContext
-from controller.dashboard.session import cookie_actor
-
-Actor = Literal["admin", "operator"]
 
 
 def get_context(request: Request) -> ControllerContext:
-    ctx: ControllerContext = request.app.state.ctx
+    ctx: ControllerContext | None = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        raise Unavailable("the controller is starting")
     return ctx
 
 
-def require_admin(request: Request) -> Actor:
-    ctx = get_context(request)
-    if check_bearer(request, ctx.settings.admin_token.get_secret_value()) is None:
-        raise Unauthorized("admin token required: send Authorization: Bearer <CRMCLUSTER_ADMIN_TOKEN>")
-    return "admin"
+def principal_of(request: Request) -> Principal:
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
+    return principal
 
 
-def require_operator(request: Request) -> Actor:
-    """Admin or operator token (the dashboard's drain/undrain and pause/resume)."""
-    ctx = get_context(request)
-    admin = ctx.settings.admin_token.get_secret_value()
-    operator = ctx.settings.operator_token.get_secret_value() if ctx.settings.operator_token else None
-    matched = check_bearer(request, admin, operator)
-    if matched is None:
-        # The dashboard's own buttons: its signed session cookie (with the CSRF header) counts too.
-        actor = cookie_actor(request)
-        if actor is None:
-            raise Unauthorized("admin or operator token required")
-        return actor
-    return "admin" if matched == admin else "operator"
+def _require(role: Role) -> object:
+    def dependency(request: Request) -> str:
+        principal = principal_of(request)
+        if not principal.may(role):
+            raise Forbidden(
+                f"{principal.name} may not do this: it needs the {role.value} role",
+                details={"needs": role.value, "role": principal.role.value if principal.role else None},
+            )
+        return principal.name
+
+    return Depends(dependency)
 
 
-def require_agent(request: Request) -> None:
-    ctx = get_context(request)
-    if check_bearer(request, ctx.settings.agent_token.get_secret_value()) is None:
-        raise Unauthorized("agent token required")
+def require_agent(request: Request) -> Principal:
+    principal = principal_of(request)
+    if principal.kind != "agent":
+        raise Forbidden("only a node agent's token may send heartbeats")
+    return principal
 
 
 Context = Annotated[ControllerContext, Depends(get_context)]
-AdminActor = Annotated[Actor, Depends(require_admin)]
-OperatorActor = Annotated[Actor, Depends(require_operator)]
-AgentAuth = Annotated[None, Depends(require_agent)]
+#: The principal's name (what the audit trail records) once its role covers the route's.
+ViewerActor = Annotated[str, _require(Role.VIEWER)]
+OperatorActor = Annotated[str, _require(Role.OPERATOR)]
+AdminActor = Annotated[str, _require(Role.ADMIN)]
+AgentAuth = Annotated[Principal, Depends(require_agent)]

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from config.input_types import Bool
+from config.service_url import parse_service_url
 from config.vocabulary import Role
 from controller.api.deps import AdminActor, Context, OperatorActor
 from controller.cluster_ops import drain, membership
@@ -27,17 +29,16 @@ class NodeRegistration(BaseModel):
     name: NodeName
     agent_url: str = Field(min_length=8, max_length=500)
     fqdn: str | None = Field(None, max_length=255)
-    roles: list[Role] = []
-    join: bool = False
+    roles: list[Role] = Field(default_factory=list, max_length=10)
+    join: Bool = False
     license_key: SecretStr | None = None
     version: Version | None = None
 
     @field_validator("agent_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")) or any(c.isspace() for c in v):
-            raise ValueError("must be an http:// or https:// URL")
-        return v.rstrip("/")
+        """Parsed into scheme, host and port (config.service_url); written back in normal form."""
+        return str(parse_service_url(v))
 
 
 class DrainRequest(BaseModel):

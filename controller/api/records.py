@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from config.input_types import DB_INT_MAX
 from controller.api.deps import AdminActor, Context
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
@@ -31,7 +32,7 @@ async def list_audit(
     ctx: Context,
     _actor: AdminActor,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
 ) -> dict[str, Any]:
     """The audit trail, newest first (who, what, when, result; secrets redacted)."""
     return {"entries": await ctx.audit.list(limit=limit, before_id=before_id)}

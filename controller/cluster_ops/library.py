@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from config.sysparams import ClusterConfig
+from config.windows_paths import within_shares
 from controller.context import ControllerContext
 from controller.errors import InvalidChange
 from controller.jobs.runner import new_op_id, run_agent_op
@@ -21,6 +23,30 @@ from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Action, LibraryParams, LibraryProbeResult
 
 
+def allowed_shares(ctx: ControllerContext, config: ClusterConfig) -> list[str]:
+    """The shares the library may be on: the setting's, else the one(s) it is on now."""
+    if ctx.settings.library_shares:
+        return list(ctx.settings.library_shares)
+    return [p for p in (config.doc_store, config.doc_templates) if p]
+
+
+def check_on_shares(ctx: ControllerContext, config: ClusterConfig, paths: list[str | None]) -> None:
+    """Refuse library paths on another server or share than the configured one (422).
+
+    Every agent probes the library as the Windows account it runs as, which sends that account's
+    credentials to the server named: a path on any other host would hand them to it."""
+    shares = allowed_shares(ctx, config)
+    if not shares:
+        return  # the first library of the cluster: any share that is not an administrative one
+    for path in paths:
+        if path and not within_shares(path, shares):
+            raise InvalidChange(
+                f"{path} is not on the library's share ({', '.join(shares)}); "
+                "set CRMCLUSTER_LIBRARY_SHARES to move the library to another share",
+                details={"path": path, "shares": shares},
+            )
+
+
 async def get(ctx: ControllerContext) -> dict[str, Any]:
     config = await read_config(ctx)
     return {"doc_store": config.doc_store, "doc_templates": config.doc_templates}
@@ -28,6 +54,7 @@ async def get(ctx: ControllerContext) -> dict[str, Any]:
 
 async def set_paths(ctx: ControllerContext, changes: dict[str, str | None]) -> dict[str, Any]:
     async with ctx.crm_engine.begin() as conn:
+        check_on_shares(ctx, await ctx.sysparams.read(conn), list(changes.values()))
         config = await ctx.sysparams.write(conn, changes)
     return {"doc_store": config.doc_store, "doc_templates": config.doc_templates}
 
@@ -50,11 +77,15 @@ async def _probe(ctx: ControllerContext, node: NodeRecord, path: str) -> dict[st
 
 async def verify(ctx: ControllerContext, paths: list[str] | None = None) -> dict[str, Any]:
     """Every node probes every path (default: DocStore and DocTemplates as set)."""
+    config = await read_config(ctx)
     if not paths:
-        config = await read_config(ctx)
         paths = [p for p in (config.doc_store, config.doc_templates) if p]
         if not paths:
             raise InvalidChange("no library path is set: PUT /api/v1/library with doc_store first")
+    else:
+        if not allowed_shares(ctx, config):
+            raise InvalidChange("no library is set yet: PUT /api/v1/library with doc_store first")
+        check_on_shares(ctx, config, list(paths))
     nodes = await ctx.registry.list_nodes()
 
     async def node_result(n: NodeRecord) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from config.service_url import BadServiceUrl, check_destination, parse_service_url
 from config.sysparams import ClusterConfig
 from config.vocabulary import CRM_SERVICES, NodeState, Role
 from controller.agents.client import AgentError
@@ -71,6 +72,14 @@ async def agent_status(ctx: ControllerContext, agent_url: str) -> NodeStatus | N
         return None
 
 
+def check_agent_url(ctx: ControllerContext, agent_url: str) -> None:
+    """Refuse an agent URL the controller must not call (link-local, metadata …; 422)."""
+    try:
+        check_destination(parse_service_url(agent_url), allow_link_local=ctx.settings.allow_link_local_agents)
+    except BadServiceUrl as exc:
+        raise InvalidChange(f"agent_url: {exc}", details={"agent_url": agent_url}) from None
+
+
 def _check_fqdn(name: str, fqdn: str) -> None:
     ClusterConfig.checked(server_names=[name], fq_server_names=[fqdn])
 
@@ -83,6 +92,7 @@ async def register_existing(
     The agent is asked for its status when it answers: it must report the same name, and its
     observations (roles, version, web server address) are taken as a first heartbeat.
     """
+    check_agent_url(ctx, agent_url)
     if fqdn is not None:
         _check_fqdn(name, fqdn)
     status = await agent_status(ctx, agent_url)
@@ -130,6 +140,7 @@ async def start_join(
 ) -> dict[str, Any]:
     """Check what the join needs, register the node in ``maintenance`` and start the join job."""
     refuse_if_placing(ctx)
+    check_agent_url(ctx, agent_url)
     if await ctx.registry.find(name) is not None:
         raise ClusterBusy(f"node {name} is already registered", details={"node": name})
     nodes = await ctx.registry.list_nodes()

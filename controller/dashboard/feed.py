@@ -106,7 +106,8 @@ class DashboardFeed:
     async def _gather(self) -> Snapshot:
         snap = Snapshot()
         admin = self._ctx.settings.admin_token.get_secret_value()
-        transport = httpx.ASGITransport(app=self._app, raise_app_exceptions=False)
+        # A client address of its own: a brute-force block on loopback never blinds the dashboard.
+        transport = httpx.ASGITransport(app=self._app, raise_app_exceptions=False, client=("dashboard", 0))
         async with httpx.AsyncClient(
             transport=transport,
             base_url="http://dashboard.internal",

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from config.input_types import Bool, Int
 from node_agent.protocol import Action, RelPath, Version
 
 
@@ -104,7 +105,7 @@ class DatabaseLoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     server: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._\\-]+$")
-    port: int = Field(1433, ge=1, le=65535)
+    port: Int = Field(1433, ge=1, le=65535)
     user: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@\\-]+$")
     password: SecretStr
 
@@ -116,21 +117,21 @@ class UpgradeRequest(BaseModel):
 
     target_version: Version
     license_key: SecretStr
-    batch_size: int = Field(1, ge=1, le=1000)
+    batch_size: Int = Field(1, ge=1, le=1000)
     failure_policy: FailurePolicy = "restore"
-    require_signoff: bool = False
+    require_signoff: Bool = False
     backup_location: RelPath | None = None
     overrides: list[str] = Field(default_factory=list, max_length=50)
     #: The SQL login for the database server's installer; its password is kept encrypted.
     database: DatabaseLoginIn | None = None
     #: The wizard's "Disable triggers if required": disabled around the database upgrade.
-    disable_triggers: bool = False
+    disable_triggers: Bool = False
     #: Seconds users are told (balancer 'draining') before they are locked out.
     drain_grace: float = Field(0.0, ge=0, le=24 * 3600)
     #: Seconds any step may take (default: the controller's ``step_timeout``) ...
     step_timeout: float | None = Field(None, gt=0, le=7 * 24 * 3600)
     #: ... and per action, e.g. ``{"run_installer": 3600}``.
-    step_timeouts: dict[str, float] = Field(default_factory=dict)
+    step_timeouts: dict[str, float] = Field(default_factory=dict, max_length=64)
 
     @field_validator("license_key")
     @classmethod

@@ -39,6 +39,7 @@ from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, Ope
 from node_agent.drivers.windows_maintenance import WindowsMaintenance
 from node_agent.drivers.windows_uninstall import WindowsUninstall
 from node_agent.journal import atomic_write_text
+from node_agent.library_share import library_path
 from node_agent.protocol import (
     Action,
     BackupParams,
@@ -584,23 +585,18 @@ class WindowsDriver(HostDriver):
         return {"valid": True, "checked": "format only", "key_hash": secret_hash(key)}
 
     async def probe_library(self, params: LibraryParams, ctx: OperationContext) -> dict[str, Any]:
-        unc = params.path
-        if unc is None:
-            from config.crm_schema import crm_tables
-            from config.database import make_engine
-            from config.sysparams import SysParamsStore
+        from config.crm_schema import crm_tables
+        from config.database import make_engine
+        from config.sysparams import SysParamsStore
 
-            engine = make_engine(self.settings.crm_url)
-            try:
-                store = SysParamsStore(
-                    crm_tables(self.settings.crm_names), self.settings.sysparam_row_names()
-                )
-                async with engine.connect() as conn:
-                    unc = (await store.read(conn)).doc_store
-            finally:
-                await engine.dispose()
-            if not unc:
-                raise ActionFailed("no library path: DocStore is not set in Custom_SysParams")
+        engine = make_engine(self.settings.crm_url)
+        try:
+            store = SysParamsStore(crm_tables(self.settings.crm_names), self.settings.sysparam_row_names())
+            async with engine.connect() as conn:
+                config = await store.read(conn)
+        finally:
+            await engine.dispose()
+        unc = library_path(params.path, config=config, extra_shares=self.settings.library_shares)
         probe = Path(unc) / f".crmcluster-probe-{self.settings.name}"
         try:
             await asyncio.to_thread(probe.write_text, "probe", encoding="utf-8")

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from config.crm_schema import crm_tables
+from config.sysparams import SysParamsStore
 from node_agent.testing import SandboxAgent, running_sandbox_agent
 
 KEY = "MULTI-SERVER-KEY-2017"
@@ -124,10 +126,15 @@ async def test_replication_engine_services_and_join(
 
 
 async def test_library_probe_and_license(db_agent: SandboxAgent, tmp_path: Path) -> None:
-    res = await _ok(db_agent, "p1", "probe_library", {"path": "\\\\files\\crmlib\\Library"})
-    assert res["reachable"] is True and (tmp_path / "library" / "Library").is_dir()
     nodoc = await db_agent.run("p2", "probe_library")
     assert nodoc.state == "failed" and "DocStore" in (nodoc.error or "")
+    unset = await db_agent.run("p0", "probe_library", {"path": "\\\\files\\crmlib\\Library"})
+    assert unset.state == "failed" and "no library share" in (unset.error or "")  # no share to be on
+    store = SysParamsStore(crm_tables(), db_agent.driver.settings.sysparam_row_names())
+    async with db_agent.driver.engine.begin() as conn:
+        await store.write(conn, {"doc_store": "\\\\files\\crmlib\\Docs"})
+    res = await _ok(db_agent, "p1", "probe_library", {"path": "\\\\files\\crmlib\\Library"})
+    assert res["reachable"] is True and (tmp_path / "library" / "Library").is_dir()
     bad = await db_agent.run("lic-short", "check_license", {"license_key": "short"})
     assert bad.state == "failed" and "not valid" in (bad.error or "")
     good = await _ok(db_agent, "lic-ok", "check_license", {"license_key": "LONG-ENOUGH-KEY"})

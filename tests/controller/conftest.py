@@ -96,6 +96,8 @@ def make_settings(
 ) -> ControllerSettings:
     # A down agent fails a cluster change's step after a second, not the production 15 s.
     kw.setdefault("agent_unreachable_grace", 1.0)
+    # Tests that try many wrong tokens on purpose are not brute force (tests/security covers that).
+    kw.setdefault("auth_max_failures", 10_000)
     return ControllerSettings(
         _env_file=None,
         admin_token=tokens["admin"],

@@ -102,14 +102,16 @@ async def test_config_change_is_partial_validated_and_audited(controller: Harnes
     assert sp["do_load_balancing"] is True and sp["http_port"] == 8443
     assert sp["server_names"] == ["crm1", "crm2", "crm3"]  # untouched
     for bad, field in (
-        ({"http_port": 0}, "http_port"),
         ({"server_names": ["crm1"]}, "fq_server_names"),  # the FQ list no longer pairs up
         ({"dtls_server_name": "crm7"}, "dtls_server_name"),
-        ({"doc_store": "C:\\docs"}, "doc_store"),
     ):
         r = await c.put("/api/v1/cluster/config", json=bad)
         assert r.status_code == 422, r.text
         assert r.json()["error"]["details"] == {"field": field}
+    for bad, field in (({"http_port": 0}, "http_port"), ({"doc_store": "C:\\docs"}, "doc_store")):
+        r = await c.put("/api/v1/cluster/config", json=bad)  # refused by the request model itself
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["loc"] == ["body", field]
     assert (await c.put("/api/v1/cluster/config", json={"nope": 1})).status_code == 422
     assert (await c.put("/api/v1/cluster/config", json={"http_port": "x"})).status_code == 422
     async with controller.ctx.state_engine.connect() as conn:
@@ -119,7 +121,7 @@ async def test_config_change_is_partial_validated_and_audited(controller: Harnes
         ("admin", "cluster.config", "ok"),
     ]
     assert rows[1].details == {"do_load_balancing": True, "http_port": 8443}
-    assert [r.result for r in rows[2:6]] == ["failed"] * 4
+    assert [r.result for r in rows[2:]] == ["failed"] * 2
     listed = (await c.get("/api/v1/audit", params={"limit": 2})).json()["entries"]
     assert len(listed) == 2 and listed[0]["id"] > listed[1]["id"]
 
@@ -149,15 +151,16 @@ async def test_every_route_needs_the_admin_token(controller: Harness) -> None:
         ("GET", "/api/v1/capacity"),
     ]
     for method, path in routes:
-        for headers in (
-            {"Authorization": ""},
-            {"Authorization": "Bearer wrong-token-123456789"},
-            {"Authorization": f"Bearer {controller.tokens['agent']}"},
-        ):
+        for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong-token-123456789"}):
             resp = await c.request(method, path, headers=headers, json={})
             assert resp.status_code == 401, (method, path, resp.status_code)
             assert resp.json()["error"]["code"] == "unauthorized"
             assert resp.headers["www-authenticate"] == "Bearer"
+        # An agent's token is known but holds no role: 403, not 401.
+        agent = {"Authorization": f"Bearer {controller.tokens['agent']}"}
+        resp = await c.request(method, path, headers=agent, json={})
+        assert resp.status_code == 403, (method, path, resp.status_code)
+        assert resp.json()["error"]["code"] == "forbidden"
 
 
 async def test_health_metrics_and_openapi(controller: Harness) -> None:

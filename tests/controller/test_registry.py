@@ -85,7 +85,7 @@ async def test_heartbeat_auth_and_bad_input(controller: Harness) -> None:
     await controller.register("crm9")
     body = {"status": st.model_dump(mode="json"), "sent_at": "2026-11-28T00:00:00Z"}
     admin = await controller.client.post("/api/v1/agents/crm9/heartbeat", json=body)
-    assert admin.status_code == 401  # the admin token is not the agent token
+    assert admin.status_code == 403  # the admin token is known, but it is no agent's
     wrong = await controller.client.post(
         "/api/v1/agents/crm9/heartbeat",
         json={"status": {"name": "crm9"}},

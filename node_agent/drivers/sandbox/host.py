@@ -52,6 +52,7 @@ from node_agent.drivers.sandbox.sql_agent import SandboxSqlAgent
 from node_agent.drivers.sandbox.uninstall import SandboxUninstall
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
 from node_agent.journal import atomic_write_text
+from node_agent.library_share import library_path
 from node_agent.protocol import (
     Action,
     BackupParams,
@@ -592,13 +593,10 @@ class SandboxDriver(HostDriver):
         return {"valid": True, "checked": "format only", "key_hash": key_hash}
 
     async def probe_library(self, params: LibraryParams, ctx: OperationContext) -> dict[str, Any]:
-        unc = params.path
-        if unc is None:
-            store = SysParamsStore(self.tables, self.settings.sysparam_row_names())
-            async with self.engine.connect() as conn:
-                unc = (await store.read(conn)).doc_store
-            if not unc:
-                raise ActionFailed("no library path: DocStore is not set in Custom_SysParams")
+        store = SysParamsStore(self.tables, self.settings.sysparam_row_names())
+        async with self.engine.connect() as conn:
+            config = await store.read(conn)
+        unc = library_path(params.path, config=config, extra_shares=self.settings.library_shares)
         parts = [p for p in unc.split("\\") if p][2:]
         if not self.library_root.is_dir():
             raise ActionFailed(f"the library share {unc} is not reachable")
