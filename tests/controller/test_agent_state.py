@@ -29,7 +29,7 @@ async def test_heartbeat_and_state_answer_the_held_state(controller: Harness) ->
 
 async def test_state_needs_the_agent_token_and_a_known_node(controller: Harness) -> None:
     admin_only = await controller.client.get("/api/v1/agents/crm2/state")
-    assert admin_only.status_code == 401
+    assert admin_only.status_code == 403  # the admin token is known, but it is no agent's
     assert admin_only.json()["error"]["code"]
     agent = {"Authorization": f"Bearer {controller.tokens['agent']}"}
     unknown = await controller.client.get("/api/v1/agents/nosuch/state", headers=agent)

@@ -176,6 +176,8 @@ async def test_library_verify_fails_when_an_agent_reports_the_share_unreachable(
     agent.driver.probe_library = probe_library
     c = cluster.client
     await c.post("/api/v1/nodes", json={"name": "crm4", "agent_url": "http://crm4.agent"})
+    library = {"doc_store": "\\\\fileserver\\CRM\\Docs", "verify": False}
+    assert (await c.put("/api/v1/library", json=library)).status_code == 200
     resp = await c.post("/api/v1/library/verify", json={"paths": ["\\\\fileserver\\CRM\\Library"]})
     assert resp.status_code == 200, resp.text
     ver = resp.json()
