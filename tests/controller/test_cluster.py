@@ -108,8 +108,12 @@ async def test_config_change_is_partial_validated_and_audited(controller: Harnes
         r = await c.put("/api/v1/cluster/config", json=bad)
         assert r.status_code == 422, r.text
         assert r.json()["error"]["details"] == {"field": field}
-    for bad, field in (({"http_port": 0}, "http_port"), ({"doc_store": "C:\\docs"}, "doc_store")):
-        r = await c.put("/api/v1/cluster/config", json=bad)  # refused by the request model itself
+    model_refused: list[tuple[dict[str, Any], str]] = [
+        ({"http_port": 0}, "http_port"),
+        ({"doc_store": "C:\\docs"}, "doc_store"),
+    ]
+    for body, field in model_refused:
+        r = await c.put("/api/v1/cluster/config", json=body)  # refused by the request model itself
         assert r.status_code == 422, r.text
         assert r.json()["error"]["details"][0]["loc"] == ["body", field]
     assert (await c.put("/api/v1/cluster/config", json={"nope": 1})).status_code == 422
