@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -19,12 +19,17 @@ from node_agent.protocol import Heartbeat
 from node_agent.testing import SandboxAgent, running_sandbox_agent
 
 
+def _later(agent: SandboxAgent) -> datetime:
+    """A moment after IIS last started: the reset the watcher must notice (no sleep needed)."""
+    started = str(agent.driver.state["iis_started_at"])
+    return datetime.fromisoformat(started) + timedelta(seconds=1)
+
+
 async def test_warm_up_logon_after_a_simulated_iis_reset(db_agent: SandboxAgent, db_url: str) -> None:
     watcher = db_agent.app.state.watcher
     assert await watcher.check_once() is None  # the first look only remembers
     assert await watcher.check_once() is None  # nothing changed
-    await asyncio.sleep(0.002)
-    db_agent.driver.simulate_iis_reset()
+    db_agent.driver.simulate_iis_reset(at=_later(db_agent))
     op_id = await watcher.check_once()
     assert op_id is not None and op_id.startswith("auto-warmup-")
     rec = (await db_agent.client.get(f"/v1/operations/{op_id}")).json()
@@ -59,8 +64,7 @@ async def test_a_failed_warm_up_is_tried_again(db_agent: SandboxAgent) -> None:
     watcher = db_agent.app.state.watcher
     await watcher.check_once()
     db_agent.driver.faults.set("warmup_logon", "fail", times=1)
-    await asyncio.sleep(0.002)
-    db_agent.driver.simulate_iis_reset()
+    db_agent.driver.simulate_iis_reset(at=_later(db_agent))
     first = await watcher.check_once()
     assert db_agent.operations.get(first).state == "failed"
     second = await watcher.check_once()

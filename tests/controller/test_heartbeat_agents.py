@@ -35,7 +35,13 @@ async def test_agent_heartbeats_drive_the_node_state(
         heartbeat_interval=0.05,
         app_kwargs={"controller_transport": httpx.ASGITransport(app=controller.app), "background": True},
     ) as agent:
-        await asyncio.sleep(0.2)  # heartbeats of an unregistered node are refused, not recorded
+        # Heartbeats of an unregistered node are refused, not recorded: wait for two refusals.
+        heartbeat = agent.app.state.heartbeat
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while heartbeat.failures < 2:
+            assert loop.time() < deadline, "the agent sent no heartbeat"
+            await asyncio.sleep(0.01)
         assert (await controller.client.get("/api/v1/nodes")).json()["nodes"] == []
         # registered while its agent cannot be asked: down until its first heartbeat
         resp = await controller.client.post(

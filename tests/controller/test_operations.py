@@ -17,6 +17,19 @@ from node_agent.drivers.base import OperationContext
 from node_agent.protocol import LibraryParams
 from tests.controller.conftest import Cluster
 
+
+async def drain_under_way(client: httpx.AsyncClient, job_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
+    """The job once its drain step runs (it has started counting the node's users)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        job: dict[str, Any] = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+        if any(s["action"] == "wait_for_logoffs" and s["status"] == "running" for s in job["steps"]):
+            return job
+        assert loop.time() < deadline, f"the drain step of job {job_id} never started: {job}"
+        await asyncio.sleep(0.02)
+
+
 LOGON = "/crm/eware.dll/Logon"
 
 
@@ -94,8 +107,7 @@ async def test_drain_completes_at_its_time_out(cluster: Cluster, balancer: Balan
     job_id = resp.json()["id"]
     again = await cluster.client.post("/api/v1/nodes/crm1/drain")
     assert again.json()["id"] == job_id  # one drain at a time
-    await asyncio.sleep(0.1)
-    assert (await cluster.client.get(f"/api/v1/jobs/{job_id}")).json()["status"] == "running"
+    assert (await drain_under_way(cluster.client, job_id))["status"] == "running"
     cluster.h.clock.advance(31)
     job = await cluster.wait_job(job_id)
     assert job["status"] == "succeeded"
@@ -248,8 +260,7 @@ async def test_remove_a_node_drains_it_first(cluster: Cluster, balancer: Balance
     resp = await c.delete("/api/v1/nodes/crm3", params={"drain_timeout": 60})
     assert resp.status_code == 202, resp.text
     job_id = resp.json()["id"]
-    await asyncio.sleep(0.1)
-    assert (await c.get(f"/api/v1/jobs/{job_id}")).json()["status"] == "running"  # u3 still on
+    assert (await drain_under_way(c, job_id))["status"] == "running"  # u3 still on
     await logoff(cluster, "crm3", "u3")
     job = await cluster.wait_job(job_id)
     assert job["status"] == "succeeded", job

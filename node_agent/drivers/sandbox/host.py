@@ -293,9 +293,10 @@ class SandboxDriver(HostDriver):
     def note_warmup(self, when: datetime) -> None:
         self.update_state(last_warmup_at=when.isoformat())
 
-    def simulate_iis_reset(self) -> None:
-        """An ``iisreset`` or app-pool recycle done outside the agent (the watcher must notice)."""
-        self.update_state(web=RUNNING, iis_started_at=_now().isoformat())
+    def simulate_iis_reset(self, *, at: datetime | None = None) -> None:
+        """An ``iisreset`` or app-pool recycle done outside the agent (the watcher must notice),
+        at ``at`` (default: now)."""
+        self.update_state(web=RUNNING, iis_started_at=(at or _now()).isoformat())
 
     async def status(self) -> NodeStatus:
         logged_on: int | None
