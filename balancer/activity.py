@@ -1,7 +1,7 @@
 """Logged-on users per server, read from the CRM database's ``Activity`` table.
 
-A user is logged on to server S while an ``Activity`` row for S has ``Acty_Logoff`` NULL and a
-logon time younger than the session time-out (DESIGN.md "Users, sessions and companies"). One
+"Logged on" is :mod:`config.sessions`'s definition, shared with the controller and the sandbox
+(distinct users with an open, recent Activity row; DESIGN.md "Users, sessions and companies"). One
 read gives a consistent :class:`ActivitySnapshot` as of the highest row id it saw:
 
 - ``logged_on``: distinct users with an open session, per server — counted by the database
@@ -30,6 +30,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from config.crm_schema import CrmTables
+from config.sessions import is_logged_on, logged_on_per_server
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,6 @@ class ActivityReader:
         self._id = t.acty("acty_id")
         self._server = t.acty("acty_server_name")
         self._user = t.acty("acty_user_id")
-        self._logon_time = t.acty("acty_logon_time")
         self._logoff = t.acty("acty_logoff")
         self._user_id = t.users.c[t.names.user_id]
         self._user_logon = t.users.c[t.names.user_logon]
@@ -72,17 +72,13 @@ class ActivityReader:
         )
 
     def logged_on(self, *, cutoff: datetime, last_id: int) -> Select[Any]:
-        return (
-            select(self._server, func.count(self._user.distinct()))
-            .where(self._logoff.is_(None), self._logon_time >= cutoff, self._id <= last_id)
-            .group_by(self._server)
-        )
+        return logged_on_per_server(self.tables, cutoff=cutoff, last_id=last_id)
 
     def open_sessions(self, *, cutoff: datetime, last_id: int) -> Select[Any]:
         return (
             select(self._server, self._user_logon)
             .select_from(self._with_users)
-            .where(self._logoff.is_(None), self._logon_time >= cutoff, self._id <= last_id)
+            .where(is_logged_on(self.tables, cutoff=cutoff), self._id <= last_id)
             .order_by(self._id)
         )
 

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import FastAPI
@@ -46,6 +45,7 @@ from config.errors import DatabaseUnavailable, MigrationError
 from config.migrate import migrate
 from config.request_guard import OPEN, Refused, bearer_token, install_guard
 from config.secrets import redact, register_secret
+from config.sessions import crm_now as crm_time
 from config.settings import BalancerSettings
 from config.sysparams import SysParamsStore
 
@@ -88,10 +88,9 @@ def create_app(
     """Build the balancer (see the module docstring for the test hooks)."""
     register_secret(settings.admin_token)
     clock = clock or time.monotonic
-    tz = ZoneInfo(settings.crm_timezone)
 
     def _crm_now() -> datetime:
-        return datetime.now(UTC).astimezone(tz).replace(tzinfo=None)
+        return crm_time(datetime.now(UTC), settings.crm_timezone)
 
     pool = ServerPool(
         install=settings.url_path_install,

@@ -1,29 +1,20 @@
-"""Logged-on users, counted the way Sage CRM counts them: from its ``Activity`` table.
-
-A user is logged on to server S while an Activity row for S has ``Acty_Logoff`` NULL and a logon
-time younger than the session time-out. Activity times are in the CRM database's time zone
-(``crm_timezone``), so the cut-off is computed in that zone from the injected UTC clock.
+"""Logged-on users per server for the controller (``/cluster``, drains), counted by the one
+definition of "logged on" in :mod:`config.sessions` (distinct users with an open, recent Activity
+row, in the CRM database's time zone), from the injected UTC clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.crm_schema import CrmTables
 from config.database import unavailable_errors
-
-
-def session_cutoff(now_utc: datetime, *, timeout_minutes: int, tz: str) -> datetime:
-    """The oldest logon time (naive, in the CRM database's zone) that still counts as logged on."""
-    aware = now_utc.replace(tzinfo=UTC) if now_utc.tzinfo is None else now_utc
-    local = aware.astimezone(ZoneInfo(tz)).replace(tzinfo=None)
-    return local - timedelta(minutes=timeout_minutes)
+from config.sessions import logged_on_per_server, session_cutoff
 
 
 class SessionCounter:
@@ -45,15 +36,9 @@ class SessionCounter:
         self.clock = clock
 
     def statement(self) -> Select[tuple[Any, int]]:
-        """Open sessions per server: distinct users with an open, recent Activity row."""
-        t = self.tables
-        server = t.acty("acty_server_name")
+        """Logged-on users per server (:func:`config.sessions.logged_on_per_server`)."""
         cutoff = session_cutoff(self.clock(), timeout_minutes=self.timeout_minutes, tz=self.tz)
-        return (
-            select(server, func.count(t.acty("acty_user_id").distinct()))
-            .where(t.acty("acty_logoff").is_(None), t.acty("acty_logon_time") >= cutoff)
-            .group_by(server)
-        )
+        return logged_on_per_server(self.tables, cutoff=cutoff)
 
     async def counts(self) -> dict[str, int]:
         """``{server name: logged-on users}`` for every server with at least one."""

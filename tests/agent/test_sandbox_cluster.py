@@ -175,3 +175,17 @@ async def test_the_stand_in_web_server(db_agent: SandboxAgent) -> None:
         await db_agent.run("w4", "start_tomcat")
         assert (await c.get("/crm/eware.dll/Logon")).status_code == 200
         assert (await c.get("/sdata/")).status_code == 200
+
+
+async def test_one_user_with_two_open_sessions_is_one_logged_on_user(db_agent: SandboxAgent) -> None:
+    """Sage CRM counts users, not Activity rows: alice in two browsers is one user on crm1."""
+    async with httpx.AsyncClient(base_url=db_agent.web_url) as c:
+        for _ in range(2):
+            r = await c.post("/crm/eware.dll/Logon", data={"User_Logon": "alice"})
+            assert r.status_code == 200
+        r = await c.post("/crm/eware.dll/Logon", data={"User_Logon": "bob"})
+        assert r.status_code == 200
+        sessions = (await c.get("/crm/eware.dll/Sessions")).json()
+    assert [s["user"] for s in sessions["sessions"]] == ["alice", "alice", "bob"]
+    assert sessions["logged_on"] == 2
+    assert (await db_agent.client.get("/v1/status")).json()["logged_on"] == 2

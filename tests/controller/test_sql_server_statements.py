@@ -7,8 +7,9 @@ from datetime import datetime
 from sqlalchemy.dialects import mssql
 
 from config.crm_schema import crm_tables
+from config.sessions import session_cutoff
 from config.state_schema import nodes
-from controller.registry.sessions import SessionCounter, session_cutoff
+from controller.registry.sessions import SessionCounter
 
 
 def compiled(stmt: object) -> str:

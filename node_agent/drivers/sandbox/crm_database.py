@@ -40,6 +40,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from config.crm_schema import CrmTables, NotEmbeddedDatabase
+from config.sessions import crm_now, is_logged_on, logged_on_per_server, session_cutoff
 from node_agent.records import fingerprint_companies, schema_fingerprint
 
 SANDBOX_MD = MetaData()
@@ -100,6 +101,7 @@ class SandboxCrmDatabase:
         *,
         node: str,
         session_ttl: float = 30.0,
+        tz: str = "UTC",
     ) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise NotEmbeddedDatabase(
@@ -109,6 +111,11 @@ class SandboxCrmDatabase:
         self.tables = tables
         self.node = node
         self.session_ttl = session_ttl
+        #: The CRM database's time zone: Sage CRM writes Activity times in it.
+        self.tz = tz
+
+    def crm_now(self) -> datetime:
+        return crm_now(datetime.now(UTC), self.tz)
 
     # Creation -----------------------------------------------------------------------------------------
     async def ensure_schema(self, *, seed_version: str | None) -> None:
@@ -286,7 +293,7 @@ class SandboxCrmDatabase:
                     {
                         n.acty_user_id: uid,
                         n.acty_server_name: self.node,
-                        n.acty_logon_time: _now(),
+                        n.acty_logon_time: self.crm_now(),
                         n.acty_logoff: None,
                     }
                 )
@@ -307,26 +314,33 @@ class SandboxCrmDatabase:
             return 0
         async with self.engine.begin() as conn:
             res = await conn.execute(
-                update(t.activity).where(cond).values({n.acty_logoff: "Y", n.acty_logoff_time: _now()})
+                update(t.activity)
+                .where(cond)
+                .values({n.acty_logoff: "Y", n.acty_logoff_time: self.crm_now()})
             )
             return int(res.rowcount or 0)
 
     async def open_sessions(self, timeout_minutes: int) -> list[dict[str, Any]]:
+        """This server's open Activity rows (a user may hold several), oldest first."""
         t = self.tables
         n = t.names
-        since = _now() - timedelta(minutes=timeout_minutes)
+        cutoff = session_cutoff(datetime.now(UTC), timeout_minutes=timeout_minutes, tz=self.tz)
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(t.acty("acty_id"), t.users.c[n.user_logon], t.acty("acty_logon_time"))
                 .select_from(t.activity.outerjoin(t.users, t.users.c[n.user_id] == t.acty("acty_user_id")))
-                .where(
-                    t.acty("acty_server_name") == self.node,
-                    t.acty("acty_logoff").is_(None),
-                    t.acty("acty_logon_time") >= since,
-                )
+                .where(t.acty("acty_server_name") == self.node, is_logged_on(t, cutoff=cutoff))
                 .order_by(t.acty("acty_id"))
             )
             return [{"sid": int(a), "user": u, "logon_time": lt.isoformat()} for a, u, lt in rows]
+
+    async def logged_on(self, timeout_minutes: int) -> int:
+        """Users logged on to this server (:mod:`config.sessions`: users, not rows)."""
+        cutoff = session_cutoff(datetime.now(UTC), timeout_minutes=timeout_minutes, tz=self.tz)
+        query = logged_on_per_server(self.tables, cutoff=cutoff, server=self.node)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return int(row[1]) if row is not None else 0
 
     # Records and schema -----------------------------------------------------------------------------
     async def fingerprint(self, ids: list[int] | None) -> dict[str, Any]:

@@ -135,7 +135,11 @@ class SandboxDriver(HostDriver):
         self.engine = crm_engine or make_engine(settings.crm_url)
         self.tables = crm_tables(settings.crm_names)
         self.db = SandboxCrmDatabase(
-            self.engine, self.tables, node=self.node, session_ttl=settings.sandbox_session_ttl
+            self.engine,
+            self.tables,
+            node=self.node,
+            session_ttl=settings.sandbox_session_ttl,
+            tz=settings.crm_timezone,
         )
         self._crash = crash
         if settings.sandbox_web_port:
@@ -301,7 +305,7 @@ class SandboxDriver(HostDriver):
     async def status(self) -> NodeStatus:
         logged_on: int | None
         try:
-            logged_on = len(await self.db.open_sessions(self.session_timeout_minutes))
+            logged_on = await self.db.logged_on(self.session_timeout_minutes)
         except (DBAPIError, DatabaseUnavailable, OSError):  # the CRM database is away: count unknown
             logged_on = None
         services = {k: ServiceStatus(v) for k, v in self.state.get("services", {}).items()}

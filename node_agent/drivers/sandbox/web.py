@@ -144,7 +144,8 @@ def build_web_app(host: WebHost) -> Starlette:
         if not host.crm_application:
             return _no_application()
         rows = await host.crm_db.open_sessions(host.session_timeout_minutes)
-        return JSONResponse({"server": host.node, "sessions": rows, "logged_on": len(rows)})
+        users = await host.crm_db.logged_on(host.session_timeout_minutes)
+        return JSONResponse({"server": host.node, "sessions": rows, "logged_on": users})
 
     async def root(request: Request) -> Response:
         if not host.web_running:
