@@ -16,15 +16,14 @@ from controller.registry.sessions import SessionCounter
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
 
 TZ = "America/New_York"  # five hours behind UTC in January
-NOW_UTC = datetime.now(UTC)
 TIMEOUT = 30
 
 
-async def _seed(engine: AsyncEngine, tables: CrmTables) -> None:
+async def _seed(engine: AsyncEngine, tables: CrmTables, now_utc: datetime) -> None:
     """crm1: alice twice (two browser sessions), bob once; crm2: bob logged off, carol timed out,
-    dave 20 minutes ago in the CRM database's own zone."""
+    dave 20 minutes ago in the CRM database's own zone (times relative to ``now_utc``)."""
     t, n = tables, tables.names
-    local = crm_now(NOW_UTC, TZ)
+    local = crm_now(now_utc, TZ)
     async with engine.begin() as conn:
         ids = {}
         for user in ("alice", "bob", "carol", "dave"):
@@ -54,9 +53,10 @@ async def _seed(engine: AsyncEngine, tables: CrmTables) -> None:
 async def test_users_not_rows_and_the_same_count_everywhere(
     crm_engine: AsyncEngine, tables: CrmTables
 ) -> None:
-    await _seed(crm_engine, tables)
+    now_utc = datetime.now(UTC)  # the sandbox reads the real clock: rows are seeded relative to it
+    await _seed(crm_engine, tables, now_utc)
     expected = {"crm1": 2, "crm2": 1}  # alice once on crm1 for her two rows; dave counts in New York time
-    cutoff = session_cutoff(NOW_UTC, timeout_minutes=TIMEOUT, tz=TZ)
+    cutoff = session_cutoff(now_utc, timeout_minutes=TIMEOUT, tz=TZ)
     async with crm_engine.connect() as conn:
         rows = (await conn.execute(logged_on_per_server(tables, cutoff=cutoff))).all()
         assert {str(s): int(c) for s, c in rows} == expected
@@ -64,12 +64,12 @@ async def test_users_not_rows_and_the_same_count_everywhere(
         assert [(str(s), int(c)) for s, c in one] == [("crm1", 2)]
         # The balancer's snapshot, through the same definition.
         snap = await ActivityReader(tables, session_timeout=timedelta(minutes=TIMEOUT)).read(
-            conn, since_id=None, now=crm_now(NOW_UTC, TZ), full=True
+            conn, since_id=None, now=crm_now(now_utc, TZ), full=True
         )
     assert snap.logged_on == expected
     assert snap.sessions == {"alice": "crm1", "bob": "crm1", "dave": "crm2"}
     # The controller's counter.
-    counter = SessionCounter(crm_engine, tables, timeout_minutes=TIMEOUT, tz=TZ, clock=lambda: NOW_UTC)
+    counter = SessionCounter(crm_engine, tables, timeout_minutes=TIMEOUT, tz=TZ, clock=lambda: now_utc)
     assert await counter.counts() == expected
     # The sandbox's stand-in Sage CRM server (what its agent reports as ``logged_on``).
     for server, users in expected.items():
@@ -82,9 +82,10 @@ async def test_users_not_rows_and_the_same_count_everywhere(
 async def test_a_cutoff_taken_in_utc_would_miss_the_crm_zones_logons(
     crm_engine: AsyncEngine, tables: CrmTables
 ) -> None:
-    await _seed(crm_engine, tables)
+    now_utc = datetime.now(UTC)
+    await _seed(crm_engine, tables, now_utc)
     async with crm_engine.connect() as conn:
-        in_utc = session_cutoff(NOW_UTC, timeout_minutes=TIMEOUT, tz="UTC")
+        in_utc = session_cutoff(now_utc, timeout_minutes=TIMEOUT, tz="UTC")
         rows = (await conn.execute(logged_on_per_server(tables, cutoff=in_utc))).all()
     # New York's times are hours behind UTC's: read as UTC every session looks timed out.
     assert rows == []
