@@ -173,8 +173,10 @@ class CommonSettings(BaseSettings):
 
 
 class ControllerSettings(CommonSettings):
+    """The controller. There is no shared agent token: each node's is issued at registration
+    (controller/access/node_tokens.py); an old ``CRMCLUSTER_AGENT_TOKEN`` is ignored."""
+
     admin_token: SecretStr
-    agent_token: SecretStr
     #: Optional second token for the dashboard's operators (drain/undrain, pause/resume only).
     operator_token: SecretStr | None = None
     heartbeat_timeout: float = Field(15.0, gt=0, le=3600)
@@ -219,7 +221,7 @@ class ControllerSettings(CommonSettings):
     #: first is set).
     library_shares: list[str] = Field(default_factory=list, max_length=20)
 
-    @field_validator("admin_token", "agent_token", "operator_token")
+    @field_validator("admin_token", "operator_token")
     @classmethod
     def _tokens(cls, v: SecretStr | None) -> SecretStr | None:
         return _check_token(v, what="token")

@@ -173,3 +173,19 @@ balancer_pending = Table(
     Column("pending", Integer, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
+
+
+#: Migration 0004_node_credentials: one identity per agent. The hash and nonce of each node's token
+#: (the token itself is derived with the secret key and never stored), and the agent certificate
+#: pinned at registration when it speaks HTTPS.
+node_credentials = Table(
+    "node_credentials",
+    metadata,
+    Column("node", String(63), primary_key=True),
+    Column("token_hash", String(80), nullable=False),
+    Column("token_nonce", String(64), nullable=False),
+    Column("issued_at", DateTime, nullable=False),
+    Column("tls_fingerprint", String(100), nullable=True),
+    Column("tls_certificate", Text, nullable=True),
+    Index("ix_node_credentials_token_hash", "token_hash", unique=True),
+)

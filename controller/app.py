@@ -26,6 +26,7 @@ from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
 from controller.access import authn
+from controller.access.node_tokens import NodeTokens
 from controller.agents.client import AgentPool
 from controller.api import cluster as cluster_api
 from controller.api import cluster_ops as cluster_ops_api
@@ -57,11 +58,12 @@ def create_app(
     time for heartbeat time-outs and drains; ``watch=False`` leaves the heartbeat watch loop off
     so a test drives :func:`controller.registry.heartbeats.sweep` itself.
     """
-    for secret in (settings.admin_token, settings.agent_token, settings.operator_token, settings.secret_key):
+    for secret in (settings.admin_token, settings.operator_token, settings.secret_key):
         register_secret(secret)
     # One INFO line per agent request would drown the log; failures are logged where they matter.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
     assert settings.secret_key is not None  # ControllerSettings requires it
+    secret_key = settings.secret_key
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,14 +73,17 @@ def create_app(
         await migrate(state_engine)
         if crm_engine.dialect.name == "sqlite":
             await create_embedded_crm_tables(crm_engine, tables)
+        node_tokens = NodeTokens(state_engine, secret_key.get_secret_value(), clock=clock or utcnow)
         ctx = ControllerContext(
             settings=settings,
             state_engine=state_engine,
             crm_engine=crm_engine,
             crm_tables=tables,
             sysparams=SysParamsStore(tables, settings.sysparam_row_names()),
+            node_tokens=node_tokens,
             agents=AgentPool(
-                settings.agent_token.get_secret_value(),
+                node_tokens.token_for_url,
+                token_of_node=node_tokens.token_for_node,
                 transport_for=agent_transport_for,
                 timeout=settings.agent_request_timeout,
             ),

@@ -21,6 +21,7 @@ from config.secrets import SecretBox
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
+from controller.access.node_tokens import NodeTokens
 from controller.agents.client import AgentPool
 from controller.audit import AuditTrail
 from controller.jobs.store import JobStore
@@ -38,6 +39,8 @@ class ControllerContext:
     sysparams: SysParamsStore
     agents: AgentPool
     box: SecretBox
+    #: Each node's own token (one identity per agent).
+    node_tokens: NodeTokens
     tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("controller"))
     clock: Callable[[], datetime] = utcnow
     metrics: ControllerMetrics = field(default_factory=ControllerMetrics)
@@ -48,6 +51,9 @@ class ControllerContext:
     #: Held while a change moves a role between nodes (Replication Engine, services, join, remove):
     #: one such change at a time, so two Replication Engines can never be installed concurrently.
     placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The agent URL each node's last heartbeat advertised, when it differs from the registered one
+    #: (a heartbeat never changes ``agent_url``: a mismatch is a warning on the cluster view).
+    advertised_agent_urls: dict[str, str] = field(default_factory=dict)
     #: The invariant warnings (code, nodes) seen by the last check, to log only what changes.
     warnings_seen: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)
     #: The last maintenance report read from msdb (``controller.maintenance``), for the dashboard.

@@ -121,7 +121,35 @@ def nodes_add(
             body["version"] = version
     with client_for(ctx, demo) as client:
         answer = client.post("/nodes", body)
+        token = answer.pop("agent_token", None) if isinstance(answer, dict) and not json_ else None
         finish(ctx, client, answer, json_=json_, wait=wait, title=f"{name} registered")
+    if token:
+        show_agent_token(ctx, name, str(token))
+
+
+def show_agent_token(ctx: typer.Context, name: str, token: str) -> None:
+    """The node's own agent token, which the controller shows this once."""
+    console = console_of(ctx)
+    console.print(
+        Text.assemble(
+            (f"agent token of {name} ", "bold"),
+            "(shown once; set it as CRMCLUSTER_AGENT_TOKEN on that server's agent):",
+        )
+    )
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+@nodes_app.command("rotate-token")
+def nodes_rotate_token(
+    ctx: typer.Context, name: Annotated[str, typer.Argument()], json_: JsonOpt = False, demo: DemoOpt = None
+) -> None:
+    """Give a server's agent a new token (the old one stops working at once)."""
+    with client_for(ctx, demo) as client:
+        answer = client.post(f"/nodes/{name}/token")
+    if json_:
+        emit(ctx, True, answer)
+        return
+    show_agent_token(ctx, name, str(answer.get("agent_token")))
 
 
 @nodes_app.command("remove")

@@ -77,8 +77,9 @@ class DemoPlan:
     balancer_port: int
     nodes: list[NodePlan]
     admin_token: str
-    agent_token: str
     secret_key: str
+    #: Each node's own agent token, issued by the controller when the demo registers the node.
+    node_tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def crm_db_url(self) -> str:
@@ -162,14 +163,13 @@ def load_secrets(data_dir: Path) -> dict[str, str]:
     if path.exists():
         try:
             data = json.loads(path.read_text())
-            if all(isinstance(data.get(k), str) for k in ("admin_token", "agent_token", "secret_key")):
-                return {k: data[k] for k in ("admin_token", "agent_token", "secret_key")}
+            if all(isinstance(data.get(k), str) for k in ("admin_token", "secret_key")):
+                return {k: data[k] for k in ("admin_token", "secret_key")}
         except (OSError, ValueError):
             pass
         raise DemoError(f"{path} is unreadable; delete it to make new tokens")
     data = {
         "admin_token": "adm-" + secrets.token_urlsafe(24),
-        "agent_token": "agt-" + secrets.token_urlsafe(24),
         "secret_key": Fernet.generate_key().decode(),
     }
     write_atomically(path, data, mode=0o600)
@@ -235,7 +235,8 @@ def make_plan(
             )
             for n, a, w, c in zip(names, agent_ports, web_ports, check_ports, strict=True)
         ],
-        **sec,
+        admin_token=sec["admin_token"],
+        secret_key=sec["secret_key"],
     )
     all_ports = [("controller", c_port), ("balancer", b_port)]
     all_ports += [(f"{n.name} agent", n.agent_port) for n in plan.nodes]
@@ -272,6 +273,7 @@ def _base_env(plan: DemoPlan) -> dict[str, str]:
 
 
 def service_specs(plan: DemoPlan) -> list[ServiceSpec]:
+    """The controller and the balancer; each agent follows (:func:`agent_spec`) once registered."""
     py = [sys.executable, "-m", "crmcluster"]
     logs = plan.data_dir / "logs"
     base = _base_env(plan)
@@ -282,7 +284,6 @@ def service_specs(plan: DemoPlan) -> list[ServiceSpec]:
             env=base
             | {
                 "CRMCLUSTER_ADMIN_TOKEN": plan.admin_token,
-                "CRMCLUSTER_AGENT_TOKEN": plan.agent_token,
                 "CRMCLUSTER_BALANCER_URL": plan.balancer_url,
                 "CRMCLUSTER_HEARTBEAT_TIMEOUT": "10",
                 "CRMCLUSTER_DRAIN_TIMEOUT": "300",
@@ -301,49 +302,56 @@ def service_specs(plan: DemoPlan) -> list[ServiceSpec]:
             cwd=plan.data_dir,
         ),
     ]
-    for node in plan.nodes:
-        specs.append(
-            ServiceSpec(
-                name=node.name,
-                argv=[
-                    *py,
-                    "agent",
-                    "--name",
-                    node.name,
-                    "--driver",
-                    "sandbox",
-                    "--data-dir",
-                    str(plan.data_dir / "nodes" / node.name),
-                    "--host",
-                    plan.host,
-                    "--port",
-                    str(node.agent_port),
-                ],
-                env=base
-                | {
-                    "CRMCLUSTER_AGENT_TOKEN": plan.agent_token,
-                    "CRMCLUSTER_CONTROLLER_URL": plan.controller_url,
-                    "CRMCLUSTER_AGENT_URL": plan.agent_url(node),
-                    "CRMCLUSTER_HEARTBEAT_INTERVAL": "2",
-                    "CRMCLUSTER_SANDBOX_VERSION": VERSION,
-                    "CRMCLUSTER_SANDBOX_ROLES": ",".join(node.roles),
-                    "CRMCLUSTER_SANDBOX_WEB_PORT": str(node.web_port),
-                    "CRMCLUSTER_AGENT_CHECK_PORT": str(node.agent_check_port),
-                    "CRMCLUSTER_AGENT_CHECK_HOST": plan.host,
-                    "CRMCLUSTER_SANDBOX_LIBRARY_ROOT": str(plan.data_dir / "library"),
-                    "CRMCLUSTER_SANDBOX_FAULTS": ",".join(node.faults),
-                },
-                log_path=logs / f"{node.name}.log",
-                health_url=f"{plan.agent_url(node)}/v1/status",
-                health_headers={"Authorization": f"Bearer {plan.agent_token}"},
-                cwd=plan.data_dir,
-            )
-        )
     return specs
+
+
+def agent_spec(plan: DemoPlan, node: NodePlan) -> ServiceSpec:
+    """The node's agent, started once the controller has issued the node's own token."""
+    py = [sys.executable, "-m", "crmcluster"]
+    logs = plan.data_dir / "logs"
+    base = _base_env(plan)
+    token = plan.node_tokens[node.name]
+    return ServiceSpec(
+        name=node.name,
+        argv=[
+            *py,
+            "agent",
+            "--name",
+            node.name,
+            "--driver",
+            "sandbox",
+            "--data-dir",
+            str(plan.data_dir / "nodes" / node.name),
+            "--host",
+            plan.host,
+            "--port",
+            str(node.agent_port),
+        ],
+        env=base
+        | {
+            "CRMCLUSTER_AGENT_TOKEN": token,
+            "CRMCLUSTER_CONTROLLER_URL": plan.controller_url,
+            "CRMCLUSTER_AGENT_URL": plan.agent_url(node),
+            "CRMCLUSTER_HEARTBEAT_INTERVAL": "2",
+            "CRMCLUSTER_SANDBOX_VERSION": VERSION,
+            "CRMCLUSTER_SANDBOX_ROLES": ",".join(node.roles),
+            "CRMCLUSTER_SANDBOX_WEB_PORT": str(node.web_port),
+            "CRMCLUSTER_AGENT_CHECK_PORT": str(node.agent_check_port),
+            "CRMCLUSTER_AGENT_CHECK_HOST": plan.host,
+            "CRMCLUSTER_SANDBOX_LIBRARY_ROOT": str(plan.data_dir / "library"),
+            "CRMCLUSTER_SANDBOX_FAULTS": ",".join(node.faults),
+        },
+        log_path=logs / f"{node.name}.log",
+        health_url=f"{plan.agent_url(node)}/v1/status",
+        health_headers={"Authorization": f"Bearer {token}"},
+        cwd=plan.data_dir,
+    )
 
 
 # Talking to the cluster -----------------------------------------------------------------------------
 async def register_nodes(plan: DemoPlan, client: httpx.AsyncClient) -> None:
+    """Register every node; keep each one's agent token in ``plan.node_tokens`` (a node the state
+    database already knows, from an earlier run, gets a new token: the old one was not kept)."""
     for node in plan.nodes:
         resp = await client.post(
             f"{plan.controller_url}/api/v1/nodes",
@@ -357,6 +365,13 @@ async def register_nodes(plan: DemoPlan, client: httpx.AsyncClient) -> None:
         )
         if resp.status_code not in (200, 201):
             raise DemoError(f"registering {node.name} failed: {resp.status_code} {resp.text[:200]}")
+        token = resp.json().get("agent_token")
+        if token is None:
+            rotated = await client.post(f"{plan.controller_url}/api/v1/nodes/{node.name}/token")
+            if rotated.status_code != 200:
+                raise DemoError(f"a token for {node.name} failed: {rotated.status_code} {rotated.text[:200]}")
+            token = rotated.json()["agent_token"]
+        plan.node_tokens[node.name] = str(token)
 
 
 async def wait_all_up(plan: DemoPlan, client: httpx.AsyncClient, *, timeout: float) -> dict[str, Any]:
@@ -424,7 +439,6 @@ def demo_document(plan: DemoPlan, pids: dict[str, int]) -> dict[str, Any]:
         "balancer_url": plan.balancer_url,
         "dashboard_url": f"{plan.controller_url}/?token={plan.admin_token}",
         "admin_token": plan.admin_token,
-        "agent_token": plan.agent_token,
         "install_name": INSTALL_NAME,
         "nodes": [
             {
@@ -433,6 +447,7 @@ def demo_document(plan: DemoPlan, pids: dict[str, int]) -> dict[str, Any]:
                 "web_url": plan.web_url(n),
                 "agent_check_port": n.agent_check_port,
                 "roles": n.roles,
+                "agent_token": plan.node_tokens.get(n.name),
             }
             for n in plan.nodes
         ],
@@ -537,9 +552,12 @@ async def run_demo(plan: DemoPlan) -> int:
 
 
 async def _start(plan: DemoPlan, sup: Supervisor, headers: dict[str, str]) -> dict[str, str]:
-    await sup.wait_healthy([s.name for s in sup.specs if s.name != "balancer"], timeout=STARTUP_TIMEOUT)
+    await sup.wait_healthy(["controller"], timeout=STARTUP_TIMEOUT)
     async with httpx.AsyncClient(timeout=10.0, headers=headers) as client:
         await register_nodes(plan, client)
+        for node in plan.nodes:  # each agent starts with its own token
+            sup.add(agent_spec(plan, node))
+        await sup.wait_healthy([n.name for n in plan.nodes], timeout=STARTUP_TIMEOUT)
         await wait_all_up(plan, client, timeout=STARTUP_TIMEOUT)
     await sup.wait_healthy(["balancer"], timeout=STARTUP_TIMEOUT)
     await wait_balancer_sees_all(plan, headers, timeout=STARTUP_TIMEOUT)

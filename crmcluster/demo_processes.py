@@ -91,6 +91,11 @@ class Supervisor:
         for spec in self.specs:
             self.running[spec.name] = Running(spec, self._spawn(spec), time.monotonic())
 
+    def add(self, spec: ServiceSpec) -> None:
+        """Start one more service (watched and restarted like the others from now on)."""
+        self.specs.append(spec)
+        self.running[spec.name] = Running(spec, self._spawn(spec), time.monotonic())
+
     def pids(self) -> dict[str, int]:
         return {name: r.proc.pid for name, r in self.running.items()}
 

@@ -1,7 +1,7 @@
 """Authentication of a controller request, before its body is read (:mod:`config.request_guard`).
 
 ``/api/v1/…`` needs a credential: a bearer token (the bootstrap admin or operator token from
-settings, or an agent's token) or the dashboard's session cookie (with the CSRF header for an
+settings, or a node's own agent token) or the dashboard's session cookie (with the CSRF header for an
 unsafe method). Everything else — ``/healthz``, the dashboard's pages, which sign in by
 themselves — is open here and checks what it needs itself. What the credential may do (its role)
 is the routes' business (:mod:`controller.api.deps`): 401 here, 403 there.
@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from config.request_guard import OPEN, Refused, Scope, bearer_token
+from controller.access.node_tokens import PREFIX as NODE_PREFIX
 from controller.access.principal import Principal, Role
 from controller.context import ControllerContext
 from controller.dashboard.session import cookie_actor
@@ -24,17 +25,19 @@ def _match(given: str, known: str | None) -> bool:
     return known is not None and hmac.compare_digest(given.encode(), known.encode())
 
 
-def token_principal(ctx: ControllerContext, token: str) -> Principal | None:
+async def token_principal(ctx: ControllerContext, token: str) -> Principal | None:
     """The principal of a bearer token, or None when it matches nothing."""
     s = ctx.settings
     found: Principal | None = None
-    # Every comparison runs, so the time taken does not tell which token came close.
+    # Both comparisons run, so the time taken does not tell which token came close.
     if _match(token, s.admin_token.get_secret_value()):
         found = Principal(name="admin", role=Role.ADMIN)
     if _match(token, s.operator_token.get_secret_value() if s.operator_token else None):
         found = Principal(name="operator", role=Role.OPERATOR)
-    if _match(token, s.agent_token.get_secret_value()):
-        found = Principal(name="agent", role=None, kind="agent")
+    if found is None and token.startswith(NODE_PREFIX):
+        node = await ctx.node_tokens.node_for(token)
+        if node is not None:
+            found = Principal(name=f"agent:{node}", role=None, kind="agent", node=node)
     return found
 
 
@@ -47,7 +50,7 @@ async def authenticate(scope: Scope) -> Any:
         return OPEN  # starting: the route answers 503
     token = bearer_token(scope)
     if token is not None:
-        principal = token_principal(ctx, token)
+        principal = await token_principal(ctx, token)
         return principal if principal is not None else Refused("unknown bearer token")
     actor = cookie_actor(HTTPConnection(scope))
     if actor is not None:

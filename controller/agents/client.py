@@ -17,7 +17,8 @@ One request each; following an operation to its end (blips, deadline, cancel) is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -29,6 +30,9 @@ from node_agent.protocol import (
     Params,
     params_for_wire,
 )
+
+#: Gives the token to send, per request (it changes when the node's token is rotated).
+TokenSource = Callable[[], Awaitable[str | None]]
 
 
 class AgentError(Exception):
@@ -52,25 +56,26 @@ class AgentClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | TokenSource,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            transport=transport,
-            timeout=timeout,
-        )
+        self._token = token
+        self._client = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
+
+    async def _headers(self) -> dict[str, str]:
+        """This agent's own token; none when the node has no token yet (the agent answers 401)."""
+        token = self._token if isinstance(self._token, str) else await self._token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def _request(self, method: str, path: str, **kw: Any) -> Any:
         try:
-            resp = await self._client.request(method, path, **kw)
+            resp = await self._client.request(method, path, headers=await self._headers(), **kw)
         except (httpx.TransportError, OSError) as exc:
             raise AgentUnreachable(f"agent {self.base_url} unreachable: {type(exc).__name__}") from exc
         if resp.status_code >= 500:
@@ -115,27 +120,39 @@ class AgentClient:
 
 
 class AgentPool:
-    """Clients by agent URL, sharing one token and (in tests) one transport factory."""
+    """Clients by agent URL. Each sends the token of the node registered at its URL
+    (``token_for(url)``, :meth:`controller.access.node_tokens.NodeTokens.token_for_url`), so one
+    agent's token never reaches another agent; a plain string is one token for all (tests)."""
 
     def __init__(
         self,
-        token: str,
+        token_for: Callable[[str], Awaitable[str | None]] | str,
         *,
+        token_of_node: Callable[[str], Awaitable[str | None]] | None = None,
         transport_for: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._token = token
+        self._token_for = token_for
+        self._token_of_node = token_of_node
         self._transport_for = transport_for or (lambda _url: None)
         self._timeout = timeout
         self._clients: dict[str, AgentClient] = {}
 
-    def client(self, agent_url: str) -> AgentClient:
-        c = self._clients.get(agent_url)
+    def client(self, agent_url: str, *, node: str | None = None) -> AgentClient:
+        """The client of ``agent_url``; with ``node``, one that sends that node's token (a node
+        being registered is not yet known by its URL)."""
+        key = f"{agent_url}\0{node or ''}"
+        c = self._clients.get(key)
         if c is None:
-            c = AgentClient(
-                agent_url, self._token, transport=self._transport_for(agent_url), timeout=self._timeout
-            )
-            self._clients[agent_url] = c
+            token: str | TokenSource
+            if isinstance(self._token_for, str):
+                token = self._token_for
+            elif node is not None and self._token_of_node is not None:
+                token = functools.partial(self._token_of_node, node)
+            else:
+                token = functools.partial(self._token_for, agent_url)
+            c = AgentClient(agent_url, token, transport=self._transport_for(agent_url), timeout=self._timeout)
+            self._clients[key] = c
         return c
 
     async def aclose(self) -> None:

@@ -59,9 +59,14 @@ def assignment(rec: NodeRecord) -> NodeAssignment:
 
 
 @router.post("/agents/{name}/heartbeat", response_model=NodeAssignment)
-async def heartbeat(name: str, body: Heartbeat, ctx: Context, _auth: AgentAuth) -> NodeAssignment:
-    """An agent's heartbeat: records its observed status; answers the state the controller holds."""
-    return assignment(await heartbeats.receive(ctx, name, body))
+async def heartbeat(name: str, body: Heartbeat, ctx: Context, agent: AgentAuth) -> NodeAssignment:
+    """An agent's heartbeat (its own node's token only): records its observed status; answers the
+    state the controller holds. The ``agent_url`` it advertises is never stored — the controller
+    keeps calling the registered one; a different one shows as a warning on ``GET /cluster``."""
+    assert agent.node is not None  # AgentAuth: the token's node is the one in the path
+    rec = await heartbeats.receive(ctx, agent.node, body.model_copy(update={"agent_url": None}))
+    heartbeats.note_advertised_url(ctx, rec, body.agent_url)
+    return assignment(rec)
 
 
 @router.get("/agents/{name}/state", response_model=NodeAssignment)

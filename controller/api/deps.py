@@ -44,9 +44,16 @@ def _require(role: Role) -> object:
 
 
 def require_agent(request: Request) -> Principal:
+    """An agent's own token, for the node named in the path: another node's token is 403."""
     principal = principal_of(request)
-    if principal.kind != "agent":
-        raise Forbidden("only a node agent's token may send heartbeats")
+    if principal.kind != "agent" or principal.node is None:
+        raise Forbidden("only a node's own agent token may speak for it")
+    name = request.path_params.get("name")
+    if name is not None and str(name).lower() != principal.node.lower():
+        raise Forbidden(
+            f"this token belongs to {principal.node}, not {name}",
+            details={"token_node": principal.node, "node": name},
+        )
     return principal
 
 

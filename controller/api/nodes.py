@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from config.input_types import Bool
@@ -71,9 +71,13 @@ async def add_node(
             rec, created = await membership.register_existing(
                 ctx, name=body.name, agent_url=body.agent_url, fqdn=body.fqdn, roles=roles
             )
-            entry.message = "registered" if created else "registration updated"
+            token = await membership.issue_token_if_new(ctx, body.name)
+            entry.message = ("registered" if created else "registration updated") + (
+                "; agent token issued" if token else ""
+            )
         response.status_code = 201 if created else 200
-        return rec.public()
+        # Shown this once: set it as CRMCLUSTER_AGENT_TOKEN on the node's agent.
+        return rec.public() | ({"agent_token": token} if token else {})
     if body.license_key is None:
         raise InvalidChange("license_key: required to join a web server (the installer asks for it)")
     async with ctx.audit.change(actor, "nodes.join", target=body.name, details=details) as entry:
@@ -89,6 +93,18 @@ async def add_node(
         entry.message = f"join started as job {job['id']}"
     response.status_code = 202
     return job
+
+
+@router.post("/nodes/{name}/token")
+async def rotate_node_token(
+    name: Annotated[str, Path(max_length=63)], ctx: Context, actor: AdminActor
+) -> dict[str, Any]:
+    """A new agent token for the node (the old one stops working now); shown this once."""
+    async with ctx.audit.change(actor, "nodes.rotate_token", target=name) as entry:
+        await ctx.registry.get(name)
+        token = await ctx.node_tokens.issue(name)
+        entry.message = "new agent token issued; the old one no longer works"
+    return {"name": name, "agent_token": token}
 
 
 @router.delete("/nodes/{name}", status_code=202)

@@ -39,7 +39,7 @@ from pydantic import SecretStr
 from config.service_url import BadServiceUrl, check_destination, parse_service_url
 from config.sysparams import ClusterConfig
 from config.vocabulary import CRM_SERVICES, NodeState, Role
-from controller.agents.client import AgentError
+from controller.agents.client import AgentError, AgentRejected
 from controller.cluster_ops.drain import DRAIN_STEP, drain_step
 from controller.context import ControllerContext
 from controller.errors import AgentsUnavailable, ClusterBusy, InvalidChange
@@ -64,9 +64,12 @@ JOIN_STEPS = (
 )
 
 
-async def agent_status(ctx: ControllerContext, agent_url: str) -> NodeStatus | None:
+async def agent_status(
+    ctx: ControllerContext, agent_url: str, *, node: str | None = None
+) -> NodeStatus | None:
+    """The agent's status, asked with ``node``'s token (default: the node registered at the URL)."""
     try:
-        return await ctx.agents.client(agent_url).status()
+        return await ctx.agents.client(agent_url, node=node).status()
     except AgentError as exc:
         log.info("agent %s: %s", agent_url, exc)
         return None
@@ -95,7 +98,7 @@ async def register_existing(
     check_agent_url(ctx, agent_url)
     if fqdn is not None:
         _check_fqdn(name, fqdn)
-    status = await agent_status(ctx, agent_url)
+    status = await agent_status(ctx, agent_url, node=name)
     if status is not None and status.name.lower() != name.lower():
         raise InvalidChange(
             f"the agent at {agent_url} is {status.name!r}, not {name!r}",
@@ -106,10 +109,29 @@ async def register_existing(
     for kind in ("join", "remove"):
         if await ctx.jobs.running(kind=kind, target=name):
             raise ClusterBusy(f"a {kind} of {name} is running", details={"node": name})
+    await refuse_shared_url(ctx, name, agent_url)
     rec, created = await ctx.registry.register(name=name, agent_url=agent_url, fqdn=fqdn, roles=roles)
     if status is not None:
         rec = await ctx.registry.observe(name, status, agent_url=agent_url)
     return rec, created
+
+
+async def refuse_shared_url(ctx: ControllerContext, name: str, agent_url: str) -> None:
+    """One agent URL, one node: the controller sends the token of the node registered at a URL."""
+    for other in await ctx.registry.list_nodes():
+        if other.name.lower() != name.lower() and other.agent_url == agent_url:
+            raise ClusterBusy(
+                f"{other.name} is registered at {agent_url}; one agent serves one node",
+                details={"node": other.name, "agent_url": agent_url},
+            )
+
+
+async def issue_token_if_new(ctx: ControllerContext, name: str) -> str | None:
+    """The node's own agent token when it has none yet (its first registration): shown once.
+    Re-registering keeps the token; ``POST /nodes/{name}/token`` rotates it."""
+    if not await ctx.node_tokens.has_token(name):
+        return await ctx.node_tokens.issue(name)
+    return None
 
 
 def primary_node(nodes: list[NodeRecord]) -> NodeRecord | None:
@@ -141,8 +163,18 @@ async def start_join(
     """Check what the join needs, register the node in ``maintenance`` and start the join job."""
     refuse_if_placing(ctx)
     check_agent_url(ctx, agent_url)
-    if await ctx.registry.find(name) is not None:
-        raise ClusterBusy(f"node {name} is already registered", details={"node": name})
+    existing = await ctx.registry.find(name)
+    if existing is not None and existing.state in (NodeState.MAINTENANCE, NodeState.UPGRADING):
+        raise ClusterBusy(f"node {name} is already registered ({existing.state})", details={"node": name})
+    if not await ctx.node_tokens.has_token(name):
+        raise InvalidChange(
+            f"register {name} first (join: false): its agent needs the token registration issues "
+            "(CRMCLUSTER_AGENT_TOKEN); then join it",
+            details={"node": name},
+        )
+    if name.lower() in (s.lower() for s in (await read_config(ctx)).server_names):
+        raise ClusterBusy(f"{name} is already in ServerNames", details={"node": name})
+    await refuse_shared_url(ctx, name, agent_url)
     nodes = await ctx.registry.list_nodes()
     primary = primary_node(nodes)
     if primary is None:
@@ -155,9 +187,22 @@ async def start_join(
         )
     if Role.DATABASE in roles or Role.REPLICATION_ENGINE in roles:
         raise InvalidChange("a joining web server holds neither the database nor the Replication Engine")
-    status = await agent_status(ctx, agent_url)
-    if status is None:
-        raise AgentsUnavailable(f"the agent at {agent_url} does not answer", details={"agent_url": agent_url})
+    try:
+        status = await ctx.agents.client(agent_url, node=name).status()
+    except AgentRejected as exc:
+        if exc.status not in (401, 403):
+            raise AgentsUnavailable(
+                f"the agent at {agent_url}: {exc}", details={"agent_url": agent_url}
+            ) from None
+        raise InvalidChange(
+            f"the agent at {agent_url} refused {name}'s token: set its CRMCLUSTER_AGENT_TOKEN to the token "
+            f"registering {name} showed (or crmcluster nodes rotate-token {name})",
+            details={"agent_url": agent_url, "node": name},
+        ) from None
+    except AgentError:
+        raise AgentsUnavailable(
+            f"the agent at {agent_url} does not answer", details={"agent_url": agent_url}
+        ) from None
     if status.name.lower() != name.lower():
         raise InvalidChange(f"the agent at {agent_url} is {status.name!r}, not {name!r}")
     fqdn = fqdn or fqdn_from_web_url(status.web_url)
@@ -382,6 +427,7 @@ def _verify_uninstalled(ctx: ControllerContext, rec: NodeRecord) -> StepSpec:
 def _forget(ctx: ControllerContext, name: str) -> StepSpec:
     async def run(_op_id: str) -> dict[str, Any]:
         await ctx.registry.remove(name)
+        await ctx.node_tokens.forget(name)  # its token dies with it
         return {"removed": name}
 
     return StepSpec(action="forget_node", node=name, run=run)

@@ -44,6 +44,7 @@ async def view(ctx: ControllerContext) -> dict[str, Any]:
     nodes = await nodes_with_counts(ctx)
     config = await read_config(ctx)
     warnings = invariants.check(nodes, config)
+    warnings += invariants.agent_url_warnings(nodes, ctx.advertised_agent_urls)
     ctx.metrics.refresh(nodes, [w.code for w in warnings])
     return {
         "nodes": [n.public() for n in nodes],

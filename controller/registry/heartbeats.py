@@ -31,11 +31,27 @@ async def receive(ctx: ControllerContext, name: str, heartbeat: Heartbeat) -> No
             f"heartbeat for {name!r} carries the status of {heartbeat.status.name!r}",
             details={"node": name, "status_name": heartbeat.status.name},
         )
-    rec = await ctx.registry.observe(name, heartbeat.status, agent_url=heartbeat.agent_url)
+    # Never the heartbeat's agent_url: where the controller sends tokens is set by registration only.
+    rec = await ctx.registry.observe(name, heartbeat.status)
     ctx.metrics.heartbeats.labels(name).inc()
     if rec.fenced:
         enforce_fence(ctx, rec)
     return rec
+
+
+def note_advertised_url(ctx: ControllerContext, rec: NodeRecord, advertised: str | None) -> None:
+    """Remember an agent URL a heartbeat advertised when it is not the registered one (a warning)."""
+    if advertised and rec.agent_url and advertised.rstrip("/") != rec.agent_url.rstrip("/"):
+        if ctx.advertised_agent_urls.get(rec.name) != advertised:
+            log.warning(
+                "node %s: heartbeat advertises agent URL %s, registered %s (kept)",
+                rec.name,
+                advertised[:200],
+                rec.agent_url,
+            )
+        ctx.advertised_agent_urls[rec.name] = advertised[:500]
+    else:
+        ctx.advertised_agent_urls.pop(rec.name, None)
 
 
 async def sweep(ctx: ControllerContext) -> list[str]:

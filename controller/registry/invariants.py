@@ -11,6 +11,8 @@ Each violated invariant is one :class:`ClusterWarning` (``code``, ``message``, `
 - ``server_names_mismatch``     ServerNames lists exactly the registered nodes
 - ``fq_server_names_mismatch``  each FQServerNames entry is its node's registered fqdn
 - ``dtls_server_name``          DTLSServerName is set and names a registered node
+- ``agent_url_mismatch``        a node's heartbeats advertise another agent URL than its registered
+                                one (:func:`agent_url_warnings`; the registered one is kept)
 
 A node's observations come from its last heartbeat (or status), so a second Replication Engine
 installed by hand shows up with the next heartbeat.
@@ -18,7 +20,7 @@ installed by hand shows up with the next heartbeat.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -164,6 +166,26 @@ def _sysparams_warnings(nodes: Sequence[NodeRecord], config: ClusterConfig) -> l
                 nodes=[dtls],
             )
         )
+    return out
+
+
+def agent_url_warnings(nodes: Sequence[NodeRecord], advertised: Mapping[str, str]) -> list[ClusterWarning]:
+    """``agent_url_mismatch``: a node's heartbeats advertise another agent URL than the registered
+    one (the registered one is kept; re-register the node to move its agent)."""
+    out = []
+    for n in nodes:
+        seen = advertised.get(n.name)
+        if seen and n.agent_url and seen.rstrip("/") != n.agent_url.rstrip("/"):
+            out.append(
+                ClusterWarning(
+                    code="agent_url_mismatch",
+                    message=(
+                        f"{n.name}'s heartbeats advertise agent URL {seen!r}, but it is registered at "
+                        f"{n.agent_url!r} (kept; re-register the node if its agent moved)"
+                    ),
+                    nodes=[n.name],
+                )
+            )
     return out
 
 

@@ -51,18 +51,30 @@ class Harness:
     clock: FakeClock
     tokens: dict[str, str]
     transports: dict[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
+    #: Each node's own agent token, as registration showed it (or issued for a test's agent).
+    node_tokens: dict[str, str] = field(default_factory=dict)
+
+    async def node_token(self, name: str) -> str:
+        """The node's agent token: the one registration showed, else a new one issued now."""
+        if name not in self.node_tokens:
+            self.node_tokens[name] = await self.ctx.node_tokens.issue(name)
+        return self.node_tokens[name]
 
     async def heartbeat(self, status: NodeStatus, *, agent_url: str | None = None) -> httpx.Response:
         hb = Heartbeat(status=status, agent_url=agent_url, sent_at=self.clock())
+        token = await self.node_token(status.name)
         return await self.client.post(
             f"/api/v1/agents/{status.name}/heartbeat",
             content=hb.model_dump_json(),
-            headers={"Authorization": f"Bearer {self.tokens['agent']}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
 
     async def register(self, name: str, *, roles: list[str] | None = None, **extra: Any) -> httpx.Response:
         body = {"name": name, "agent_url": f"http://{name}.agent:8701", "roles": roles or []} | extra
-        return await self.client.post("/api/v1/nodes", json=body)
+        resp = await self.client.post("/api/v1/nodes", json=body)
+        if resp.status_code in (200, 201) and "agent_token" in resp.json():
+            self.node_tokens[name] = resp.json()["agent_token"]
+        return resp
 
 
 def node_status(
@@ -205,7 +217,7 @@ class Cluster:
                 name=name,
                 data_dir=self.tmp_path / name,
                 crm_db_url=self.db_url,
-                token=self.h.tokens["agent"],
+                token=await self.h.node_token(name),
                 roles=roles,
                 faults=faults,
                 library_root=library or self.tmp_path / "library",
@@ -270,5 +282,6 @@ async def cluster(
                 "/api/v1/nodes", json={"name": name, "agent_url": f"http://{name}.agent", "roles": roles}
             )
             assert r.status_code == 201, r.text
+            assert "agent_token" not in r.json()  # the test's agent already holds the one issued
             assert r.json()["state"] == "up"
         yield c

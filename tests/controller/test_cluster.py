@@ -161,7 +161,7 @@ async def test_every_route_needs_the_admin_token(controller: Harness) -> None:
             assert resp.json()["error"]["code"] == "unauthorized"
             assert resp.headers["www-authenticate"] == "Bearer"
         # An agent's token is known but holds no role: 403, not 401.
-        agent = {"Authorization": f"Bearer {controller.tokens['agent']}"}
+        agent = {"Authorization": f"Bearer {await controller.node_token('crm1')}"}
         resp = await c.request(method, path, headers=agent, json={})
         assert resp.status_code == 403, (method, path, resp.status_code)
         assert resp.json()["error"]["code"] == "forbidden"

@@ -28,7 +28,7 @@ async def test_agent_heartbeats_drive_the_node_state(
         name="crm1",
         data_dir=tmp_path / "crm1",
         crm_db_url=db_url,
-        token=controller.tokens["agent"],
+        token=await controller.node_token("crm1"),
         roles=["database", "replication_engine", "email_manager"],
         controller_url=BASE,
         agent_url="http://crm1.agent",

@@ -98,15 +98,20 @@ async def test_join_refuses_what_it_cannot_do(cluster: Cluster) -> None:
     c = cluster.client
     base = {"agent_url": "http://crm9.agent", "join": True, "license_key": LICENSE}
     r = await c.post("/api/v1/nodes", json={"name": "crm9"} | base)
+    assert r.status_code == 422 and "register crm9 first" in r.json()["error"]["message"]  # no token yet
+    await cluster.h.node_token("crm9")
+    r = await c.post("/api/v1/nodes", json={"name": "crm9"} | base)
     assert r.status_code == 503 and r.json()["error"]["code"] == "agent_unavailable"
     r = await c.post("/api/v1/nodes", json={"name": "crm2"} | base)
-    assert r.status_code == 409  # already registered
+    assert r.status_code == 409  # already in the cluster
     await cluster.add_agent("crm5", [])
+    await cluster.h.node_token("crm4")
     r = await c.post(
         "/api/v1/nodes",
         json={"name": "crm4", "agent_url": "http://crm5.agent", "join": True, "license_key": LICENSE},
     )
-    assert r.status_code == 422 and "crm5" in r.json()["error"]["message"]
+    # crm5's agent holds crm5's token: it refuses crm4's, so nothing runs there.
+    assert r.status_code == 422 and "refused crm4's token" in r.json()["error"]["message"]
 
 
 async def test_move_the_replication_engine_never_two(cluster: Cluster) -> None:

@@ -89,7 +89,7 @@ async def test_heartbeat_auth_and_bad_input(controller: Harness) -> None:
     wrong = await controller.client.post(
         "/api/v1/agents/crm9/heartbeat",
         json={"status": {"name": "crm9"}},
-        headers={"Authorization": f"Bearer {controller.tokens['agent']}"},
+        headers={"Authorization": f"Bearer {await controller.node_token('crm9')}"},
     )
     assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "invalid"
     other = await controller.heartbeat(node_status("crm1").model_copy(update={"name": "crm1"}))
@@ -97,7 +97,7 @@ async def test_heartbeat_auth_and_bad_input(controller: Harness) -> None:
     mismatch = await controller.client.post(
         "/api/v1/agents/crm9/heartbeat",
         json={"status": node_status("crm1").model_dump(mode="json"), "sent_at": "2026-11-28T00:00:00Z"},
-        headers={"Authorization": f"Bearer {controller.tokens['agent']}"},
+        headers={"Authorization": f"Bearer {await controller.node_token('crm9')}"},
     )
     assert mismatch.status_code == 422
 

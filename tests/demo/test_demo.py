@@ -72,8 +72,10 @@ def test_secrets_are_made_once_per_data_dir_and_kept_private(tmp_path: Path) -> 
         controller_port=None,
         balancer_port=None,
     )
-    assert (a.admin_token, a.agent_token, a.secret_key) == (b.admin_token, b.agent_token, b.secret_key)
-    assert len({a.admin_token, a.agent_token}) == 2 and len(a.admin_token) >= 16
+    assert (a.admin_token, a.secret_key) == (b.admin_token, b.secret_key)
+    assert len(a.admin_token) >= 16
+    # No shared agent token any more: each node's is issued by the controller at registration.
+    assert "agent_token" not in json.loads((tmp_path / "demo-secrets.json").read_text())
     assert (tmp_path / "demo-secrets.json").stat().st_mode & 0o777 == 0o600
     ports = [
         a.controller_port,
@@ -177,12 +179,13 @@ def test_the_demo_runs_supervises_and_stops_cleanly(demo_dir: Path) -> None:
             "balancer_url",
             "dashboard_url",
             "admin_token",
-            "agent_token",
             "install_name",
             "nodes",
         }
         assert doc["install_name"] == "CRM"
         assert doc["dashboard_url"] == f"{doc['controller_url']}/?token={doc['admin_token']}"
+        tokens = [n["agent_token"] for n in doc["nodes"]]
+        assert len(set(tokens)) == 3 and all(t.startswith("nt_") for t in tokens)  # one per node
         assert [(n["name"], n["roles"]) for n in doc["nodes"]] == [
             ("crm1", ["database", "replication_engine", "email_manager"]),
             ("crm2", ["indexer"]),
@@ -227,7 +230,7 @@ def test_the_demo_runs_supervises_and_stops_cleanly(demo_dir: Path) -> None:
                 try:
                     st = c.get(
                         f"{doc['nodes'][1]['agent_url']}/v1/status",
-                        headers={"Authorization": f"Bearer {doc['agent_token']}"},
+                        headers={"Authorization": f"Bearer {doc['nodes'][1]['agent_token']}"},
                     )
                     answered = st.status_code == 200
                 except httpx.TransportError:

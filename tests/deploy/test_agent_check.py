@@ -75,7 +75,7 @@ async def site(
                     name=name,
                     data_dir=tmp_path / name,
                     crm_db_url=sqlite_url,
-                    token=tokens["agent"],
+                    token=await h.node_token(name),
                     roles=roles,
                     library_root=tmp_path / "library",
                     background=True,

@@ -12,7 +12,15 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node_agent.testing import SandboxAgent, running_sandbox_agent
-from tests.controller.conftest import FakeClock, Harness, make_settings, refused, start_controller
+from tests.controller.conftest import (  # noqa: F401  (fixtures shared with the controller tests)
+    FakeClock,
+    Harness,
+    clock,
+    cluster,
+    make_settings,
+    refused,
+    start_controller,
+)
 
 
 @pytest.fixture

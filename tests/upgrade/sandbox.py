@@ -4,7 +4,7 @@ stand-in CRM web servers on loopback sockets, and the controller app in front of
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,11 @@ from sqlalchemy import insert, select
 
 from config.crm_schema import crm_tables
 from config.database import make_engine
+from config.migrate import migrate
 from config.settings import BalancerSettings, CommonSettings
 from config.state_schema import nodes, utcnow
 from config.sysparams import SysParamsStore
+from controller.access.node_tokens import NodeTokens
 from controller.app import create_app
 from node_agent.testing import SandboxAgent, running_sandbox_agent
 from tests.upgrade.conftest import Harness, controller_settings
@@ -56,6 +58,17 @@ class SandboxHarness(Harness):
         return r.status_code
 
 
+async def issue_node_tokens(db_url: str, secret_key: str, names: Iterable[str]) -> dict[str, str]:
+    """Each node's own agent token, issued in the state database before the agents start."""
+    engine = make_engine(db_url)
+    try:
+        await migrate(engine)
+        issuer = NodeTokens(engine, secret_key)
+        return {name: await issuer.issue(name) for name in names}
+    finally:
+        await engine.dispose()
+
+
 @contextlib.asynccontextmanager
 async def sandbox_cluster(
     *,
@@ -71,6 +84,7 @@ async def sandbox_cluster(
     roles = roles or ROLES
     library = tmp_path / "library"
     library.mkdir(exist_ok=True)
+    node_tokens = await issue_node_tokens(db_url, secret_key, roles)
     async with contextlib.AsyncExitStack() as stack:
         agents: dict[str, SandboxAgent] = {}
         for name, node_roles in roles.items():  # crm1 first: it seeds the CRM database
@@ -79,7 +93,7 @@ async def sandbox_cluster(
                     name=name,
                     data_dir=tmp_path / name,
                     crm_db_url=crm_db_url,
-                    token=tokens["agent"],
+                    token=node_tokens[name],
                     roles=node_roles,
                     version=(versions or {}).get(name, "7.3"),
                     faults=(faults or {}).get(name, ""),

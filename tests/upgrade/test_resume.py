@@ -32,7 +32,7 @@ from controller.upgrade.lease import LeaderLease
 from controller.upgrade.model import LOCAL_ACTIONS
 from tests.upgrade.conftest import LICENSE, Harness
 from tests.upgrade.counting_proxy import CountingProxy
-from tests.upgrade.sandbox import LIBRARY_UNC, ROLES
+from tests.upgrade.sandbox import LIBRARY_UNC, ROLES, issue_node_tokens
 from tests.upgrade.test_sandbox_upgrade import DATABASE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,6 +159,7 @@ async def test_controller_process_killed_mid_run_finishes_after_restart(
     library = tmp_path / "library"
     library.mkdir()
     agent_ports = {name: _free_port() for name in ROLES}
+    node_tokens = await issue_node_tokens(db_url, secret_key, ROLES)
     for name, roles in ROLES.items():
         procs.start(
             name,
@@ -176,7 +177,7 @@ async def test_controller_process_killed_mid_run_finishes_after_restart(
                 str(agent_ports[name]),
             ],
             {
-                "CRMCLUSTER_AGENT_TOKEN": tokens["agent"],
+                "CRMCLUSTER_AGENT_TOKEN": node_tokens[name],
                 "CRMCLUSTER_CRM_DB_URL": crm_db_url,
                 "CRMCLUSTER_STATE_DB_URL": db_url,
                 "CRMCLUSTER_SANDBOX_ROLES": ",".join(roles),
@@ -184,7 +185,7 @@ async def test_controller_process_killed_mid_run_finishes_after_restart(
                 "CRMCLUSTER_AGENT_URL": f"http://127.0.0.1:{agent_ports[name]}",
             },
         )
-        await _wait_http(f"http://127.0.0.1:{agent_ports[name]}/v1/status", tokens["agent"])
+        await _wait_http(f"http://127.0.0.1:{agent_ports[name]}/v1/status", node_tokens[name])
     # The controller reaches each agent through a proxy that counts the operations it receives.
     proxies = {
         name: await exit_stack.enter_async_context(CountingProxy(f"http://127.0.0.1:{agent_ports[name]}"))
@@ -226,7 +227,6 @@ async def test_controller_process_killed_mid_run_finishes_after_restart(
     port = _free_port()
     controller_env = {
         "CRMCLUSTER_ADMIN_TOKEN": tokens["admin"],
-        "CRMCLUSTER_AGENT_TOKEN": tokens["agent"],
         "CRMCLUSTER_SECRET_KEY": secret_key,
         "CRMCLUSTER_STATE_DB_URL": db_url,
         "CRMCLUSTER_CRM_DB_URL": crm_db_url,
@@ -301,7 +301,8 @@ async def test_controller_process_killed_mid_run_finishes_after_restart(
     assert twice == {}, twice
     step_ops = [op for op in received if op.startswith(run_id + ".") and ".preflight." not in op]
     assert {".".join(op.split(".")[:2]) for op in step_ops} <= {f"{run_id}.{s['id']}" for s in run["plan"]}
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {tokens['agent']}"}) as c:
+    async with httpx.AsyncClient() as c:
         for name in ROLES:
-            st = (await c.get(f"http://127.0.0.1:{agent_ports[name]}/v1/status")).json()
+            own = {"Authorization": f"Bearer {node_tokens[name]}"}
+            st = (await c.get(f"http://127.0.0.1:{agent_ports[name]}/v1/status", headers=own)).json()
             assert st["version"] == "2017 R1"
