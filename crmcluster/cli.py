@@ -86,6 +86,13 @@ def agent(
     name: Annotated[str | None, typer.Option(help="This web server's name, as in ServerNames.")] = None,
     driver: Annotated[str | None, typer.Option(help="Host driver: windows or sandbox.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Agent state and sandbox root.")] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Run nothing: record every command against a modelled server."),
+    ] = False,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Run only commands that change nothing (the preflight's).")
+    ] = False,
     host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8701,
 ) -> None:
@@ -100,6 +107,10 @@ def agent(
         overrides["driver"] = driver
     if data_dir:
         overrides["data_dir"] = data_dir
+    if dry_run:
+        overrides["dry_run"] = True
+    if read_only:
+        overrides["read_only"] = True
     settings = load_settings(AgentSettings, **overrides)
     if not settings.name:
         raise fail("CRMCLUSTER_NAME: required (or --name), not set", 2)

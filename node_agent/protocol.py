@@ -87,6 +87,9 @@ class Action(StrEnum):
     APPLY_MAINTENANCE_PLAN = "apply_maintenance_plan"
     MAINTENANCE_STATUS = "maintenance_status"
     RUN_MAINTENANCE_TASK = "run_maintenance_task"
+    #: Added: the SQL login's rights (VIEW SERVER STATE, BACKUP DATABASE, ALTER, CREATE ANY
+    #: DATABASE; sysadmin for xp_create_subdir), for the preflight.
+    CHECK_DATABASE_RIGHTS = "check_database_rights"
 
 
 class OperationState(StrEnum):
@@ -102,7 +105,7 @@ class OperationState(StrEnum):
         return self not in (OperationState.PENDING, OperationState.RUNNING)
 
 
-CrmService = Literal["indexer", "escalation", "email_manager", "integration"]
+CrmService = Literal["indexer", "escalation", "email_manager", "integration", "quickfind"]
 
 
 def _relative_path(value: str) -> str:
@@ -251,6 +254,7 @@ ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.APPLY_MAINTENANCE_PLAN: MaintenancePlanParams,
     Action.MAINTENANCE_STATUS: NoParams,
     Action.RUN_MAINTENANCE_TASK: MaintenanceTaskParams,
+    Action.CHECK_DATABASE_RIGHTS: NoParams,
 }
 assert set(ACTION_PARAMS) == set(Action)
 
@@ -756,6 +760,18 @@ class OperationRecord(BaseModel):
     result: dict[str, Any] | None = None
     error: str | None = None
     log_tail: list[str] = Field(default_factory=list)
+    #: ``operator`` while the action waits for a person (the manual installer: run the wizard by
+    #: hand, then ``POST /v1/operations/{op_id}/confirm``); the controller shows the step
+    #: ``awaiting_operator``.
+    awaiting: Literal["operator"] | None = None
+
+
+class ConfirmRequest(BaseModel):
+    """``POST /v1/operations/{op_id}/confirm``: what the person did (kept in the log tail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000)
 
     def parsed_result(self) -> Result:
         """The result as its action's model; :class:`ResultError` when it does not fit."""

@@ -576,12 +576,14 @@ class SandboxDriver(HostDriver):
         return {"reloaded_at": when, "schema": await self.db.schema_hash()}
 
     async def warmup_logon(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        password = self.settings.warmup_password
         result = await warmup_logon(
             base_url=self.web_url,
             install_name=self.install_name,
             user=self.settings.warmup_user,
-            password=None,
+            password=password.get_secret_value() if password else "warm-up",
             transport=self.warmup_transport,
+            record=ctx.record,
         )
         self.note_warmup(_now())
         return result
