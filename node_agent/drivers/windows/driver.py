@@ -116,7 +116,9 @@ class WindowsDriver(HostDriver):
 
             # The dry run needs folders to show; a real server is given its own.
             defaults = {"backup_root": r"D:\CRMBackups", "windows_sql_backup_dir": r"E:\SQLBackups"}
-            settings = settings.model_copy(update={k: v for k, v in defaults.items() if not getattr(settings, k)})
+            settings = settings.model_copy(
+                update={k: v for k, v in defaults.items() if not getattr(settings, k)}
+            )
             model = ModelledServer.from_settings(settings)
             return cls(settings, runner=model, sql=model, files=model, http=model.transport(), model=model)
         return cls(settings, runner=runner)

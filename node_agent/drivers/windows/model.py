@@ -99,6 +99,11 @@ class ModelledServer:
         self.worker_pid = 5120
         self.seats: dict[str, str] = {}
         self.doc_store = "\\\\fileserver\\crm\\library"
+        #: Test hooks: what the modelled setup answers (ResultCode), whether it writes the upgrade
+        #: log, what HAS_PERMS_BY_NAME says for VIEW SERVER STATE.
+        self._setup_fault = 0
+        self._write_upgrade_log = True
+        self._view_server_state = 1
         self._sid = 100000
         self._build(version)
 
@@ -489,7 +494,7 @@ class ModelledServer:
         if "/s" not in [a.lower() for a in argv] or not f2:
             return CommandResult(0, "")  # the wizard would open on the desktop
         response = self.files.get(_key(f1))
-        code = 0
+        code = self._setup_fault
         if response is None:
             code = -8
         elif "{{" in response.text:
@@ -512,7 +517,7 @@ class ModelledServer:
         database = Role.DATABASE.value in self.settings.roles
         if mode == "upgrade" and database:
             self.db_version = version
-        if mode == "upgrade":
+        if mode == "upgrade" and self._write_upgrade_log:
             outcomes = [ScriptOutcome(s, True, "completed") for s in UPGRADE_SCRIPTS]
             self.put(
                 inst / "Setup" / "upgradelog.html",
@@ -598,7 +603,7 @@ class ModelledServer:
             self.db_user_access = "MULTI_USER"
             return []
         if st.name in ("view_server_state",):
-            return [(1,)]
+            return [(self._view_server_state,)]
         if st.name == "login_rights":
             return [("crmcluster", 1, 1, 1, 1, 1)]
         if st.name == "sessions":

@@ -217,7 +217,7 @@ ENABLED_TRIGGERS = Statement(
 
 VIEWS = Statement(
     "views",
-    "SELECT sc.name, v.name, m.definition FROM sys.views AS v "
+    "SELECT sc.name, v.name, m.[definition] FROM sys.views AS v "
     "JOIN sys.sql_modules AS m ON m.object_id = v.object_id "
     "JOIN sys.schemas AS sc ON sc.schema_id = v.schema_id "
     "WHERE v.is_ms_shipped = 0 ORDER BY sc.name, v.name",
