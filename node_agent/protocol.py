@@ -382,6 +382,13 @@ class BackupResult(Result):
     #: Registry backups: the ``.reg`` files exported. Views backups: the views saved.
     exports: list[str] | None = None
     views: list[str] | None = None
+    #: Windows program files backups: the folders copied (the install, the shared ``Services``).
+    folders: list[str] | None = None
+    #: SQL Server backups, read back from ``msdb.dbo.backupset``: the backup set's identity
+    #: (``backup_set_uuid:…``), page checksums present (``WITH CHECKSUM``), ``COPY_ONLY``.
+    checksum: str | None = None
+    has_backup_checksums: bool | None = None
+    copy_only: bool | None = None
 
 
 class ProgramFilesRestoreResult(Result):
@@ -391,6 +398,12 @@ class ProgramFilesRestoreResult(Result):
     path: str
     website_path: str
     version: str | None = None
+    #: Windows, restored by renaming: what the failed install was renamed to (``CRM_failed``),
+    #: and the shared ``Services`` folder's; the restored files' count and size.
+    failed_copy: str | None = None
+    services_failed_copy: str | None = None
+    files: int | None = None
+    size: int | None = Field(None, alias="bytes", ge=0)
 
 
 class RegistryRestoreResult(Result):
@@ -412,6 +425,8 @@ class DatabaseRestoreResult(Result):
     schema_name: str | None = Field(None, alias="schema")
     disk: str | None = None
     database: str | None = None
+    #: When the backup put back was finished (msdb's ``backup_finish_date``).
+    backup_finished_at: datetime | None = None
 
 
 class RegisterDllResult(Result):
@@ -449,6 +464,15 @@ class InstallerResult(Result):
     installed: bool | None = None
     reinstalled: bool | None = None
     replication_engine: bool | None = None
+    # Windows (InstallShield): how it ran, when it started, the setup log's ResultCode (0:
+    # success), Setup.exe's exit code (not its outcome), when the upgrade log was written.
+    installer: Literal["response_file", "manual"] | None = None
+    started_at: datetime | None = None
+    result_code: int | None = None
+    setup_log: str | None = None
+    exit_code: int | None = None
+    upgrade_log_at: datetime | None = None
+    operator_note: str | None = None
 
 
 class ScriptOutcome(Result):
@@ -469,6 +493,8 @@ class UpgradeLogResult(Result):
     failed_scripts: list[str] = Field(default_factory=list)
     must_fix: list[str] = Field(default_factory=list)
     error_files: list[str] = Field(default_factory=list)
+    #: When the log was written (Windows: refused when older than the last installer run).
+    written_at: datetime | None = None
 
 
 class TriggersResult(Result):
@@ -494,6 +520,8 @@ class ReplicationEngineResult(Result):
 
 class MetadataResult(Result):
     reloaded_at: datetime
+    #: Windows: the application pool recycled, as IIS names it (``appcmd list app``).
+    app_pool: str | None = None
     #: The CRM schema's fingerprint as the reload saw it, where the driver computes one.
     schema_hash: str | None = Field(None, alias="schema")
 
@@ -505,6 +533,7 @@ class WarmupResult(Result):
     status: int
     sid: str | None = None
     logged_off: int = 0
+    user: str | None = None
 
 
 class LicenseCheckResult(Result):
@@ -519,6 +548,7 @@ class LicenseCheckResult(Result):
     checked: str
     valid_for: list[Version] | None = None
     key_hash: str
+    message: str | None = None
 
 
 class LibraryProbeResult(Result):
@@ -547,6 +577,22 @@ class DatabaseSessionsResult(Result):
     hosts: dict[str, int]
     programs: dict[str, dict[str, int]] = Field(default_factory=dict)
     total: int
+    #: Locks held on the CRM database, by client host (SQL Server: ``sys.dm_tran_locks``).
+    locks: dict[str, int] = Field(default_factory=dict)
+
+
+class DatabaseRightsResult(Result):
+    """``check_database_rights``: the SQL login and the rights the upgrade needs of it
+    (``HAS_PERMS_BY_NAME``, ``IS_SRVROLEMEMBER``); ``missing`` names what it lacks."""
+
+    login: str | None = None
+    view_server_state: bool
+    backup_database: bool
+    alter_database: bool
+    create_any_database: bool
+    sysadmin: bool
+    missing: list[str]
+    ok: bool
 
 
 class DtaObject(Result):
@@ -703,6 +749,7 @@ ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.APPLY_MAINTENANCE_PLAN: MaintenancePlanResult,
     Action.MAINTENANCE_STATUS: MaintenanceStatus,
     Action.RUN_MAINTENANCE_TASK: MaintenanceRun,
+    Action.CHECK_DATABASE_RIGHTS: DatabaseRightsResult,
 }
 assert set(ACTION_RESULTS) == set(Action)
 
@@ -765,14 +812,6 @@ class OperationRecord(BaseModel):
     #: ``awaiting_operator``.
     awaiting: Literal["operator"] | None = None
 
-
-class ConfirmRequest(BaseModel):
-    """``POST /v1/operations/{op_id}/confirm``: what the person did (kept in the log tail)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    note: str = Field("", max_length=2000)
-
     def parsed_result(self) -> Result:
         """The result as its action's model; :class:`ResultError` when it does not fit."""
         return parse_result(self.action, self.result)
@@ -788,6 +827,14 @@ class ConfirmRequest(BaseModel):
         parsed = parse_result(self.action, self.result)
         assert isinstance(parsed, model)
         return parsed
+
+
+class ConfirmRequest(BaseModel):
+    """``POST /v1/operations/{op_id}/confirm``: what the person did (kept in the log tail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000)
 
 
 class NodeStatus(BaseModel):

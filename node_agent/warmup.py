@@ -136,7 +136,7 @@ async def warmup_logon(
         raise ActionFailed(f"the warm-up logon could not reach {base_url}: {type(exc).__name__}") from exc
     return {
         "logged_on": True,
-        "logged_off": off.status_code < 400,
+        "logged_off": 1 if off.status_code < 400 else 0,
         "status": resp.status_code,
         "sid": sid.group(1),
         "user": user,

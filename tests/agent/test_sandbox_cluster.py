@@ -148,7 +148,9 @@ async def test_the_stand_in_web_server(db_agent: SandboxAgent) -> None:
     async with httpx.AsyncClient(base_url=base) as c:
         page = await c.get("/crm/eware.dll/Logon")
         # Sage CRM's logon form: EWARE_USERID and PASSWORD, posted with a provisional SID.
-        assert page.status_code == 200 and 'name="EWARE_USERID"' in page.text and 'name="PASSWORD"' in page.text
+        assert (
+            page.status_code == 200 and 'name="EWARE_USERID"' in page.text and 'name="PASSWORD"' in page.text
+        )
         assert "eware.dll/Logon?SID=" in page.text and "Log Out" not in page.text
         sage = await c.post("/crm/eware.dll/Logon", data={"EWARE_USERID": "ann", "PASSWORD": "pw-ann-secret"})
         assert sage.status_code == 200 and 'title="Log Out"' in sage.text

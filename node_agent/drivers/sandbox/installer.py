@@ -258,7 +258,7 @@ class SandboxInstaller:
         }
 
 
-SERVICES = ("indexer", "escalation", "email_manager", "integration")
+SERVICES = ("indexer", "escalation", "email_manager", "integration", "quickfind")
 _ROLE_SERVICES = {Role.INDEXER: "indexer", Role.ESCALATION: "escalation", Role.EMAIL_MANAGER: "email_manager"}
 
 

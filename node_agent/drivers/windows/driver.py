@@ -24,15 +24,17 @@ import httpx
 
 from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
-from node_agent.drivers.base import ActionFailed, HostDriver, OperationContext
+from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, OperationContext
 from node_agent.drivers.windows import tsql
 from node_agent.drivers.windows.database import SqlServer
 from node_agent.drivers.windows.files import ProgramFiles, Registry, register_dll
-from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost
+from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost, local_path
 from node_agent.drivers.windows.iis import Iis
 from node_agent.drivers.windows.installer import Installer
 from node_agent.drivers.windows.services import ServiceControl
+from node_agent.drivers.windows_uninstall import WindowsUninstall
 from node_agent.protocol import (
+    Action,
     BackupParams,
     DllPathParams,
     FingerprintParams,
@@ -45,11 +47,19 @@ from node_agent.protocol import (
     ServiceParams,
     ServiceStatus,
 )
-from node_agent.runner import CommandRunner
+from node_agent.runner import CommandResult, CommandRunner
 from node_agent.upgrade_log import parse_upgrade_log
 from node_agent.warmup import warmup_logon
 
 CRM_SERVICES = ("indexer", "escalation", "email_manager", "integration", "quickfind")
+#: The services' own executables under ``Sage\CRM\Services`` (their ``/U`` removes them: the
+#: guide's manual uninstall).
+SERVICE_EXES = {
+    "indexer": "crmindexerservice.exe",
+    "escalation": "crmescalationservice.exe",
+    "email_manager": "crmemailmanagerservice.exe",
+    "integration": "crmintegrationservice.exe",
+}
 
 
 class WindowsDriver(HostDriver):
@@ -107,6 +117,20 @@ class WindowsDriver(HostDriver):
         )
         self.http = http
         self._last_warmup: datetime | None = None
+        self.uninstall = WindowsUninstall(_UninstallView(self), service_exes=SERVICE_EXES)
+
+    def handler(self, action: Action) -> ActionHandler:
+        fn = getattr(self.uninstall, action.value, None)
+        if fn is not None:
+            handler: ActionHandler = fn
+            return handler
+        return super().handler(action)
+
+    async def perform(self, action: Action, params: Any, ctx: OperationContext) -> dict[str, Any]:
+        # Whatever an action runs through ctx.run goes to this driver's host too: the modelled
+        # server in a dry run, refused when it would change something in the read-only mode.
+        ctx.runner = self.host.guarded_runner(ctx)
+        return await super().perform(action, params, ctx)
 
     @classmethod
     def for_settings(cls, settings: AgentSettings, *, runner: CommandRunner) -> WindowsDriver:
@@ -202,11 +226,11 @@ class WindowsDriver(HostDriver):
 
     async def stop_tomcat(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         state = await self.services.control(ctx, self.tomcat_service, "stop")
-        return {"tomcat": state.value, "service": self.tomcat_service}
+        return {"service": self.tomcat_service, "state": state.value}
 
     async def start_tomcat(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         state = await self.services.control(ctx, self.tomcat_service, "start")
-        return {"tomcat": state.value, "service": self.tomcat_service}
+        return {"service": self.tomcat_service, "state": state.value}
 
     # CRM services ---------------------------------------------------------------------------------------
     async def _installed(self, ctx: OperationContext, service: str) -> str:
@@ -223,34 +247,30 @@ class WindowsDriver(HostDriver):
         """Place the service on this server: ``sc config … start= auto`` (never ``sc create``)."""
         name = await self._installed(ctx, params.service)
         await self.services.set_start(ctx, name, "auto")
-        return {
-            "service": params.service,
-            "name": name,
-            "state": (await self.services.state(name, ctx)).value,
-        }
+        return {"service": name, "state": (await self.services.state(name, ctx)).value, "installed": False}
 
     async def uninstall_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
         """Take it off this server: stopped, ``start= disabled`` (never ``sc delete``)."""
         name = self.service_name(params.service)
         if await self.services.find(name, ctx) is None:
-            return {"service": params.service, "name": name, "state": ServiceStatus.NOT_INSTALLED.value}
+            return {"service": name, "state": ServiceStatus.NOT_INSTALLED.value}
         await self.services.control(ctx, name, "stop")
         await self.services.set_start(ctx, name, "disabled")
-        return {"service": params.service, "name": name, "state": ServiceStatus.NOT_INSTALLED.value}
+        return {"service": name, "state": ServiceStatus.NOT_INSTALLED.value}
 
     async def start_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
         name = await self._installed(ctx, params.service)
         if await self.services.start_type(name, ctx) == "DISABLED":
             raise ActionFailed(f"{name} is disabled on this server (it is placed on another one)")
         state = await self.services.control(ctx, name, "start")
-        return {"service": params.service, "name": name, "state": state.value}
+        return {"service": name, "state": state.value}
 
     async def stop_service(self, params: ServiceParams, ctx: OperationContext) -> dict[str, Any]:
         name = self.service_name(params.service)
         if await self.services.find(name, ctx) is None:
-            return {"service": params.service, "name": name, "state": ServiceStatus.NOT_INSTALLED.value}
+            return {"service": name, "state": ServiceStatus.NOT_INSTALLED.value}
         state = await self.services.control(ctx, name, "stop")
-        return {"service": params.service, "name": name, "state": state.value}
+        return {"service": name, "state": state.value}
 
     # Backups ---------------------------------------------------------------------------------------------
     async def backup_program_files(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
@@ -299,7 +319,8 @@ class WindowsDriver(HostDriver):
 
     async def restore_registry(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         source = await self._source(params.source)
-        return {"keys": await self.registry.restore(ctx, source)}
+        keys, files = await self.registry.restore(ctx, source)
+        return {"imported": files, "keys": keys}
 
     async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         return await self.sql.restore(ctx, params.source)
@@ -379,16 +400,16 @@ class WindowsDriver(HostDriver):
         )
         for schema, table, trigger in rows:
             await self.host.execute(ctx, tsql.trigger("DISABLE", schema, table, trigger))
-        return {"disabled": [f"{s}.{t}.{g}" for s, t, g in rows]}
+        return {"triggers": "disabled", "changed": [f"{s}.{t}.{g}" for s, t, g in rows]}
 
     async def enable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         if not await self.host.files.exists(self._triggers_file):
-            return {"enabled": []}
+            return {"triggers": "enabled", "changed": []}
         rows = json.loads(await self.host.read_text(ctx, self._triggers_file))
         for schema, table, trigger in rows:
             await self.host.execute(ctx, tsql.trigger("ENABLE", schema, table, trigger))
         await self.host.remove(ctx, self._triggers_file)
-        return {"enabled": [f"{s}.{t}.{g}" for s, t, g in rows]}
+        return {"triggers": "enabled", "changed": [f"{s}.{t}.{g}" for s, t, g in rows]}
 
     async def disable_exchange_integration(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         raise ActionFailed(
@@ -467,9 +488,10 @@ class WindowsDriver(HostDriver):
         if not shaped:
             raise ActionFailed("the license key is not even well formed (8 or more printable characters)")
         return {
-            "valid": None,
-            "checked": "format",
-            "message": "format only: the key's validity for the version is checked by Sage's setup wizard",
+            "valid": True,
+            "checked": "format only",
+            "valid_for": None,
+            "message": "format only: whether it is valid for a version only Sage's setup wizard can tell",
             "key_hash": secret_hash(key),
         }
 
@@ -529,6 +551,51 @@ class WindowsDriver(HostDriver):
         rows = await self.host.execute(ctx, tsql.DTA_OBJECTS)
         objects = [{"schema": s, "table": t, "name": n, "kind": k} for s, t, n, k in rows]
         return {"objects": objects, "count": len(objects)}
+
+
+class _UninstallView:
+    """What :mod:`node_agent.drivers.windows_uninstall` (the guide's manual uninstall) reads of
+    the driver: local paths, service states, the registry keys."""
+
+    def __init__(self, driver: WindowsDriver) -> None:
+        self.d = driver
+        self.settings = driver.settings
+        self.install = driver.install
+        self.programs_root = local_path(driver.programs_root)
+        self.install_dir = local_path(driver.install_dir)
+
+    @property
+    def tomcat_service(self) -> str:
+        return self.d.tomcat_service
+
+    @property
+    def config_key(self) -> str:
+        return self.d.registry.config_key
+
+    @property
+    def mappings_key(self) -> str:
+        return self.d.registry.mappings_key
+
+    def service_name(self, service: str) -> str:
+        return self.d.service_name(service)
+
+    def _reg_view(self) -> list[str]:
+        return [self.d.registry.view]
+
+    async def _service_state(self, name: str) -> ServiceStatus:
+        return await self.d.services.state(name)
+
+    async def _control(
+        self, ctx: OperationContext, name: str, verb: str, *, timeout: float = 120
+    ) -> dict[str, Any]:
+        state = await self.d.services.control(ctx, name, verb, timeout=timeout)
+        return {"service": name, "state": state.value}
+
+    async def _quiet(self, argv: list[str]) -> CommandResult:
+        try:
+            return await self.d.host.runner.run(argv, timeout=60)
+        except OSError as exc:
+            return CommandResult(127, str(exc))
 
 
 class _NoSql:

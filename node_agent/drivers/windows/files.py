@@ -166,7 +166,7 @@ class Registry:
             await self.host.run(ctx, ["reg.exe", "export", key, str(dest / fname), "/y", self.view])
         return [fname for _, fname in self.exports()]
 
-    async def restore(self, ctx: OperationContext, source: PureWindowsPath) -> list[str]:
+    async def restore(self, ctx: OperationContext, source: PureWindowsPath) -> tuple[list[str], list[str]]:
         present = {n.lower() for n in await self.host.files.listdir(source)}
         todo = [(key, fname) for key, fname in self.exports() if fname.lower() in present]
         if not todo:
@@ -175,7 +175,7 @@ class Registry:
             # 1 = the key is already gone: fine, the import recreates it.
             await self.host.run(ctx, ["reg.exe", "delete", key, "/f", self.view], ok=(0, 1))
             await self.host.run(ctx, ["reg.exe", "import", str(source / fname), self.view])
-        return [key for key, _ in todo]
+        return [key for key, _ in todo], [fname for _, fname in todo]
 
 
 async def register_dll(

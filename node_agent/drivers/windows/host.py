@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PureWindowsPath
@@ -37,7 +37,7 @@ from config.secrets import redact
 from node_agent.drivers.base import ActionFailed, OperationContext
 from node_agent.drivers.windows.tsql import SqlExecutor, Statement, render_statement
 from node_agent.journal import atomic_write_text
-from node_agent.runner import CommandResult, CommandRunner
+from node_agent.runner import CommandResult, CommandRunner, LineSink
 
 Mode = Literal["live", "dry_run", "read_only"]
 WinPath = PureWindowsPath
@@ -225,6 +225,26 @@ class WindowsHost:
             return await self.runner.run(argv, timeout=60)
         except OSError as exc:
             return CommandResult(127, str(exc))
+
+    def guarded_runner(self, ctx: OperationContext) -> CommandRunner:
+        """A runner for code that calls ``ctx.run`` itself: this host's runner, refusing in the
+        read-only mode what would change the server."""
+        host = self
+
+        class _Guarded:
+            async def run(
+                self,
+                argv: list[str],
+                *,
+                env: Mapping[str, str] | None = None,
+                timeout: float | None = None,
+                on_line: LineSink | None = None,
+            ) -> CommandResult:
+                if host.mode == "read_only" and not changes_nothing(argv):
+                    host._refuse(ctx, command_line(argv))
+                return await host.runner.run(argv, env=env, timeout=timeout, on_line=on_line)
+
+        return _Guarded()
 
     # T-SQL ----------------------------------------------------------------------------------------
     async def execute(self, ctx: OperationContext | None, statement: Statement) -> list[tuple[Any, ...]]:
