@@ -248,6 +248,10 @@ class AgentSettings(CommonSettings):
     heartbeat_interval: float = Field(5.0, gt=0, le=600)
     #: Longest wait between heartbeats while the controller does not answer (back-off cap).
     heartbeat_max_backoff: float = Field(60.0, gt=0, le=3600)
+    #: Where the agent listens when it runs as a Windows service (``crmcluster agent`` takes
+    #: ``--host``/``--port`` instead); the firewall rule admits only the controller's address.
+    listen_host: str = "0.0.0.0"  # noqa: S104
+    listen_port: int = Field(8701, ge=1, le=65535)
     #: The URL the agent advertises in heartbeats (``http://127.0.0.1:8701``).
     agent_url: str | None = None
     #: Where backups go; relative ``destination``/``source`` params resolve under it.
