@@ -155,7 +155,7 @@ def install_service(
             defn, password=password or os.environ.get("CRMCLUSTER_SERVICE_PASSWORD")
         )
     except ImportError:
-        raise fail("pywin32 is missing: pip install \"crmcluster[windows]\"", 2) from None
+        raise fail('pywin32 is missing: pip install "crmcluster[windows]"', 2) from None
     typer.echo(f"installed {defn.name} ({defn.start}, as {defn.account or 'LocalSystem'})")
     for argv in commands:
         typer.echo("  " + " ".join(argv))
@@ -171,7 +171,7 @@ def uninstall_service() -> None:
     try:
         windows_service.uninstall()
     except ImportError:
-        raise fail("pywin32 is missing: pip install \"crmcluster[windows]\"", 2) from None
+        raise fail('pywin32 is missing: pip install "crmcluster[windows]"', 2) from None
     typer.echo(f"removed {windows_service.SERVICE_NAME}")
 
 
