@@ -122,12 +122,19 @@ class ClusterConfig(BaseModel):
     doc_templates: str | None = None
 
     @classmethod
-    def checked(cls, *, lenient: bool = False, **values: Any) -> ClusterConfig:
-        """Validate every rule and return the config, or raise :class:`SysParamsError`.
+    def checked(cls, **values: Any) -> ClusterConfig:
+        """Validate every rule and return the config, or raise :class:`SysParamsError`."""
+        return cls._checked(values, lenient=False)
 
-        ``lenient`` (reading what is in the table): a field routing does not use that contradicts
-        another (a DTLS server not among the server names) is kept as it is — :meth:`problems`
-        names it — so a new server list is never refused because of it."""
+    @classmethod
+    def lenient(cls, **values: Any) -> ClusterConfig:
+        """As :meth:`checked`, for reading what is in the table: a field routing does not use that
+        contradicts another (a DTLS server not among the server names) is kept as it is —
+        :meth:`problems` names it — so a new server list is never refused because of it."""
+        return cls._checked(values, lenient=True)
+
+    @classmethod
+    def _checked(cls, values: dict[str, Any], *, lenient: bool) -> ClusterConfig:
         names = values.get("server_names") or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise SysParamsError("server_names", "server_names must be a list of names")
@@ -259,7 +266,7 @@ class SysParamsStore:
         # A change that names neither the servers nor the DTLS server is not refused for an
         # inconsistency already in the table (it stays a warning).
         lenient = not ({"server_names", "dtls_server_name"} & set(changes))
-        new = ClusterConfig.checked(lenient=lenient, **merged)
+        new = ClusterConfig.lenient(**merged) if lenient else ClusterConfig.checked(**merged)
         new_raw = config_to_raw(new)
         t = self.tables
         for field in changes:
@@ -280,8 +287,7 @@ class SysParamsStore:
 
 def config_from_raw(raw: Mapping[str, str | None]) -> ClusterConfig:
     """What the table holds, read leniently (see :meth:`ClusterConfig.checked`)."""
-    return ClusterConfig.checked(
-        lenient=True,
+    return ClusterConfig.lenient(
         server_names=parse_list(raw.get("server_names")),
         fq_server_names=parse_list(raw.get("fq_server_names")),
         do_load_balancing=parse_bool(raw.get("do_load_balancing")),

@@ -122,7 +122,7 @@ def uninstall(name: str = SERVICE_NAME) -> None:  # pragma: no cover
 
     try:
         win32serviceutil.StopService(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - pywin32 raises pywintypes.error when it is not running
         logging.getLogger("crmcluster").debug("%s was not running", name)
     win32serviceutil.RemoveService(name)
 

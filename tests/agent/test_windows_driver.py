@@ -24,6 +24,7 @@ from node_agent.drivers.windows.model import ModelledServer
 DB_URL = "mssql+aioodbc://crmsql:S3cret-Pw9@sql01:1433/CRM?driver=ODBC+Driver+18+for+SQL+Server"
 KEY = "ABCDE-12345-FGHIJ"
 PROGRAMS = r"C:\Program Files (x86)\Sage\CRM"
+SQL_DIR = r"E:\SQLBackups"
 
 
 @dataclass

@@ -13,7 +13,7 @@ an option the documentation does not list makes the statement unparsable.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from sqlfluff.core import FluffConfig, Linter
 from sqlfluff.core.dialects import load_raw_dialect
@@ -100,14 +100,17 @@ _dialect.add(
     RestoreVerifyOnlyStatementSegment=RestoreVerifyOnlyStatementSegment,
 )
 _dialect.replace(
-    StatementSegment=type(
-        "StatementSegment",
-        (_tsql.get_segment("StatementSegment"),),
-        {
-            "match_grammar": _tsql.get_segment("StatementSegment").match_grammar.copy(
-                insert=[Ref("BackupDatabaseStatementSegment"), Ref("RestoreVerifyOnlyStatementSegment")]
-            )
-        },
+    StatementSegment=cast(
+        Any,
+        type(
+            "StatementSegment",
+            (_tsql.get_segment("StatementSegment"),),
+            {
+                "match_grammar": _tsql.get_segment("StatementSegment").match_grammar.copy(
+                    insert=[Ref("BackupDatabaseStatementSegment"), Ref("RestoreVerifyOnlyStatementSegment")]
+                )
+            },
+        ),
     )
 )
 

@@ -48,8 +48,8 @@ from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
-from node_agent.drivers.sandbox.sql_agent import SandboxSqlAgent
 from node_agent.drivers.sandbox.setup_replay import SandboxSetup
+from node_agent.drivers.sandbox.sql_agent import SandboxSqlAgent
 from node_agent.drivers.sandbox.uninstall import SandboxUninstall
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
 from node_agent.journal import atomic_write_text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import PureWindowsPath
 from typing import Any
@@ -24,6 +25,7 @@ import httpx
 
 from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
+from config.sysparams import ClusterConfig
 from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, OperationContext
 from node_agent.drivers.windows import tsql
 from node_agent.drivers.windows.database import SqlServer
@@ -32,7 +34,10 @@ from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost, 
 from node_agent.drivers.windows.iis import Iis
 from node_agent.drivers.windows.installer import Installer
 from node_agent.drivers.windows.services import ServiceControl
+from node_agent.drivers.windows_maintenance import WindowsMaintenance
+from node_agent.drivers.windows_sql import SqlExecutor as TextSqlExecutor
 from node_agent.drivers.windows_uninstall import WindowsUninstall
+from node_agent.library_share import library_path
 from node_agent.protocol import (
     Action,
     BackupParams,
@@ -70,7 +75,7 @@ class WindowsDriver(HostDriver):
         settings: AgentSettings,
         *,
         runner: CommandRunner,
-        sql: tsql.SqlExecutor | None = None,
+        sql: tsql.SqlExecutor | TextSqlExecutor | None = None,
         files: HostFiles | None = None,
         http: httpx.AsyncBaseTransport | None = None,
         poll: float = 1.0,
@@ -81,9 +86,17 @@ class WindowsDriver(HostDriver):
         self.model = model
         if sql is None:
             sql = tsql.OdbcSql(settings.crm_url) if settings.crm_db_url else _NoSql()
+        statements: tsql.SqlExecutor
+        if isinstance(sql, tsql.StatementExecutor):
+            statements = sql
+            self.text_sql: TextSqlExecutor = _TextOverStatements(self)
+        else:  # a plain-text executor (the maintenance plan's tests give one)
+            statements = _StatementsOverText(sql)
+            self.text_sql = sql
         self.host = WindowsHost(
-            runner=runner, sql=sql, files=files or LocalFiles(), mode=settings.windows_mode
+            runner=runner, sql=statements, files=files or LocalFiles(), mode=settings.windows_mode
         )
+        self.poll = poll
         self.programs_root = PureWindowsPath(settings.windows_programs_root)
         self.install_dir = self.programs_root / self.install
         self.backup_root = PureWindowsPath(settings.backup_root) if settings.backup_root else None
@@ -118,12 +131,14 @@ class WindowsDriver(HostDriver):
         self.http = http
         self._last_warmup: datetime | None = None
         self.uninstall = WindowsUninstall(_UninstallView(self), service_exes=SERVICE_EXES)
+        self.maintenance = WindowsMaintenance(_MaintenanceView(self))
 
     def handler(self, action: Action) -> ActionHandler:
-        fn = getattr(self.uninstall, action.value, None)
-        if fn is not None:
-            handler: ActionHandler = fn
-            return handler
+        for part in (self.uninstall, self.maintenance):
+            fn = getattr(part, action.value, None)
+            if fn is not None:
+                handler: ActionHandler = fn
+                return handler
         return super().handler(action)
 
     async def perform(self, action: Action, params: Any, ctx: OperationContext) -> dict[str, Any]:
@@ -496,34 +511,29 @@ class WindowsDriver(HostDriver):
         }
 
     async def probe_library(self, params: LibraryParams, ctx: OperationContext) -> dict[str, Any]:
-        unc = params.path or await self._doc_store(ctx)
+        config = await self._sysparams()
+        unc = library_path(params.path, config=config, extra_shares=self.settings.library_shares)
         probe = PureWindowsPath(unc) / f".crmcluster-probe-{self.settings.name}"
         await self.host.write_text(ctx, probe, "probe", what="a probe file")
         ok = await self.host.read_text(ctx, probe) == "probe"
         await self.host.remove(ctx, probe)
         return {"path": unc, "reachable": ok, "writable": ok}
 
-    async def _doc_store(self, ctx: OperationContext) -> str:
-        """DocStore from Custom_SysParams (the library's UNC path)."""
+    async def _sysparams(self) -> ClusterConfig:
+        """Custom_SysParams (DocStore, DocTemplates: the library's shares)."""
         if self.model is not None:
-            unc: str | None = self.model.doc_store
-        else:
-            from config.crm_schema import crm_tables
-            from config.database import make_engine
-            from config.sysparams import SysParamsStore
+            return ClusterConfig.lenient(server_names=[], doc_store=self.model.doc_store)
+        from config.crm_schema import crm_tables
+        from config.database import make_engine
+        from config.sysparams import SysParamsStore
 
-            engine = make_engine(self.settings.crm_url)
-            try:
-                store = SysParamsStore(
-                    crm_tables(self.settings.crm_names), self.settings.sysparam_row_names()
-                )
-                async with engine.connect() as conn:
-                    unc = (await store.read(conn)).doc_store
-            finally:
-                await engine.dispose()
-        if not unc:
-            raise ActionFailed("no library path: DocStore is not set in Custom_SysParams")
-        return unc
+        engine = make_engine(self.settings.crm_url)
+        try:
+            store = SysParamsStore(crm_tables(self.settings.crm_names), self.settings.sysparam_row_names())
+            async with engine.connect() as conn:
+                return await store.read(conn)
+        finally:
+            await engine.dispose()
 
     async def fingerprint_records(self, params: FingerprintParams, ctx: OperationContext) -> dict[str, Any]:
         if self.model is not None:
@@ -596,6 +606,64 @@ class _UninstallView:
             return await self.d.host.runner.run(argv, timeout=60)
         except OSError as exc:
             return CommandResult(127, str(exc))
+
+
+class _MaintenanceView:
+    """What :mod:`node_agent.drivers.windows_maintenance` reads of the driver."""
+
+    def __init__(self, driver: WindowsDriver) -> None:
+        self.d = driver
+        self.poll = driver.poll
+
+    @property
+    def sql(self) -> TextSqlExecutor:
+        return self.d.text_sql
+
+    @property
+    def database(self) -> str:
+        return self.d.database
+
+    @property
+    def sql_backup_dir(self) -> PureWindowsPath:
+        if not self.d.settings.windows_sql_backup_dir:
+            raise ActionFailed("set CRMCLUSTER_WINDOWS_SQL_BACKUP_DIR: where SQL Server writes backups")
+        return PureWindowsPath(self.d.settings.windows_sql_backup_dir)
+
+
+class _TextOverStatements:
+    """Plain T-SQL text (the maintenance plan's) sent as a :class:`~.tsql.Statement` through the
+    host, so the read-only mode refuses what is not a SELECT."""
+
+    def __init__(self, driver: WindowsDriver) -> None:
+        self.d = driver
+
+    async def execute(
+        self, sql: str, params: Sequence[Any] = (), *, database: str | None = None
+    ) -> list[tsql.Row]:
+        changes = not sql.lstrip().upper().startswith("SELECT")
+        return await self.d.host.execute(None, tsql.Statement("text", sql, tuple(params), database, changes))
+
+
+class _StatementsOverText:
+    """A plain-text executor answering :class:`~.tsql.Statement` (tests that script text)."""
+
+    def __init__(self, sql: TextSqlExecutor) -> None:
+        self.sql = sql
+
+    async def execute(self, statement: tsql.Statement) -> list[tsql.Row]:
+        return await self.sql.execute(statement.text, statement.params, database=statement.database)
+
+    async def session(
+        self, statements: Sequence[tsql.Statement], *, always: Sequence[tsql.Statement] = ()
+    ) -> list[list[tsql.Row]]:
+        out: list[list[tsql.Row]] = []
+        try:
+            for st in statements:
+                out.append(await self.execute(st))
+        finally:
+            for st in always:
+                await self.execute(st)
+        return out
 
 
 class _NoSql:

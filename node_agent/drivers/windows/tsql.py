@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from config.database import parse_url
 from node_agent.drivers.base import ActionFailed
@@ -238,6 +238,7 @@ def trigger(verb: str, schema: str, table: str, name: str) -> Statement:
 
 
 # Running them --------------------------------------------------------------------------------------------
+@runtime_checkable
 class SqlExecutor(Protocol):
     async def execute(self, statement: Statement) -> list[Row]: ...
 
@@ -247,6 +248,10 @@ class SqlExecutor(Protocol):
         """Run ``statements`` in order on one connection; ``always`` run after them on the same
         connection even when one failed (then the failure is raised)."""
         ...
+
+
+#: The name :class:`~node_agent.drivers.windows.WindowsDriver` tells executors apart by.
+StatementExecutor = SqlExecutor
 
 
 def odbc_connection_string(url: str, *, database: str | None = None) -> str:
