@@ -250,6 +250,10 @@ class AgentSettings(CommonSettings):
     heartbeat_interval: float = Field(5.0, gt=0, le=600)
     #: Longest wait between heartbeats while the controller does not answer (back-off cap).
     heartbeat_max_backoff: float = Field(60.0, gt=0, le=3600)
+    #: Where the agent listens when it runs as a Windows service (``crmcluster agent`` takes
+    #: ``--host``/``--port`` instead); the firewall rule admits only the controller's address.
+    listen_host: str = "0.0.0.0"  # noqa: S104
+    listen_port: int = Field(8701, ge=1, le=65535)
     #: The URL the agent advertises in heartbeats (``http://127.0.0.1:8701``).
     agent_url: str | None = None
     #: Where backups go; relative ``destination``/``source`` params resolve under it.
@@ -292,40 +296,53 @@ class AgentSettings(CommonSettings):
     sandbox_maintenance_faults: str = ""
 
     # Windows driver -----------------------------------------------------------------------------
+    #: Run nothing: record every command the windows driver would run, against a modelled server.
+    dry_run: bool = False
+    #: On a real server, run only what changes nothing (``sc query``, ``reg query``, ``appcmd
+    #: list``, ``SELECT``): what the preflight needs. Any other step fails, naming its command.
+    read_only: bool = False
+    #: The Sage CRM version the dry run's modelled server starts at.
+    dry_run_version: Literal["7.2", "7.3", "2017 R1"] = "7.3"
     windows_programs_root: str = r"C:\Program Files (x86)\Sage\CRM"
+    #: ``%SystemRoot%``: regsvr32 is ``%SystemRoot%\SysWOW64\regsvr32.exe`` (eware.dll is 32-bit).
+    windows_system_root: str = r"C:\Windows"
     windows_site: str = "Default Web Site"
-    #: The application pool whose recycle reloads eware.dll's metadata.
-    windows_app_pool: str = "DefaultAppPool"
+    #: The application pool of the CRM application; empty: read from IIS (``appcmd list app``).
+    windows_app_pool: str = ""
     #: Where this server's own CRM logon page answers (the warm-up logon goes there).
     windows_web_url: str = "http://localhost"
     windows_appcmd: str = r"C:\Windows\System32\inetsrv\appcmd.exe"
     #: Sage CRM is a 32-bit program: its keys live in the 32-bit registry view (``/reg:32``).
     windows_registry_view: Literal["32", "64"] = "32"
+    #: Where SQL Server writes the ``.bak`` (a folder of the SQL Server machine, created with
+    #: ``xp_create_subdir``, or a UNC share both the agent and SQL Server's account reach).
     windows_sql_backup_dir: str | None = None
-    #: The installer's command line as a JSON list; ``{placeholders}`` are filled per run.
-    windows_installer_command: list[str] = Field(
-        default_factory=lambda: [
-            r"C:\CRMSetup\Setup.exe",
-            "/s",
-            "/mode={mode}",
-            "/install={install}",
-            "/version={version}",
-            "/license={license_key}",
-            "/dbserver={db_server}",
-            "/dbport={db_port}",
-            "/dbuser={db_user}",
-            "/dbpassword={db_password}",
-            "/backup={backup}",
-            "/backuplocation={backup_location}",
-            "/register={register}",
-        ]
-    )
+    #: Seconds a BACKUP, VERIFYONLY or RESTORE may run (pyodbc's query time-out).
+    windows_sql_long_timeout: int = Field(4 * 3600, ge=60, le=48 * 3600)
+    #: How the program files backup is put back: ``rename`` (CRM -> CRM_failed, the backup copied
+    #: to CRM: Tomcat, the services and the registry keep valid paths) or ``redirect`` (the guide's
+    #: CRM_backup folder and website redirect, with its isapiCgiRestriction entry).
+    windows_restore_by: Literal["rename", "redirect"] = "rename"
+    #: The Tomcat service (``{install}`` is the install name): the guide's ``<install>Tomcat7``.
+    windows_tomcat_service: str = "{install}Tomcat7"
+    #: ``response_file``: Sage's InstallShield setup replayed (``/s /f1 /f2``) from a response file
+    #: recorded by the administrator; ``manual``: the step waits for a person to run the wizard.
+    windows_installer: Literal["response_file", "manual"] = "response_file"
+    windows_setup_exe: str = r"C:\CRMSetup\Setup.exe"
+    #: The recorded response files: ``<mode>-<version>.iss`` (``upgrade-2017 R1.iss``).
+    windows_response_files: str = r"C:\CRMSetup\responses"
+    #: The account the agent's service runs as (the per-run response file is readable only by it
+    #: and the Administrators group).
+    windows_service_account: str = "NT AUTHORITY\\SYSTEM"
+    #: Seconds the installer may run.
+    windows_installer_timeout: int = Field(4 * 3600, ge=60, le=48 * 3600)
     windows_services: dict[str, str] = Field(
         default_factory=lambda: {
             "indexer": "CRMIndexerService",
             "escalation": "CRMEscalationService",
             "email_manager": "CRMEmailManagerService",
             "integration": "CRMIntegrationService",
+            "quickfind": "CRMQuickFindService",
         }
     )
 
@@ -358,9 +375,19 @@ class AgentSettings(CommonSettings):
             raise ValueError("must be a server name: letters, digits, - and _ (63 at most)")
         return v
 
+    @model_validator(mode="after")
+    def _one_mode(self) -> AgentSettings:
+        if self.dry_run and self.read_only:
+            raise ValueError("CRMCLUSTER_DRY_RUN and CRMCLUSTER_READ_ONLY: choose one")
+        return self
+
     @property
     def roles(self) -> list[str]:
         return [r for r in self.sandbox_roles.split(",") if r]
+
+    @property
+    def windows_mode(self) -> Literal["live", "dry_run", "read_only"]:
+        return "dry_run" if self.dry_run else "read_only" if self.read_only else "live"
 
 
 class BalancerSettings(CommonSettings):

@@ -124,6 +124,17 @@ class ClusterConfig(BaseModel):
     @classmethod
     def checked(cls, **values: Any) -> ClusterConfig:
         """Validate every rule and return the config, or raise :class:`SysParamsError`."""
+        return cls._checked(values, lenient=False)
+
+    @classmethod
+    def lenient(cls, **values: Any) -> ClusterConfig:
+        """As :meth:`checked`, for reading what is in the table: a field routing does not use that
+        contradicts another (a DTLS server not among the server names) is kept as it is —
+        :meth:`problems` names it — so a new server list is never refused because of it."""
+        return cls._checked(values, lenient=True)
+
+    @classmethod
+    def _checked(cls, values: dict[str, Any], *, lenient: bool) -> ClusterConfig:
         names = values.get("server_names") or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise SysParamsError("server_names", "server_names must be a list of names")
@@ -164,7 +175,7 @@ class ClusterConfig(BaseModel):
             if not isinstance(dtls, str):
                 raise SysParamsError("dtls_server_name", "dtls_server_name must be a server name")
             dtls = dtls.strip()
-            if dtls.lower() not in seen:
+            if dtls.lower() not in seen and not lenient:
                 raise SysParamsError(
                     "dtls_server_name", f"DTLS server {dtls!r} is not one of the CRM server names"
                 )
@@ -189,6 +200,18 @@ class ClusterConfig(BaseModel):
             **paths,
         )
 
+    def problems(self) -> list[tuple[str, str]]:
+        """Inconsistencies a lenient read kept, as ``(field, message)``."""
+        names = {n.lower() for n in self.server_names}
+        if self.dtls_server_name and self.dtls_server_name.lower() not in names:
+            return [
+                (
+                    "dtls_server_name",
+                    f"DTLSServerName {self.dtls_server_name!r} is not one of ServerNames",
+                )
+            ]
+        return []
+
     def fq_for(self, server: str) -> str:
         """The fully qualified entry of ``server`` (its own name when no FQ list is set)."""
         i = self.server_names.index(server)
@@ -208,14 +231,16 @@ class SysParamsStore:
     row_names: Mapping[str, str]  # JSON field -> Parm_Name
 
     async def read_raw(self, conn: AsyncConnection) -> dict[str, str | None]:
-        """The live (not deleted) values of our rows, keyed by JSON field; the newest row wins."""
+        """The live (not deleted) values of our rows, keyed by JSON field.
+
+        Only ``Parm_Name``, ``Parm_Value`` and ``Parm_Deleted`` are read: Sage's real table has more
+        columns and its key column may be named otherwise. Sage keeps one live row per name; should
+        there be several, the last one read wins."""
         t = self.tables
         name_col, value_col = t.parm("parm_name"), t.parm("parm_value")
         by_row = {v: k for k, v in self.row_names.items()}
         rows = await conn.execute(
-            select(name_col, value_col)
-            .where(name_col.in_(list(by_row)), t.parm("parm_deleted").is_(None))
-            .order_by(t.parm("parm_id"))
+            select(name_col, value_col).where(name_col.in_(list(by_row)), t.parm("parm_deleted").is_(None))
         )
         out: dict[str, str | None] = {}
         for name, value in rows:
@@ -238,7 +263,10 @@ class SysParamsStore:
             raise SysParamsError(field, f"unknown setting {field!r}; known: {', '.join(FIELDS)}")
         old_raw = await self.read_raw(conn)
         merged = config_from_raw(old_raw).model_dump() | dict(changes)
-        new = ClusterConfig.checked(**merged)
+        # A change that names neither the servers nor the DTLS server is not refused for an
+        # inconsistency already in the table (it stays a warning).
+        lenient = not ({"server_names", "dtls_server_name"} & set(changes))
+        new = ClusterConfig.lenient(**merged) if lenient else ClusterConfig.checked(**merged)
         new_raw = config_to_raw(new)
         t = self.tables
         for field in changes:
@@ -258,7 +286,8 @@ class SysParamsStore:
 
 
 def config_from_raw(raw: Mapping[str, str | None]) -> ClusterConfig:
-    return ClusterConfig.checked(
+    """What the table holds, read leniently (see :meth:`ClusterConfig.checked`)."""
+    return ClusterConfig.lenient(
         server_names=parse_list(raw.get("server_names")),
         fq_server_names=parse_list(raw.get("fq_server_names")),
         do_load_balancing=parse_bool(raw.get("do_load_balancing")),

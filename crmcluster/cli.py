@@ -81,15 +81,32 @@ def balancer(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] =
     )
 
 
-@app.command()
+agent_app = typer.Typer(
+    help="Run a node agent on a web server (or install it as a Windows service).",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.callback(invoke_without_command=True)
 def agent(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Option(help="This web server's name, as in ServerNames.")] = None,
     driver: Annotated[str | None, typer.Option(help="Host driver: windows or sandbox.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Agent state and sandbox root.")] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Run nothing: record every command against a modelled server."),
+    ] = False,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Run only commands that change nothing (the preflight's).")
+    ] = False,
     host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8701,
 ) -> None:
     """Run a node agent on a web server."""
+    if ctx.invoked_subcommand is not None:
+        return
     from config.settings import AgentSettings, load_settings
     from node_agent.app import create_app
 
@@ -100,11 +117,62 @@ def agent(
         overrides["driver"] = driver
     if data_dir:
         overrides["data_dir"] = data_dir
+    if dry_run:
+        overrides["dry_run"] = True
+    if read_only:
+        overrides["read_only"] = True
     settings = load_settings(AgentSettings, **overrides)
     if not settings.name:
         raise fail("CRMCLUSTER_NAME: required (or --name), not set", 2)
     setup_logging(settings.log_level)
     serve(create_app(settings), host=host, port=port, log_level=settings.log_level)
+
+
+@agent_app.command("install-service")
+def install_service(
+    account: Annotated[
+        str | None, typer.Option(help="Run-as account (DOMAIN\\user or .\\user); default LocalSystem.")
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(help="The account's password (else CRMCLUSTER_SERVICE_PASSWORD).", hidden=True),
+    ] = None,
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Agent options, e.g. --name crm1 --driver windows")
+    ] = None,
+) -> None:
+    """Install the agent as a Windows service: automatic start, restart on failure, logs under
+    %ProgramData%\\crmcluster\\logs and in the Event Log (pywin32: the windows extra of crmcluster)."""
+    import os
+
+    from crmcluster import windows_service
+
+    if sys.platform != "win32":
+        raise fail("install-service runs on Windows (the agent's service on a Sage CRM web server)", 2)
+    defn = windows_service.definition(account=account)
+    try:
+        commands = windows_service.install(
+            defn, password=password or os.environ.get("CRMCLUSTER_SERVICE_PASSWORD")
+        )
+    except ImportError:
+        raise fail('pywin32 is missing: pip install "crmcluster[windows]"', 2) from None
+    typer.echo(f"installed {defn.name} ({defn.start}, as {defn.account or 'LocalSystem'})")
+    for argv in commands:
+        typer.echo("  " + " ".join(argv))
+
+
+@agent_app.command("uninstall-service")
+def uninstall_service() -> None:
+    """Stop and remove the agent's Windows service."""
+    from crmcluster import windows_service
+
+    if sys.platform != "win32":
+        raise fail("uninstall-service runs on Windows", 2)
+    try:
+        windows_service.uninstall()
+    except ImportError:
+        raise fail('pywin32 is missing: pip install "crmcluster[windows]"', 2) from None
+    typer.echo(f"removed {windows_service.SERVICE_NAME}")
 
 
 def _register_optional() -> None:

@@ -513,7 +513,10 @@ async def run_demo(plan: DemoPlan) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        if sys.platform == "win32":  # pragma: no cover - no add_signal_handler on Windows' loop
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        else:
+            loop.add_signal_handler(sig, stop.set)
 
     ready = False
 
@@ -548,7 +551,8 @@ async def run_demo(plan: DemoPlan) -> int:
         sup.stop_all()
         demo_json.unlink(missing_ok=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            if sys.platform != "win32":
+                loop.remove_signal_handler(sig)
 
 
 async def _start(plan: DemoPlan, sup: Supervisor, headers: dict[str, str]) -> dict[str, str]:

@@ -76,6 +76,16 @@ class Supervisor:
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with spec.log_path.open("ab") as log:
+            if sys.platform == "win32":  # pragma: no cover - a process group of its own, no fork
+                return subprocess.Popen(
+                    spec.argv,
+                    env=spec.env,
+                    cwd=spec.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    creationflags=subprocess.CREATE_NEW_PROCESS_GROUP,
+                )
             return subprocess.Popen(
                 spec.argv,
                 env=spec.env,
@@ -173,7 +183,7 @@ class Supervisor:
         self.stopping = True
         for r in self.running.values():
             if r.proc.poll() is None:
-                _signal_group(r.proc, signal.SIGTERM)
+                _signal_group(r.proc, kill=False)
         deadline = time.monotonic() + timeout
         for r in self.running.values():
             left = max(0.1, deadline - time.monotonic())
@@ -181,17 +191,21 @@ class Supervisor:
                 r.proc.wait(timeout=left)
             except subprocess.TimeoutExpired:
                 self.say(f"{r.spec.name} did not stop in {timeout:.0f}s; killing it")
-                _signal_group(r.proc, signal.SIGKILL)
+                _signal_group(r.proc, kill=True)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     r.proc.wait(timeout=5)
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Signal the process group our child leads (it was started in a session of its own).
+def _signal_group(proc: subprocess.Popen[bytes], *, kill: bool) -> None:
+    """SIGTERM (or SIGKILL) the process group our child leads (it was started in a session of its
+    own); on Windows, terminate the process itself.
 
     Only called while the child is not yet reaped, so its id cannot belong to anyone else."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+        if sys.platform == "win32":  # pragma: no cover
+            proc.kill() if kill else proc.terminate()
+        else:
+            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
 
 
 class ServiceFailed(Exception):

@@ -5,6 +5,7 @@
     GET  /v1/operations                   the latest records (newest first)
     GET  /v1/operations/{op_id}           OperationRecord (404 when unknown)
     POST /v1/operations/{op_id}/cancel    OperationRecord
+    POST /v1/operations/{op_id}/confirm   {note} -> OperationRecord (an operation awaiting an operator)
     GET  /healthz                         no token needed
 
 Every ``/v1`` request carries ``Authorization: Bearer <CRMCLUSTER_AGENT_TOKEN>`` (compared in
@@ -51,6 +52,7 @@ from node_agent.journal import OperationJournal
 from node_agent.operations import (
     AgentStopping,
     Clock,
+    NotAwaiting,
     OperationConflict,
     OperationManager,
     UnknownOperation,
@@ -58,6 +60,7 @@ from node_agent.operations import (
 )
 from node_agent.protocol import (
     Action,
+    ConfirmRequest,
     NodeStatus,
     OperationRecord,
     OperationRequest,
@@ -74,7 +77,7 @@ def build_driver(settings: AgentSettings, *, runner: CommandRunner) -> HostDrive
         return SandboxDriver(settings)
     from node_agent.drivers.windows import WindowsDriver
 
-    windows: HostDriver = WindowsDriver(settings, runner=runner)
+    windows: HostDriver = WindowsDriver.for_settings(settings, runner=runner)
     return windows
 
 
@@ -253,6 +256,15 @@ def create_app(
             return operations.cancel(op_id)
         except UnknownOperation:
             raise NotFound(f"no operation {op_id!r} on this agent") from None
+
+    @v1.post("/operations/{op_id}/confirm", response_model=OperationRecord)
+    async def confirm_operation(op_id: str, body: ConfirmRequest) -> OperationRecord:
+        try:
+            return operations.confirm(op_id, body.note)
+        except UnknownOperation:
+            raise NotFound(f"no operation {op_id!r} on this agent") from None
+        except NotAwaiting as exc:
+            raise Conflict(str(exc)) from None
 
     app.include_router(v1)
     return app

@@ -65,6 +65,10 @@ class UnknownOperation(Exception):
     pass
 
 
+class NotAwaiting(Exception):
+    """A confirmation for an operation that waits for nobody."""
+
+
 class AgentStopping(Exception):
     """The agent is shutting down and takes no new operation."""
 
@@ -161,7 +165,10 @@ class OperationManager:
     def _snapshot(self, op: _Operation) -> OperationRecord:
         if op.ctx is None:
             return op.record.model_copy()
-        return op.record.model_copy(update={"progress": op.ctx.fraction, "log_tail": list(op.ctx.lines)})
+        update: dict[str, Any] = {"progress": op.ctx.fraction, "log_tail": list(op.ctx.lines)}
+        if not op.record.state.finished:
+            update["awaiting"] = op.ctx.awaiting
+        return op.record.model_copy(update=update)
 
     def _save(self, op: _Operation) -> None:
         self.writer.save(self._snapshot(op))
@@ -201,6 +208,16 @@ class OperationManager:
         if not op.record.state.finished and op.task is not None and not op.task.done():
             op.cancel_requested = True
             op.task.cancel()
+        return self._snapshot(op)
+
+    def confirm(self, op_id: str, note: str) -> OperationRecord:
+        """A person confirms what a waiting operation asked for (the manual installer)."""
+        op = self._ops.get(op_id)
+        if op is None:
+            raise UnknownOperation(op_id)
+        if op.ctx is None or not op.ctx.confirm(note):
+            raise NotAwaiting(f"operation {op_id} is not waiting for an operator")
+        op.ctx.log("operator confirmed: " + redact(note)[:200])
         return self._snapshot(op)
 
     # Running ------------------------------------------------------------------------------------------
@@ -256,4 +273,7 @@ class OperationManager:
             op.ctx.log(message)
             self._finish(op, OperationState.FAILED, error=message)
             return
-        self._finish(op, OperationState.SUCCEEDED, result=redact_mapping(result_for_wire(checked)))
+        wire = result_for_wire(checked)
+        if op.ctx.commands:
+            wire = {**wire, "commands": list(op.ctx.commands)}
+        self._finish(op, OperationState.SUCCEEDED, result=redact_mapping(wire))

@@ -87,6 +87,9 @@ class Action(StrEnum):
     APPLY_MAINTENANCE_PLAN = "apply_maintenance_plan"
     MAINTENANCE_STATUS = "maintenance_status"
     RUN_MAINTENANCE_TASK = "run_maintenance_task"
+    #: Added: the SQL login's rights (VIEW SERVER STATE, BACKUP DATABASE, ALTER, CREATE ANY
+    #: DATABASE; sysadmin for xp_create_subdir), for the preflight.
+    CHECK_DATABASE_RIGHTS = "check_database_rights"
 
 
 class OperationState(StrEnum):
@@ -102,7 +105,7 @@ class OperationState(StrEnum):
         return self not in (OperationState.PENDING, OperationState.RUNNING)
 
 
-CrmService = Literal["indexer", "escalation", "email_manager", "integration"]
+CrmService = Literal["indexer", "escalation", "email_manager", "integration", "quickfind"]
 
 
 def _relative_path(value: str) -> str:
@@ -251,6 +254,7 @@ ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.APPLY_MAINTENANCE_PLAN: MaintenancePlanParams,
     Action.MAINTENANCE_STATUS: NoParams,
     Action.RUN_MAINTENANCE_TASK: MaintenanceTaskParams,
+    Action.CHECK_DATABASE_RIGHTS: NoParams,
 }
 assert set(ACTION_PARAMS) == set(Action)
 
@@ -378,6 +382,13 @@ class BackupResult(Result):
     #: Registry backups: the ``.reg`` files exported. Views backups: the views saved.
     exports: list[str] | None = None
     views: list[str] | None = None
+    #: Windows program files backups: the folders copied (the install, the shared ``Services``).
+    folders: list[str] | None = None
+    #: SQL Server backups, read back from ``msdb.dbo.backupset``: the backup set's identity
+    #: (``backup_set_uuid:…``), page checksums present (``WITH CHECKSUM``), ``COPY_ONLY``.
+    checksum: str | None = None
+    has_backup_checksums: bool | None = None
+    copy_only: bool | None = None
 
 
 class ProgramFilesRestoreResult(Result):
@@ -387,6 +398,12 @@ class ProgramFilesRestoreResult(Result):
     path: str
     website_path: str
     version: str | None = None
+    #: Windows, restored by renaming: what the failed install was renamed to (``CRM_failed``),
+    #: and the shared ``Services`` folder's; the restored files' count and size.
+    failed_copy: str | None = None
+    services_failed_copy: str | None = None
+    files: int | None = None
+    size: int | None = Field(None, alias="bytes", ge=0)
 
 
 class RegistryRestoreResult(Result):
@@ -408,6 +425,8 @@ class DatabaseRestoreResult(Result):
     schema_name: str | None = Field(None, alias="schema")
     disk: str | None = None
     database: str | None = None
+    #: When the backup put back was finished (msdb's ``backup_finish_date``).
+    backup_finished_at: datetime | None = None
 
 
 class RegisterDllResult(Result):
@@ -445,6 +464,15 @@ class InstallerResult(Result):
     installed: bool | None = None
     reinstalled: bool | None = None
     replication_engine: bool | None = None
+    # Windows (InstallShield): how it ran, when it started, the setup log's ResultCode (0:
+    # success), Setup.exe's exit code (not its outcome), when the upgrade log was written.
+    installer: Literal["response_file", "manual"] | None = None
+    started_at: datetime | None = None
+    result_code: int | None = None
+    setup_log: str | None = None
+    exit_code: int | None = None
+    upgrade_log_at: datetime | None = None
+    operator_note: str | None = None
 
 
 class ScriptOutcome(Result):
@@ -465,6 +493,8 @@ class UpgradeLogResult(Result):
     failed_scripts: list[str] = Field(default_factory=list)
     must_fix: list[str] = Field(default_factory=list)
     error_files: list[str] = Field(default_factory=list)
+    #: When the log was written (Windows: refused when older than the last installer run).
+    written_at: datetime | None = None
 
 
 class TriggersResult(Result):
@@ -490,6 +520,8 @@ class ReplicationEngineResult(Result):
 
 class MetadataResult(Result):
     reloaded_at: datetime
+    #: Windows: the application pool recycled, as IIS names it (``appcmd list app``).
+    app_pool: str | None = None
     #: The CRM schema's fingerprint as the reload saw it, where the driver computes one.
     schema_hash: str | None = Field(None, alias="schema")
 
@@ -501,6 +533,7 @@ class WarmupResult(Result):
     status: int
     sid: str | None = None
     logged_off: int = 0
+    user: str | None = None
 
 
 class LicenseCheckResult(Result):
@@ -515,6 +548,7 @@ class LicenseCheckResult(Result):
     checked: str
     valid_for: list[Version] | None = None
     key_hash: str
+    message: str | None = None
 
 
 class LibraryProbeResult(Result):
@@ -543,6 +577,22 @@ class DatabaseSessionsResult(Result):
     hosts: dict[str, int]
     programs: dict[str, dict[str, int]] = Field(default_factory=dict)
     total: int
+    #: Locks held on the CRM database, by client host (SQL Server: ``sys.dm_tran_locks``).
+    locks: dict[str, int] = Field(default_factory=dict)
+
+
+class DatabaseRightsResult(Result):
+    """``check_database_rights``: the SQL login and the rights the upgrade needs of it
+    (``HAS_PERMS_BY_NAME``, ``IS_SRVROLEMEMBER``); ``missing`` names what it lacks."""
+
+    login: str | None = None
+    view_server_state: bool
+    backup_database: bool
+    alter_database: bool
+    create_any_database: bool
+    sysadmin: bool
+    missing: list[str]
+    ok: bool
 
 
 class DtaObject(Result):
@@ -699,6 +749,7 @@ ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.APPLY_MAINTENANCE_PLAN: MaintenancePlanResult,
     Action.MAINTENANCE_STATUS: MaintenanceStatus,
     Action.RUN_MAINTENANCE_TASK: MaintenanceRun,
+    Action.CHECK_DATABASE_RIGHTS: DatabaseRightsResult,
 }
 assert set(ACTION_RESULTS) == set(Action)
 
@@ -756,6 +807,10 @@ class OperationRecord(BaseModel):
     result: dict[str, Any] | None = None
     error: str | None = None
     log_tail: list[str] = Field(default_factory=list)
+    #: ``operator`` while the action waits for a person (the manual installer: run the wizard by
+    #: hand, then ``POST /v1/operations/{op_id}/confirm``); the controller shows the step
+    #: ``awaiting_operator``.
+    awaiting: Literal["operator"] | None = None
 
     def parsed_result(self) -> Result:
         """The result as its action's model; :class:`ResultError` when it does not fit."""
@@ -772,6 +827,14 @@ class OperationRecord(BaseModel):
         parsed = parse_result(self.action, self.result)
         assert isinstance(parsed, model)
         return parsed
+
+
+class ConfirmRequest(BaseModel):
+    """``POST /v1/operations/{op_id}/confirm``: what the person did (kept in the log tail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000)
 
 
 class NodeStatus(BaseModel):

@@ -155,6 +155,8 @@ def _sysparams_warnings(nodes: Sequence[NodeRecord], config: ClusterConfig) -> l
                 nodes=[],
             )
         )
+    for field, message in config.problems():
+        out.append(ClusterWarning(code=f"{field}_not_a_server", message=message, nodes=[]))
     dtls = config.dtls_server_name
     if not dtls:
         out.append(ClusterWarning(code="dtls_server_name", message="DTLSServerName is not set", nodes=[]))

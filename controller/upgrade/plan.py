@@ -306,6 +306,6 @@ def plan_upgrade(
 
 def running_services(services: dict[str, Any]) -> tuple[str, ...]:
     """CRM services reported running (``integration`` included), in the vocabulary's order."""
-    order = [*CRM_SERVICES, "integration"]
+    order = [*CRM_SERVICES, "integration", "quickfind"]
     names = [s for s, st in services.items() if str(st) == "running" and s in order]
     return tuple(sorted(names, key=order.index))

@@ -41,6 +41,7 @@ from controller.upgrade.model import UpgradeRequest
 from controller.upgrade.plan import PlannedNode, running_services
 from node_agent.protocol import (
     Action,
+    DatabaseRightsResult,
     DtaObjectsResult,
     LibraryProbeResult,
     LicenseCheckResult,
@@ -64,6 +65,7 @@ FINDINGS = (
     "dta_objects",
     "backup_space",
     "sql_login",
+    "database_rights",
     "state_database",
 )
 
@@ -102,6 +104,21 @@ async def _gather_limited(factories: list[Callable[[], Awaitable[Any]]], limit: 
             return await f()
 
     return await asyncio.gather(*(one(f) for f in factories))
+
+
+def _rights_finding(rights: Any, node: str) -> Finding:
+    """The SQL login's rights as the database server's agent read them (HAS_PERMS_BY_NAME): a
+    lacking right fails (the backup, the disconnect check or the restore would); an agent that
+    cannot tell is a warning."""
+    if isinstance(rights, str) or rights is None:
+        return Finding(
+            "database_rights", "warn", f"could not check the SQL login's rights: {rights}", {"node": node}
+        )
+    r = rights.result_as(DatabaseRightsResult)
+    ev = {"node": node, "login": r.login, "missing": r.missing}
+    if r.missing:
+        return Finding("database_rights", "fail", "the SQL login lacks " + "; ".join(r.missing), ev)
+    return Finding("database_rights", "pass", f"the SQL login {r.login} has the rights the upgrade needs", ev)
 
 
 def _license_finding(lic: LicenseCheckResult, node: str, target: str) -> Finding:
@@ -272,11 +289,12 @@ async def run_preflight(
         return None
 
     db_ok = db is not None and db.name in by_name
-    lic, dta, probes = await asyncio.gather(
+    lic, dta, rights, probes = await asyncio.gather(
         op(db, Action.CHECK_LICENSE, {"license_key": request.license_key.get_secret_value()})
         if db is not None and db_ok
         else nothing(),
         op(db, Action.LIST_DTA_OBJECTS, {}) if db is not None and db_ok else nothing(),
+        op(db, Action.CHECK_DATABASE_RIGHTS, {}) if db is not None and db_ok else nothing(),
         _gather_limited([lambda n=n: op(n, Action.PROBE_LIBRARY, {}) for n in reachable_nodes], limit=64),  # type: ignore[misc]  # default-bound lambdas
     )
     if db is not None and db_ok:
@@ -310,6 +328,7 @@ async def run_preflight(
                 findings.append(
                     Finding("dta_objects", "pass", "no _dta_index_/_dta_stat_ objects", {"objects": []})
                 )
+        findings.append(_rights_finding(rights, db.name))
     else:
         findings.append(Finding("license", "fail", "no reachable database server to check the license", {}))
         findings.append(

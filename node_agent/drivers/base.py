@@ -19,6 +19,7 @@ what the guide asks (the operation reads ``failed`` with that message); cancella
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path, PurePath
@@ -37,6 +38,7 @@ READ_ONLY_ACTIONS: frozenset[Action] = frozenset(
         Action.FINGERPRINT_RECORDS,
         Action.DATABASE_SESSIONS,
         Action.LIST_DTA_OBJECTS,
+        Action.CHECK_DATABASE_RIGHTS,
         Action.WARMUP_LOGON,
         Action.MAINTENANCE_STATUS,
     }
@@ -87,6 +89,13 @@ class OperationContext:
         self.runner = runner
         self.fraction = 0.0
         self.lines: list[str] = []
+        #: Every command, T-SQL statement and file operation the action ran (or, in a dry run,
+        #: would have run), as the host receives it, secrets masked: the record's
+        #: ``result.commands``.
+        self.commands: list[str] = []
+        #: Set while the action waits for a person (``operator``); :meth:`confirm` ends the wait.
+        self.awaiting: str | None = None
+        self._confirmed: asyncio.Future[str] | None = None
         self._tail = tail
         self._on_change = on_change or (lambda: None)
 
@@ -99,6 +108,34 @@ class OperationContext:
     def log(self, line: str) -> None:
         self._append(line)
         self._on_change()
+
+    def record(self, line: str) -> None:
+        """Add one command to ``result.commands`` (already rendered and redacted by the caller)."""
+        from config.secrets import redact
+
+        self.commands.append(redact(line))
+        self._on_change()
+
+    async def wait_for_operator(self, what: str) -> str:
+        """Wait until a person confirms (``POST /v1/operations/{op_id}/confirm``); returns the
+        note they gave. The record reads ``awaiting: operator`` meanwhile."""
+        loop = asyncio.get_running_loop()
+        self._confirmed = loop.create_future()
+        self.awaiting = "operator"
+        self.log("awaiting operator: " + what)
+        try:
+            return await self._confirmed
+        finally:
+            self.awaiting = None
+            self._confirmed = None
+            self._on_change()
+
+    def confirm(self, note: str) -> bool:
+        """End :meth:`wait_for_operator`; False when the action is not waiting."""
+        if self._confirmed is None or self._confirmed.done():
+            return False
+        self._confirmed.set_result(note)
+        return True
 
     def _append(self, line: str) -> None:
         from config.secrets import redact
@@ -115,9 +152,13 @@ class OperationContext:
         check: bool = True,
     ) -> CommandResult:
         """Run ``argv`` (never through a shell); its output lines go to the log tail."""
+        import subprocess
+
         from config.secrets import redact
 
-        self.log("$ " + redact(" ".join(argv)))
+        line = redact(subprocess.list2cmdline(argv))
+        self.commands.append(line)
+        self.log("$ " + line)
         try:
             result = await self.runner.run(argv, env=env, timeout=timeout, on_line=self.log)
         except OSError as exc:  # not installed, not executable: the step cannot be done here

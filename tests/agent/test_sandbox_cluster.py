@@ -147,7 +147,14 @@ async def test_the_stand_in_web_server(db_agent: SandboxAgent) -> None:
     base = db_agent.web_url
     async with httpx.AsyncClient(base_url=base) as c:
         page = await c.get("/crm/eware.dll/Logon")
-        assert page.status_code == 200 and 'name="User_Logon"' in page.text
+        # Sage CRM's logon form: EWARE_USERID and PASSWORD, posted with a provisional SID.
+        assert (
+            page.status_code == 200 and 'name="EWARE_USERID"' in page.text and 'name="PASSWORD"' in page.text
+        )
+        assert "eware.dll/Logon?SID=" in page.text and "Log Out" not in page.text
+        sage = await c.post("/crm/eware.dll/Logon", data={"EWARE_USERID": "ann", "PASSWORD": "pw-ann-secret"})
+        assert sage.status_code == 200 and 'title="Log Out"' in sage.text
+        await c.get("/crm/eware.dll/Logoff", params={"SID": sage.headers["X-CRM-SID"]})
         assert (await c.get("/crm/")).status_code == 200
         logon = await c.post("/crm/eware.dll/Logon", data={"User_Logon": "bob", "Password": "hunter2-secret"})
         assert logon.status_code == 200 and logon.headers["X-CRM-Server"] == "crm1"

@@ -11,12 +11,44 @@ import pytest
 
 from config.settings import AgentSettings
 from node_agent.app import create_app
-from node_agent.drivers import windows_sql as tsql
-from node_agent.drivers.windows import WindowsDriver
+from node_agent.drivers.windows import WindowsDriver, tsql
 from node_agent.operations import OperationManager
 from node_agent.protocol import UNINSTALL_ACTIONS, Action, OperationRecord, parse_params
 from node_agent.runner import CommandResult, RecordingRunner
-from tests.agent.test_windows_driver import DB_URL, FakeServices
+from tests.agent.test_windows_driver import DB_URL
+
+
+class FakeServices:
+    """sc.exe over a dict of service states."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        self.states = states
+
+    def __call__(self, argv: list[str]) -> CommandResult:
+        verb, name = argv[1], argv[2]
+        if verb in ("query", "queryex"):
+            if name not in self.states:
+                return CommandResult(1060, "[SC] EnumQueryServicesStatus:OpenService FAILED 1060")
+            code = {"RUNNING": 4, "STOPPED": 1}[self.states[name]]
+            return CommandResult(
+                0,
+                f"SERVICE_NAME: {name}\n        STATE              : {code}  {self.states[name]}\n"
+                "        PID                : 4242",
+            )
+        if verb == "stop":
+            if self.states.get(name) == "STOPPED":
+                return CommandResult(
+                    1062, "[SC] ControlService FAILED 1062: The service has not been started."
+                )
+            self.states[name] = "STOPPED"
+        elif verb == "start":
+            self.states[name] = "RUNNING"
+        elif verb == "create":
+            self.states[name] = "STOPPED"
+        elif verb == "delete":
+            self.states.pop(name, None)
+        return CommandResult(0, "[SC] OK")
+
 
 APPCMD = "C:\\Windows\\System32\\inetsrv\\appcmd.exe"
 CONFIG = "HKLM\\SOFTWARE\\eWare\\Config\\/CRM"
@@ -177,7 +209,7 @@ async def test_the_guides_manual_uninstall_as_commands(win: Win) -> None:
     assert win.server.keys == set() and win.server.apps == set()
     assert set(win.server.states) == {"W3SVC"}
     # no command touches the database: no SQL at all
-    assert win.driver.sql.calls == []  # type: ignore[attr-defined]
+    assert win.driver.host.sql.calls == []  # type: ignore[attr-defined]
 
 
 async def test_every_step_run_again_changes_nothing(win: Win) -> None:

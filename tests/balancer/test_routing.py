@@ -168,3 +168,16 @@ async def test_per_logon_counts_mode_reads_activity_before_each_decision(
         await crm.logon("a", "crm1")
         await crm.logon("b", "crm2")
         assert await b.route(["u1"]) == ["crm3"]  # no refresh by hand: the logon itself read Activity
+
+
+async def test_a_dtls_server_not_among_the_servers_never_freezes_routing(
+    make_balancer: Any, crm: Crm
+) -> None:
+    """DTLS is not a routing field: a new server list that drops the DTLS server is followed."""
+    async with make_balancer() as b:
+        await crm.set_raw("DTLSServerName", "crm1")
+        await crm.set_raw("ServerNames", "crm2;crm3")
+        await crm.set_raw("FQServerNames", "crm2.example.com:8443;crm3.example.com")
+        assert await b.refresher.refresh_config()
+        assert await b.route(["u1", "u2"]) == ["crm2", "crm3"]
+        assert list(await b.servers()) == ["crm2", "crm3"]

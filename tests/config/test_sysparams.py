@@ -222,3 +222,47 @@ def test_parse_list_never_keeps_blank_entries(items: list[str]) -> None:
     parsed = parse_list(";".join(items))
     assert all(p and p == p.strip() for p in parsed)
     assert parsed == [i.strip() for i in items if i.strip()]
+
+
+async def test_a_real_sage_table_needs_only_name_value_and_deleted(engine: AsyncEngine) -> None:
+    """Sage's Custom_SysParams has more columns than ours and its key column is named otherwise:
+    reading (and writing) touches only Parm_Name, Parm_Value and Parm_Deleted."""
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                'CREATE TABLE "Custom_SysParams" ("Parm_SysParamsId" INTEGER PRIMARY KEY, '
+                '"Parm_Name" VARCHAR(100), "Parm_Value" VARCHAR(400), "Parm_Deleted" CHAR(1), '
+                '"Parm_CreatedBy" INTEGER, "Parm_Type" VARCHAR(40), "Parm_Group" VARCHAR(40))'
+            )
+        )
+        await conn.execute(
+            text(
+                'INSERT INTO "Custom_SysParams" ("Parm_SysParamsId", "Parm_Name", "Parm_Value", '
+                "\"Parm_Deleted\", \"Parm_Type\") VALUES (1, 'ServerNames', 'crm1;crm2', NULL, 'S'), "
+                "(2, 'DTLSServerName', 'crm1', NULL, 'S'), (3, 'ServerNames', 'old', 'Y', 'S')"
+            )
+        )
+    tables = crm_tables(CrmNames())  # parm_id is "Parm_ParmID": no such column here
+    async with engine.connect() as conn:
+        cfg = await store(tables).read(conn)
+    assert cfg.server_names == ["crm1", "crm2"] and cfg.dtls_server_name == "crm1"
+
+
+async def test_a_dtls_server_not_among_the_servers_never_stops_a_read(
+    crm_engine: AsyncEngine, tables: CrmTables
+) -> None:
+    """Routing does not use DTLS: a new server list is read even when DTLS names a server that is
+    no longer in it; the inconsistency is reported, and a write that fixes neither is refused."""
+    await insert_rows(
+        crm_engine, tables, [("ServerNames", "crm2;crm3", None), ("DTLSServerName", "crm1", None)]
+    )
+    async with crm_engine.connect() as conn:
+        cfg = await store(tables).read(conn)
+    assert cfg.server_names == ["crm2", "crm3"]
+    assert cfg.problems() == [("dtls_server_name", "DTLSServerName 'crm1' is not one of ServerNames")]
+    async with crm_engine.begin() as conn:
+        assert (await store(tables).write(conn, {"http_port": 8443})).http_port == 8443
+        with pytest.raises(SysParamsError, match="not one of"):
+            await store(tables).write(conn, {"server_names": ["crm2", "crm4"]})

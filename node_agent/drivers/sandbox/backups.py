@@ -77,6 +77,8 @@ class SandboxBackups:
 
     async def backup_database(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "database", ctx)
+        ctx.log(f"xp_create_subdir {rel}")  # SQL Server creates no folders: the backup's first
+        await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
         manifest = await database_backup.backup_database(self.host.settings.crm_url, dest, ctx)
         return {"path": rel, "schema_version": await self.host.db.schema_version(), **manifest, **_done()}
 
@@ -127,6 +129,16 @@ class SandboxBackups:
     async def restore_database(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         source = self._source(params.source)
         await database_backup.verify_backup(source)
+        # SET SINGLE_USER WITH ROLLBACK IMMEDIATE rolls idle sessions back, but a program that
+        # still runs (eware.dll, Tomcat's pool, a CRM service) takes the slot again at once: as on
+        # SQL Server, the restore fails (3101) until every server has stopped them.
+        await self.host.refresh_sessions()
+        held = await self.host.db.sessions()
+        if held:
+            who = "; ".join(f"{host}: {', '.join(sorted(p))}" for host, p in sorted(held.items()))
+            raise ActionFailed(
+                "Exclusive access could not be obtained because the database is in use (error 3101): " + who
+            )
         ctx.log("exclusive access: every other session is rolled back")
         await self.host.db.drop_all_sessions()
         await self.host.engine.dispose()

@@ -67,7 +67,12 @@ def _pg_args(url: URL) -> tuple[list[str], dict[str, str], str]:
 
 async def backup_database(crm_url: str, destination: Path, ctx: OperationContext) -> dict[str, Any]:
     url = parse_url(crm_url)
-    await asyncio.to_thread(destination.mkdir, parents=True, exist_ok=True)
+    if not await asyncio.to_thread(destination.is_dir):
+        # As SQL Server: it creates no folders (the caller runs xp_create_subdir first).
+        raise ActionFailed(
+            f"Cannot open backup device '{destination}'. Operating system error 3(The system cannot "
+            "find the path specified.). BACKUP DATABASE is terminating abnormally."
+        )
     backend = url.get_backend_name()
     if backend == "sqlite":
         live = sqlite_path(url)

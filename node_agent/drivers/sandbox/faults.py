@@ -10,7 +10,10 @@ Kinds:
 - ``crash``  the agent process dies in the middle of the action (``os._exit``);
 - ``log_error`` (``run_installer``) a script fails in the upgrade log, the installer still exits 0;
 - ``nb``     (``run_installer``) the upgrade log carries a "NB must be fixed" line;
-- ``invalid`` (``check_license``, ``run_installer``) the license key is refused.
+- ``invalid`` (``check_license``, ``run_installer``) the license key is refused;
+- ``response`` (``run_installer``) setup's log reads ``ResultCode=-3`` (the response file lacks
+  data), nothing is installed;
+- ``no_log`` (``run_installer``) setup writes no new ``upgradelog.html`` (an old one stays).
 
 ``*N`` after a kind makes it fire N times only (then the action behaves), e.g. to test a retry;
 the sandbox keeps the count in its state, so ``crash*1`` crashes once, not once per restart.
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from config.errors import SettingError
 from node_agent.protocol import Action
 
-KINDS = ("fail", "hang", "crash", "log_error", "nb", "invalid")
+KINDS = ("fail", "hang", "crash", "log_error", "nb", "invalid", "response", "no_log")
 
 
 @dataclass

@@ -27,7 +27,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
+from node_agent.drivers.sandbox.setup_replay import SandboxSetup
 from node_agent.drivers.sandbox.sql_agent import SandboxSqlAgent
 from node_agent.drivers.sandbox.uninstall import SandboxUninstall
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
@@ -147,6 +148,7 @@ class SandboxDriver(HostDriver):
         self._web = StandInWebServer(build_web_app(self), host=web_host, port=settings.sandbox_web_port)
         self._refresher: asyncio.Task[None] | None = None
         self.backups = SandboxBackups(self)
+        self.setup = SandboxSetup(self.base)
         self.uninstall = SandboxUninstall(self)
         self.sql_agent = SandboxSqlAgent(
             self,
@@ -212,6 +214,7 @@ class SandboxDriver(HostDriver):
         else:
             self._bootstrap()
         self.faults.already_used(dict(self.state.get("faults_used", {})))
+        self.setup.record()
         self.backup_root.mkdir(parents=True, exist_ok=True)
         try:
             await self._ensure_schema()
@@ -444,6 +447,10 @@ class SandboxDriver(HostDriver):
         key_hash = self._check_key(params.license_key.get_secret_value(), Action.RUN_INSTALLER)
         if params.database is not None:
             register_secret(params.database.password)
+        self.update_state(installer_started_at=_now().isoformat(), installer_version=params.version)
+        response_fault = self.faults.take(Action.RUN_INSTALLER, "response") is not None
+        code = self.setup.replay(ctx, params, fault_code=-3 if response_fault else 0)
+        no_log = self.faults.take(Action.RUN_INSTALLER, "no_log") is not None
         fail = self.faults.take(Action.RUN_INSTALLER, "fail") is not None
         log_error = self.faults.take(Action.RUN_INSTALLER, "log_error") is not None
         must_fix = self.faults.take(Action.RUN_INSTALLER, "nb") is not None
@@ -454,12 +461,12 @@ class SandboxDriver(HostDriver):
                     "the license key is registered five times already: contact your business partner"
                 )
         if params.mode == "add_node":
-            return await self._add_node(params, ctx, key_hash)
+            return {**await self._add_node(params, ctx, key_hash), "result_code": code}
         # The database server's upgrade: the node holding the database, or a run given the
         # database login (the wizard's "Confirm your database server name … and password").
         with_database = params.database is not None or self.holds_database
         was_web, was_tomcat = self.web_running, self.tomcat_running
-        result: dict[str, Any] = {"mode": "upgrade"}
+        result: dict[str, Any] = {"mode": "upgrade", "result_code": code}
         ctx.progress(0.1, "stopping IIS")
         self.update_state(web=STOPPED, tomcat=STOPPED)
         await self.refresh_sessions()
@@ -476,6 +483,7 @@ class SandboxDriver(HostDriver):
                 fail=fail,
                 log_error=log_error,
                 must_fix=must_fix,
+                write_log=not no_log,
             )
         except InstallerFault as exc:
             raise ActionFailed(str(exc)) from exc
@@ -541,7 +549,14 @@ class SandboxDriver(HostDriver):
         path = self.tree.upgrade_log
         if not path.is_file():
             raise ActionFailed("no upgrade log: Setup/upgradelog.html does not exist")
-        return parse_upgrade_log(path.read_text(encoding="utf-8")).as_result()
+        written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        started = self.state.get("installer_started_at")
+        if started and written < datetime.fromisoformat(started) - timedelta(seconds=2):
+            raise ActionFailed(
+                f"Setup/upgradelog.html was written {written:%Y-%m-%d %H:%M:%S} UTC, before the last "
+                "installer run: it is a stale log of an earlier upgrade"
+            )
+        return {**parse_upgrade_log(path.read_text(encoding="utf-8")).as_result(), "written_at": written}
 
     # Database switches ---------------------------------------------------------------------------------
     async def disable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
@@ -581,12 +596,14 @@ class SandboxDriver(HostDriver):
         return {"reloaded_at": when, "schema": await self.db.schema_hash()}
 
     async def warmup_logon(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        password = self.settings.warmup_password
         result = await warmup_logon(
             base_url=self.web_url,
             install_name=self.install_name,
             user=self.settings.warmup_user,
-            password=None,
+            password=password.get_secret_value() if password else "warm-up",
             transport=self.warmup_transport,
+            record=ctx.record,
         )
         self.note_warmup(_now())
         return result
@@ -622,6 +639,11 @@ class SandboxDriver(HostDriver):
         by_host = await self.db.sessions()
         hosts = {h: sum(p.values()) for h, p in by_host.items()}
         return {"hosts": hosts, "programs": by_host, "total": sum(hosts.values())}
+
+    async def check_database_rights(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
+        """The stand-in database's login owns it: every right the upgrade needs."""
+        rights = ("view_server_state", "backup_database", "alter_database", "create_any_database", "sysadmin")
+        return {"login": "sandbox", **dict.fromkeys(rights, True), "missing": [], "ok": True}
 
     async def list_dta_objects(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
         objects = await self.db.dta_objects()

@@ -151,6 +151,7 @@ class SandboxInstaller:
         fail: bool = False,
         log_error: bool = False,
         must_fix: bool = False,
+        write_log: bool = True,
     ) -> dict[str, object]:
         from_version = self.tree.version
         if to_version != TARGET:
@@ -240,7 +241,8 @@ class SandboxInstaller:
         )
 
         def write_logs() -> None:
-            atomic_write_text(self.tree.upgrade_log, document)
+            if write_log:
+                atomic_write_text(self.tree.upgrade_log, document)
             for o in outcomes:
                 suffix = ".html" if o.name.endswith(".es") else ".log"
                 name = ("*" if not o.success else "") + o.name + suffix
@@ -258,7 +260,7 @@ class SandboxInstaller:
         }
 
 
-SERVICES = ("indexer", "escalation", "email_manager", "integration")
+SERVICES = ("indexer", "escalation", "email_manager", "integration", "quickfind")
 _ROLE_SERVICES = {Role.INDEXER: "indexer", Role.ESCALATION: "escalation", Role.EMAIL_MANAGER: "email_manager"}
 
 

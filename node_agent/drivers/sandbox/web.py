@@ -2,11 +2,16 @@
 HTTP server on its own port (contract: DESIGN.md "Agent contract", the lead's item 1).
 
     GET  /{install}/                          the logon page (as the site's default document)
-    GET  /{install}/eware.dll/Logon           the logon page
-    POST /{install}/eware.dll/Logon           form ``User_Logon`` (and a password, never kept):
-                                              logs the user on — an ``Activity`` row with
-                                              ``Acty_ServerName`` = this node — and answers with
-                                              the session id (``SID``)
+    GET  /{install}/eware.dll/go|Logon        the logon page, as Sage CRM's: a form posting to
+                                              ``eware.dll/Logon?SID=<provisional>`` with the fields
+                                              ``EWARE_USERID`` and ``PASSWORD`` (the provisional SID
+                                              is no logon)
+    POST /{install}/eware.dll/Logon           ``EWARE_USERID`` (``User_Logon``, the balancer's sticky
+                                              field, is read too) and a password, never kept: logs
+                                              the user on — an ``Activity`` row with
+                                              ``Acty_ServerName`` = this node, a licence seat taken
+                                              until the Log Out link is followed — and answers the
+                                              logged-on page with the session id (``SID``)
     GET|POST /{install}/eware.dll/Logoff      ``SID`` or ``User_Logon``: closes the session
     GET  /{install}/eware.dll/Sessions        this server's open sessions (JSON)
     GET  /sdata/...                           Tomcat (SData): 200 while Tomcat runs, else 503
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import secrets
 import socket
 from collections.abc import Generator
 from typing import Any, Protocol
@@ -72,14 +78,17 @@ def _no_application() -> Response:
 
 def _logon_page(host: WebHost, message: str = "") -> str:
     e = html.escape
+    sid = secrets.randbelow(10**15)  # a provisional session id, as Sage's page carries
     return f"""<!DOCTYPE html>
 <html><head><title>Sage CRM - {e(host.node)}</title></head><body>
 <h1>Sage CRM {e(host.version or "")}</h1>
 <p>Server: <span id="server">{e(host.node)}</span></p>
 <p>{e(message)}</p>
-<form method="post" action="/{e(host.install_name.lower())}/eware.dll/Logon">
-<label>User name <input name="User_Logon"></label>
-<label>Password <input type="password" name="Password"></label>
+<form name="EntryForm" method="post"
+ action="/{e(host.install_name.lower())}/eware.dll/Logon?SID={sid}&amp;Act=0">
+<label>User name <input name="EWARE_USERID"></label>
+<label>Password <input type="password" name="PASSWORD"></label>
+<input type="hidden" name="HIDDEN_BrowserType" value="Other">
 <button type="submit">Log On</button>
 </form></body></html>
 """
@@ -102,7 +111,7 @@ def build_web_app(host: WebHost) -> Starlette:
         if request.method == "GET":
             return HTMLResponse(_logon_page(host))
         form = await _form(request)
-        user = form.get("User_Logon", "").strip()
+        user = (form.get("EWARE_USERID") or form.get("User_Logon") or "").strip()
         if not user or len(user) > 100:
             return HTMLResponse(_logon_page(host, "Enter your user name."), status_code=400)
         try:
@@ -115,7 +124,8 @@ def build_web_app(host: WebHost) -> Starlette:
             f"""<!DOCTYPE html><html><head><title>Sage CRM - {e(host.node)}</title></head><body>
 <p>Logged on as <span id="user">{e(user)}</span> to <span id="server">{e(host.node)}</span>.</p>
 <p>SID=<span id="sid">{sid}</span></p>
-<a href="/{e(host.install_name.lower())}/eware.dll/Logoff?SID={sid}">Log Off</a>
+<a href="/{e(host.install_name.lower())}/eware.dll/Do?SID={sid}&amp;Act=520">My CRM</a>
+<a href="/{e(host.install_name.lower())}/eware.dll/Logoff?SID={sid}" title="Log Out">Log Out</a>
 </body></html>""",
             headers={"X-CRM-Server": host.node, "X-CRM-SID": str(sid)},
         )
@@ -169,6 +179,7 @@ def build_web_app(host: WebHost) -> Starlette:
         Route(f"/{inst}", root, methods=["GET"]),
         Route(f"/{inst}/", root, methods=["GET"]),
         Route(f"/{inst}/eware.dll/Logon", logon, methods=["GET", "POST"]),
+        Route(f"/{inst}/eware.dll/go", logon, methods=["GET"]),
         Route(f"/{inst}/eware.dll/Logoff", logoff, methods=["GET", "POST"]),
         Route(f"/{inst}/eware.dll/Sessions", sessions, methods=["GET"]),
         Route("/sdata", sdata, methods=["GET"]),
