@@ -110,7 +110,7 @@ def test_dashboard_is_well_formed(tmp_path: Path) -> None:
     panels = dash["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
-    boxes = []
+    boxes: list[tuple[str, tuple[int, int, int, int]]] = []
     for p in panels:
         g = p["gridPos"]
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
