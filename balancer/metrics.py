@@ -1,14 +1,18 @@
 """The balancer's Prometheus metrics, on a registry of its own (one per app, so tests can run many).
 
-    crmcluster_balancer_logons_routed_total{server}        logons sent to each server
+    crmcluster_balancer_logons_routed_total{server,reason} logons sent to each server, by why it
+                                                           was chosen (least_loaded | sticky |
+                                                           first_available)
     crmcluster_balancer_decisions_total{reason}            least_loaded | sticky | first_available
                                                            | unavailable (503) | rejected (4xx)
     crmcluster_balancer_decision_seconds                   time to choose a server (histogram)
-    crmcluster_balancer_pending{server}                    pending logons (routed, not yet in Activity;
-                                                           this replica's and its peers')
-    crmcluster_balancer_logged_on{server}                  logged-on users from Activity
+    crmcluster_balancer_pending_logons{server}             pending logons (routed, not yet in
+                                                           Activity; this replica's and its peers')
+    crmcluster_balancer_logged_on_users{server}            logged-on users from Activity
     crmcluster_balancer_server_up{server}                  1 when the server takes logons
     crmcluster_balancer_stale                              1 while routing on last known data
+    crmcluster_balancer_database_up{db}                    0 while that database's reads fail
+    crmcluster_balancer_health_checks_total{server,result} health check results (up|down)
     crmcluster_balancer_health_changes_total{server,to}    health check transitions (up|down)
     crmcluster_balancer_config_reloads_total{result}       changed | invalid
     crmcluster_balancer_db_errors_total{db}                crm | state
@@ -41,12 +45,15 @@ from balancer.pool import ServerPool
 _PREFIX = "crmcluster_balancer_"
 LATENCY_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
 DECISION_REASONS = ("least_loaded", "sticky", "first_available", "unavailable", "rejected")
+#: The reasons a logon is routed to a server (the others answer without one).
+ROUTED_REASONS = ("least_loaded", "sticky", "first_available")
 
 
 class BalancerMetrics(Collector):
     def __init__(self, pool: ServerPool) -> None:
         self.pool = pool
-        self.routed: dict[str, int] = {}
+        #: server -> reason -> logons; a server's dict is made once, on its first logon.
+        self.routed: dict[str, dict[str, int]] = {}
         self.decisions: dict[str, int] = dict.fromkeys(DECISION_REASONS, 0)
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
@@ -54,6 +61,9 @@ class BalancerMetrics(Collector):
         r = self.registry
         self.health_changes = Counter(
             _PREFIX + "health_changes", "Health check transitions", ["server", "to"], registry=r
+        )
+        self.health_checks = Counter(
+            _PREFIX + "health_checks", "Health check results", ["server", "result"], registry=r
         )
         self.config_reloads = Counter(
             _PREFIX + "config_reloads", "Custom_SysParams reloads", ["result"], registry=r
@@ -75,13 +85,19 @@ class BalancerMetrics(Collector):
         self._buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         self._latency_sum += elapsed
         if server is not None:
-            self.routed[server] = self.routed.get(server, 0) + 1
+            counts = self.routed.get(server)
+            if counts is None:
+                counts = self.routed[server] = dict.fromkeys(ROUTED_REASONS, 0)
+            counts[reason] += 1
 
     # Scrape ------------------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
-        routed = CounterMetricFamily(_PREFIX + "logons_routed", "Logons routed, by server", labels=["server"])
-        for server, n in sorted(self.routed.items()):
-            routed.add_metric([server], n)
+        routed = CounterMetricFamily(
+            _PREFIX + "logons_routed", "Logons routed, by server and reason", labels=["server", "reason"]
+        )
+        for server, counts in sorted(self.routed.items()):
+            for reason, n in counts.items():
+                routed.add_metric([server, reason], n)
         yield routed
         decisions = CounterMetricFamily(_PREFIX + "decisions", "Decisions, by reason", labels=["reason"])
         for reason, n in self.decisions.items():
@@ -98,8 +114,12 @@ class BalancerMetrics(Collector):
             sum_value=self._latency_sum,
         )
         pool = self.pool
-        pending = GaugeMetricFamily(_PREFIX + "pending", "Pending logons, by server", labels=["server"])
-        logged_on = GaugeMetricFamily(_PREFIX + "logged_on", "Logged-on users, by server", labels=["server"])
+        pending = GaugeMetricFamily(
+            _PREFIX + "pending_logons", "Pending logons, by server", labels=["server"]
+        )
+        logged_on = GaugeMetricFamily(
+            _PREFIX + "logged_on_users", "Logged-on users, by server", labels=["server"]
+        )
         up = GaugeMetricFamily(_PREFIX + "server_up", "1 when the server takes logons", labels=["server"])
         for slot in pool.slots:
             pending.add_metric([slot.name], len(slot.pending) + slot.peer_pending)
@@ -109,6 +129,12 @@ class BalancerMetrics(Collector):
         yield GaugeMetricFamily(
             _PREFIX + "stale", "1 while routing on last known data", 1 if pool.stale else 0
         )
+        db_up = GaugeMetricFamily(
+            _PREFIX + "database_up", "0 while reads of the database fail", labels=["db"]
+        )
+        db_up.add_metric(["crm"], 0 if pool.crm_stale else 1)
+        db_up.add_metric(["state"], 0 if pool.state_stale else 1)
+        yield db_up
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

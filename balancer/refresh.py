@@ -166,9 +166,10 @@ class Refresher:
         now = self.clock()
         for key, ok in results.items():
             changed = self.pool.apply_health(key, ok, now=now)
+            slot = self.pool.by_key.get(key)
+            name = slot.name if slot else key
+            self.metrics.health_checks.labels(name, "up" if ok else "down").inc()
             if changed is not None:
-                slot = self.pool.by_key.get(key)
-                name = slot.name if slot else key
                 to = "up" if changed else "down"
                 self.metrics.health_changes.labels(name, to).inc()
                 log.warning("server %s is %s (health check)", name, to)

@@ -65,6 +65,8 @@ class CommonSettings(BaseSettings):
     crm_timezone: str = "UTC"
     secret_key: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``auto``: JSON lines unless stderr is a terminal; ``json`` or ``text`` to choose (config.logs).
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     # Custom_SysParams row names: Sage does not publish them, so they are settings.
     sysparam_server_names: str = "ServerNames"

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from config.api_errors import install_error_handlers
 from config.crm_schema import create_embedded_crm_tables, crm_tables
 from config.database import make_engine
+from config.logs import RequestContext
 from config.migrate import migrate
 from config.request_guard import install_guard
 from config.secrets import SecretBox, register_secret
@@ -41,6 +42,7 @@ from controller.errors import API_ERRORS
 from controller.maintenance import sql_agent as maintenance
 from controller.registry import cluster, heartbeats
 from controller.upgrade import runtime as upgrade
+from node_agent.protocol import REQUEST_ID_HEADER
 
 log = logging.getLogger("crmcluster.controller")
 
@@ -113,6 +115,8 @@ def create_app(
     )
     install_error_handlers(app, extra=API_ERRORS)
     install_guard(app, settings, authenticate=authn.authenticate, service="controller")
+    # Each request's log lines (and the agent calls it makes) carry its request id.
+    app.add_middleware(RequestContext, request_id_header=REQUEST_ID_HEADER)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -126,8 +130,10 @@ def create_app(
         ctx: ControllerContext = app.state.ctx
         try:
             await cluster.view(ctx)  # refreshes the node and warning gauges
+            ctx.metrics.heartbeat_ages(await ctx.registry.list_nodes(), now=ctx.clock())
         except Exception as exc:  # noqa: BLE001 - whatever the gauges' sources do, a scrape answers
             log.debug("metrics: gauges not refreshed: %s", exc)
+        await ctx.metrics.read_databases(state=ctx.state_engine, crm=ctx.crm_engine)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     for module in (

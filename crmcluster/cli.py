@@ -53,6 +53,31 @@ def migrate(
     typer.echo("state database at " + ", ".join(sorted(revs)))
 
 
+@app.command("backup-state")
+def backup_state(
+    to: Annotated[Path, typer.Option("--to", help="Folder of the backups.")],
+    keep_days: Annotated[float, typer.Option(help="Delete backups older than this, after a good one.")] = 14,
+    textfile_dir: Annotated[
+        Path | None, typer.Option(help="Write the outcome for node_exporter's textfile collector here.")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="State database URL (default: settings).")] = None,
+) -> None:
+    """Back up crmcluster's own state database (deploy/systemd/crmcluster-state-backup.timer, daily)."""
+    from config.settings import CommonSettings, load_settings
+    from crmcluster.state_backup import BackupFailed
+    from crmcluster.state_backup import backup_state as run_backup
+
+    settings = load_settings(CommonSettings)
+    try:
+        done = run_backup(url or settings.state_url, to=to, keep_days=keep_days, textfile_dir=textfile_dir)
+    except BackupFailed as exc:
+        raise fail(str(exc), 1) from None
+    typer.echo(
+        f"state database backed up to {done.path} ({done.size} bytes in {done.seconds:.1f}s); "
+        f"{len(done.removed)} older backup(s) removed"
+    )
+
+
 @app.command()
 def controller(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] = 8700) -> None:
     """Run the controller (REST API, registry, upgrades, dashboard)."""
@@ -60,7 +85,7 @@ def controller(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()]
     from controller.app import create_app
 
     settings = load_settings(ControllerSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings, service="controller")
     serve(create_app(settings), host=host, port=port, log_level=settings.log_level)
 
 
@@ -71,7 +96,7 @@ def balancer(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] =
     from config.settings import BalancerSettings, load_settings
 
     settings = load_settings(BalancerSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings, service="balancer")
     serve(
         create_app(settings),
         host=host,
@@ -124,7 +149,7 @@ def agent(
     settings = load_settings(AgentSettings, **overrides)
     if not settings.name:
         raise fail("CRMCLUSTER_NAME: required (or --name), not set", 2)
-    setup_logging(settings.log_level)
+    setup_logging(settings, service="agent", node=settings.name)
     serve(create_app(settings), host=host, port=port, log_level=settings.log_level)
 
 

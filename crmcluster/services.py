@@ -6,7 +6,7 @@ comes with ``uvicorn[standard]``) — and parses HTTP with ``http="auto"`` (http
 installed). ``asyncio.run(server.serve())`` would skip the loop choice and run on the stock
 asyncio loop: the balancer then did 0.58 of a bare uvicorn app's logons/s instead of 0.85+.
 Once the app's lifespan has started, the collector is tamed (:mod:`crmcluster.collector`).
-Logs go through our redaction; a port already taken is one clear line.
+Logs are one line per event (:mod:`config.logs`), secrets redacted; a port already taken is one clear line.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
-from config.secrets import install_redaction
+from config import logs
+from config.settings import CommonSettings
 from crmcluster.collector import tame_after_startup
 
 log = logging.getLogger("crmcluster")
@@ -47,15 +48,15 @@ def check_port_free(host: str, port: int) -> None:
             raise
 
 
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def setup_logging(settings: CommonSettings, *, service: str, node: str | None = None) -> None:
+    """One line per event on stderr: JSON unless it is a terminal (``CRMCLUSTER_LOG_FORMAT``)."""
+    logs.configure(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        service=service,
+        static={"node": node} if node else None,
         stream=sys.stderr,
     )
-    install_redaction()
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        install_redaction(logging.getLogger(name))
 
 
 class _Server(uvicorn.Server):

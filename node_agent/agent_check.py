@@ -107,6 +107,8 @@ class AgentCheck:
         self._in_rotation: bool | None = None  # None: no answer given yet by this process
         self._ramp_start: float | None = None
         self.last_answer: str | None = None
+        #: Answers given, by their operational or administrative word (up, drain, maint, down).
+        self.answers: dict[str, int] = {}
 
     def _weight_percent(self, in_rotation: bool) -> int:
         now = self._clock()
@@ -136,6 +138,9 @@ class AgentCheck:
         if line.split(" ", 2)[:2] != (self.last_answer or "").split(" ", 2)[:2]:
             log.info("agent-check: answering %r (controller: %s, IIS running: %s)", line, state, web)
         self.last_answer = line
+        first = line.split(" ", 1)[0]
+        word = "drain" if first == "up" and "drain" in line else first
+        self.answers[word] = self.answers.get(word, 0) + 1
         return line
 
 

@@ -7,6 +7,7 @@
     POST /v1/operations/{op_id}/cancel    OperationRecord
     POST /v1/operations/{op_id}/confirm   {note} -> OperationRecord (an operation awaiting an operator)
     GET  /healthz                         no token needed
+    GET  /metrics                         Prometheus text (node_agent.metrics), no token needed
 
 Every ``/v1`` request carries ``Authorization: Bearer <CRMCLUSTER_AGENT_TOKEN>`` (compared in
 constant time). The lifespan starts the driver (the sandbox's stand-in web server), reads the
@@ -27,7 +28,8 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from config.aiotasks import TaskSupervisor
 from config.api_errors import (
@@ -40,6 +42,7 @@ from config.api_errors import (
 )
 from config.database import parse_url
 from config.errors import SettingError
+from config.logs import RequestContext
 from config.request_guard import OPEN, Refused, Scope, bearer_token, install_guard
 from config.secrets import register_secret
 from config.settings import AgentSettings
@@ -49,6 +52,7 @@ from node_agent.drivers.base import HostDriver
 from node_agent.heartbeat import HeartbeatSender, Sleep
 from node_agent.iis_watch import IisResetWatcher
 from node_agent.journal import OperationJournal
+from node_agent.metrics import AgentMetrics
 from node_agent.operations import (
     AgentStopping,
     Clock,
@@ -59,6 +63,9 @@ from node_agent.operations import (
     utcnow,
 )
 from node_agent.protocol import (
+    OPERATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    RUN_ID_HEADER,
     Action,
     ConfirmRequest,
     NodeStatus,
@@ -103,7 +110,9 @@ def create_app(
     run_cmd = runner or SubprocessRunner()
     host_driver = driver or build_driver(settings, runner=run_cmd)
     journal = OperationJournal(settings.data_dir / "agent" / "operations")
+    metrics = AgentMetrics()
     operations = OperationManager(
+        on_finish=metrics.operation_finished,
         driver=host_driver,
         journal=journal,
         runner=run_cmd,
@@ -141,6 +150,9 @@ def create_app(
                 transport=controller_transport,
                 sleep=sleep or asyncio.sleep,
             )
+    if agent_check is not None:
+        metrics.check = agent_check.check
+    metrics.keeper = keeper
     heartbeat: HeartbeatSender | None = None
     if settings.controller_url:
         heartbeat = HeartbeatSender(
@@ -192,6 +204,8 @@ def create_app(
     app.state.operations = operations
     app.state.watcher = watcher
     app.state.heartbeat = heartbeat
+    metrics.heartbeat = heartbeat
+    app.state.metrics = metrics
     app.state.assignment = keeper
     app.state.assignment_poller = poller
     app.state.agent_check = agent_check
@@ -209,6 +223,14 @@ def create_app(
         return "controller"
 
     install_guard(app, settings, authenticate=authenticate, service=f"agent {settings.name}")
+    # Outermost: the controller's ids (request, upgrade run, operation) on every log line of the request and
+    # of the operations it starts (their tasks copy the
+    # context), the guard's refusals included.
+    app.add_middleware(
+        RequestContext,
+        request_id_header=REQUEST_ID_HEADER,
+        headers={RUN_ID_HEADER: "run_id", OPERATION_ID_HEADER: "op_id"},
+    )
 
     async def require_token(request: Request) -> None:
         if getattr(request.state, "principal", None) is None:
@@ -219,6 +241,10 @@ def create_app(
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @v1.get("/status", response_model=NodeStatus)
     async def status() -> NodeStatus:

@@ -54,7 +54,8 @@ class HeartbeatSender:
         self._transport = transport
         self._sleep = sleep
         self._on_answer = on_answer
-        self.failures = 0
+        self.failures = 0  # in a row (the back-off)
+        self.failed = 0  # since start (the metric)
         self.sent = 0
         self.last_answer: dict[str, object] | None = None
         self._why = ""
@@ -97,6 +98,7 @@ class HeartbeatSender:
 
     def _failed(self, why: str) -> None:
         self.failures += 1
+        self.failed += 1
         self._why = why
 
     def _before_retry(self, state: RetryCallState) -> None:

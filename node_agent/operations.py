@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from config import logs
 from config.secrets import redact, redact_mapping
 from node_agent.drivers.base import READ_ONLY_ACTIONS, DriverError, HostDriver, OperationContext
 from node_agent.journal import JournalWriter, OperationJournal
@@ -98,8 +99,10 @@ class OperationManager:
         runner: CommandRunner,
         clock: Clock = utcnow,
         keep: timedelta = timedelta(days=30),
+        on_finish: Callable[[OperationRecord], None] | None = None,
     ) -> None:
         self.driver = driver
+        self.on_finish = on_finish
         self.journal = journal
         self.writer = JournalWriter(journal)
         self.runner = runner
@@ -126,7 +129,14 @@ class OperationManager:
                     }
                 )
                 self.journal.save(rec)
-                log.warning("operation %s (%s) was interrupted by an agent restart", op_id, rec.action)
+                log.warning(
+                    "operation %s (%s) was interrupted by an agent restart",
+                    op_id,
+                    rec.action,
+                    extra={"op_id": op_id, "action": rec.action.value},
+                )
+                if self.on_finish is not None:
+                    self.on_finish(rec)
             op = _Operation(rec)
             op.done.set()
             self._ops[op_id] = op
@@ -227,8 +237,25 @@ class OperationManager:
             op.ctx.fraction = 1.0
         self._save(op)
         op.done.set()
+        rec = op.record
+        took = (
+            (rec.finished_at - (rec.started_at or rec.created_at)).total_seconds() if rec.finished_at else 0.0
+        )
+        log.log(
+            logging.INFO if state == OperationState.SUCCEEDED else logging.WARNING,
+            "operation %s (%s) %s in %.1fs%s",
+            rec.op_id,
+            rec.action.value,
+            state.value,
+            took,
+            f": {rec.error}" if rec.error else "",
+        )
+        if self.on_finish is not None:
+            self.on_finish(rec)
 
     async def _run(self, op: _Operation, params: Params) -> None:
+        # This task's own context (a copy of the submitting request's): its lines name the op.
+        logs.bind(op_id=op.record.op_id, action=op.record.action.value)
         action = op.record.action
         op.ctx = OperationContext(
             op_id=op.record.op_id, action=action, runner=self.runner, on_change=lambda: self._save(op)
@@ -240,6 +267,7 @@ class OperationManager:
                     update={"state": OperationState.RUNNING, "started_at": self.clock()}
                 )
                 self._save(op)
+                log.info("operation %s (%s) started", op.record.op_id, action.value)
                 result = await self.driver.perform(action, params, op.ctx)
         except asyncio.CancelledError:
             if op.cancel_requested:

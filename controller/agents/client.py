@@ -13,6 +13,9 @@ One request each; following an operation to its end (blips, deadline, cancel) is
     client = AgentClient("http://127.0.0.1:8701", token, transport=transport)
     record = await carry_out(client, op_id="run-1:3", action="stop_web", params={}, deadline=now + 120)
     record.result_as(WebResult).web  # ServiceStatus.STOPPED
+
+Every request carries the ids bound to the calling task (request, upgrade run, operation; see
+:mod:`config.logs`) as headers, so the agent's log lines name them too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from typing import Any
 
 import httpx
 
+from config import logs
 from node_agent.protocol import (
+    OPERATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    RUN_ID_HEADER,
     Action,
     NodeStatus,
     OperationRecord,
@@ -33,6 +40,15 @@ from node_agent.protocol import (
 
 #: Gives the token to send, per request (it changes when the node's token is rotated).
 TokenSource = Callable[[], Awaitable[str | None]]
+
+#: Context fields (:mod:`config.logs`) sent to the agent with every request, and their headers.
+CONTEXT_HEADERS = {"request_id": REQUEST_ID_HEADER, "run_id": RUN_ID_HEADER, "op_id": OPERATION_ID_HEADER}
+
+
+def context_headers() -> dict[str, str]:
+    """The ids of what the current task serves, as headers: the agent logs them on its side."""
+    bound = logs.current()
+    return {header: bound[field] for field, header in CONTEXT_HEADERS.items() if field in bound}
 
 
 class AgentError(Exception):
@@ -75,7 +91,8 @@ class AgentClient:
 
     async def _request(self, method: str, path: str, **kw: Any) -> Any:
         try:
-            resp = await self._client.request(method, path, headers=await self._headers(), **kw)
+            headers = {**context_headers(), **await self._headers()}
+            resp = await self._client.request(method, path, headers=headers, **kw)
         except (httpx.TransportError, OSError) as exc:
             raise AgentUnreachable(f"agent {self.base_url} unreachable: {type(exc).__name__}") from exc
         if resp.status_code >= 500:

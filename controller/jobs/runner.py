@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from config import logs
 from controller.agents.client import AgentError
 from controller.agents.follow import StepFailed, carry_out
 from controller.errors import ClusterBusy
@@ -36,13 +37,27 @@ async def run_steps(
     kind: str = "job",
 ) -> bool:
     """Run ``steps`` in order; on the first failure stop, run ``compensate`` (appended as steps,
-    their failures only logged), and fail the job naming the step. True when every step succeeded."""
+    their failures only logged), and fail the job naming the step. True when every step succeeded.
+    Its log lines (and the agents' for its operations) carry ``job_id`` and each step's ``op_id``."""
+    with logs.bound(job_id=job_id):
+        return await _run_steps(ctx, job_id, steps, compensate=compensate, kind=kind)
+
+
+async def _run_steps(
+    ctx: ControllerContext,
+    job_id: str,
+    steps: Sequence[StepSpec],
+    *,
+    compensate: Sequence[StepSpec],
+    kind: str,
+) -> bool:
     store = ctx.jobs
     for seq, spec in enumerate(steps, start=1):
         op_id = f"{job_id}:{seq}"
         await store.start_step(job_id, seq, op_id=op_id)
         try:
-            result = await spec.run(op_id)
+            with logs.bound(op_id=op_id):
+                result = await spec.run(op_id)
         except Exception as exc:  # noqa: BLE001 - any failure of a step is recorded and compensated
             message = _error_message(exc)
             await store.finish_step(job_id, seq, status=FAILED, message=message)

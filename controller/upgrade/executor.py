@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from config import logs
 from config.secrets import SecretBox, redact
 from config.vocabulary import NodeState
 from controller.agents.client import AgentPool
@@ -83,8 +84,11 @@ class RunExecutor:
         is_leader: Callable[[], bool] = lambda: True,
         session_wait: float = 1.0,
         shared_state_database: bool = False,
+        on_step_finished: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.run_id = run_id
+        #: Called with (action, status, seconds) as each step ends (the step duration metric).
+        self.on_step_finished = on_step_finished
         self.store = store
         self.agents = agents
         self.box = box
@@ -138,6 +142,7 @@ class RunExecutor:
         return True
 
     async def drive(self) -> None:
+        logs.bind(run_id=self.run_id)  # drive() is a task of its own; its steps' tasks copy this
         if not await self.load():
             return
         while self.is_leader():
@@ -379,7 +384,10 @@ class RunExecutor:
         deadline = None
         if step.timeout and step.started_at is not None:
             deadline = epoch(step.started_at) + step.timeout
-        work = asyncio.create_task(self._perform(step, deadline, fresh=fresh))
+        where = f" on {step.node}" if step.node else ""
+        with logs.bound(op_id=step.op_id):  # the work task copies the context as it is created
+            log.info("step %s (%s%s, %s) started", step.id, step.action, where, step.phase)
+            work = asyncio.create_task(self._perform(step, deadline, fresh=fresh))
         abort = asyncio.create_task(self.aborting.wait())
         try:
             done, _ = await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
@@ -413,6 +421,28 @@ class RunExecutor:
                 step.status = StepStatus.SUCCEEDED
                 step.result, step.message = outcome
         step.finished_at = self.now()
+        self._step_ended(step)
+
+    def _step_ended(self, step: Step) -> None:
+        took = (
+            (step.finished_at - step.started_at).total_seconds()
+            if step.started_at and step.finished_at
+            else 0.0
+        )
+        where = f" on {step.node}" if step.node else ""
+        log.log(
+            logging.INFO if step.status == StepStatus.SUCCEEDED else logging.WARNING,
+            "step %s (%s%s) %s in %.1fs%s",
+            step.id,
+            step.action,
+            where,
+            step.status.value,
+            took,
+            f": {redact(step.message)}" if step.message else "",
+            extra={"op_id": step.op_id},
+        )
+        if self.on_step_finished is not None:
+            self.on_step_finished(step.action, step.status.value, took)
 
     async def _cancel_on_agent(self, step: Step) -> None:
         if step.is_local or not step.node or step.op_id is None:

@@ -66,7 +66,9 @@ class Orchestrator:
         web_transport_for: WebTransportFor | None = None,
         interval: float = 1.0,
         session_wait: float = 1.0,
+        on_step_finished: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        self.on_step_finished = on_step_finished
         self.store = store
         self.agents = agents
         self.box = box
@@ -141,6 +143,7 @@ class Orchestrator:
                     is_leader=lambda: self.lease.held,
                     session_wait=self.session_wait,
                     shared_state_database=self.settings.crm_url == self.settings.state_url,
+                    on_step_finished=self.on_step_finished,
                 )
                 task = asyncio.create_task(ex.drive(), name=f"upgrade-{run.id}")
                 task.add_done_callback(lambda _t: self._wake.set())

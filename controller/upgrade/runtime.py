@@ -37,6 +37,7 @@ def orchestrator_for(ctx: ControllerContext, **hooks: Any) -> Orchestrator:
         polling=hooks.pop(
             "polling", Polling(min_interval=float(getattr(settings, "upgrade_poll_interval", 0.05)))
         ),
+        on_step_finished=hooks.pop("on_step_finished", ctx.metrics.step_finished),
         **hooks,
     )
     _orchestrators[id(ctx)] = orch

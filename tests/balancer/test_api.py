@@ -66,15 +66,16 @@ async def test_metrics(make_balancer: Any, crm: Crm) -> None:
         await b.route(["u1", "u2", "alice"])
         text = (await b.client.get("/metrics")).text
         for line in (
-            'crmcluster_balancer_logons_routed_total{server="crm1"} 1.0',
-            'crmcluster_balancer_logons_routed_total{server="crm2"} 1.0',
-            'crmcluster_balancer_logons_routed_total{server="crm3"} 1.0',
+            'crmcluster_balancer_logons_routed_total{reason="least_loaded",server="crm1"} 1.0',
+            'crmcluster_balancer_logons_routed_total{reason="sticky",server="crm2"} 1.0',
+            'crmcluster_balancer_logons_routed_total{reason="least_loaded",server="crm3"} 1.0',
             'crmcluster_balancer_decisions_total{reason="least_loaded"} 2.0',
             'crmcluster_balancer_decisions_total{reason="sticky"} 1.0',
-            'crmcluster_balancer_pending{server="crm3"} 1.0',
-            'crmcluster_balancer_logged_on{server="crm2"} 1.0',
+            'crmcluster_balancer_pending_logons{server="crm3"} 1.0',
+            'crmcluster_balancer_logged_on_users{server="crm2"} 1.0',
             'crmcluster_balancer_server_up{server="crm1"} 1.0',
             'crmcluster_balancer_db_errors_total{db="crm"} 0.0',
+            'crmcluster_balancer_database_up{db="crm"} 1.0',
             "crmcluster_balancer_decision_seconds_count 3.0",
             "crmcluster_balancer_stale 0.0",
         ):

@@ -11,19 +11,26 @@ import pytest
 
 from tests.deploy.tools import DEPLOY, run, tool
 
-UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+UNITS = sorted([*(DEPLOY / "systemd").glob("*.service"), *(DEPLOY / "systemd").glob("*.timer")])
+SERVICES = [u for u in UNITS if u.suffix == ".service"]
+DAEMONS = [u for u in SERVICES if u.name in ("crmcluster-controller.service", "crmcluster-balancer.service")]
 INSTALLED = "/opt/crmcluster/bin/crmcluster"
 
 
-def test_there_is_a_unit_for_the_controller_and_the_balancer() -> None:
-    assert {u.name for u in UNITS} == {"crmcluster-controller.service", "crmcluster-balancer.service"}
+def test_there_are_units_for_the_services_and_the_state_backup() -> None:
+    assert {u.name for u in UNITS} == {
+        "crmcluster-controller.service",
+        "crmcluster-balancer.service",
+        "crmcluster-state-backup.service",
+        "crmcluster-state-backup.timer",
+    }
 
 
 def local_copy(unit: Path, tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this checkout's ``crmcluster`` (verify checks that the
     program exists; on a server it is the venv under /opt/crmcluster)."""
     text = unit.read_text()
-    assert INSTALLED in text
+    assert INSTALLED in text or unit.suffix != ".service"
     crmcluster = Path(sys.executable).with_name("crmcluster")
     assert crmcluster.exists(), crmcluster
     copy = tmp_path / unit.name
@@ -39,7 +46,7 @@ def test_systemd_analyze_verify(unit: Path, tmp_path: Path) -> None:
     assert unit.name not in result.stderr, result.stderr  # no warning about our unit either
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", SERVICES, ids=lambda u: u.name)
 def test_units_are_hardened(unit: Path, tmp_path: Path) -> None:
     analyze = tool("systemd-analyze", "systemd")
     result = run([analyze, "security", "--offline=yes", "--threshold=20", str(local_copy(unit, tmp_path))])
@@ -49,7 +56,7 @@ def test_units_are_hardened(unit: Path, tmp_path: Path) -> None:
     assert result.returncode == 0 and float(level.group(1)) <= 2.0, result.stdout
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", DAEMONS, ids=lambda u: u.name)
 def test_units_run_as_the_dedicated_user_with_the_data_folder_writable(unit: Path) -> None:
     settings = dict(
         line.split("=", 1)
@@ -67,6 +74,14 @@ def test_units_run_as_the_dedicated_user_with_the_data_folder_writable(unit: Pat
     assert settings["RestartPreventExitStatus"] == "2"
     env_file = DEPLOY / "env" / Path(settings["EnvironmentFile"]).name
     assert env_file.exists(), f"{unit.name} reads {settings['EnvironmentFile']}, deploy/env has no example"
+
+
+def test_the_backup_runs_as_the_service_user_daily() -> None:
+    service = (DEPLOY / "systemd" / "crmcluster-state-backup.service").read_text()
+    assert "User=crmcluster" in service and "Type=oneshot" in service
+    assert f"ExecStart={INSTALLED} backup-state --to /var/backups/crmcluster" in service
+    timer = (DEPLOY / "systemd" / "crmcluster-state-backup.timer").read_text()
+    assert "OnCalendar=daily" in timer and "Persistent=true" in timer
 
 
 def test_sysusers_creates_the_service_user(tmp_path: Path) -> None:
