@@ -103,6 +103,8 @@ def step_command(task: str, *, database: str, folder: str, retention_days: int) 
         ext = "trn" if kind == "log" else "bak"
         name = literal(job_name(database, task))
         head = (
+            # SQL Server creates no folders (a missing one is OS error 3): the step makes its own.
+            f"EXEC master.sys.xp_create_subdir {literal(folder)};\n"
             f"DECLARE @file nvarchar(400) = {literal(folder + chr(92) + database + '_' + kind + '_')}"
             f" + FORMAT(SYSDATETIME(), N'yyyyMMdd_HHmmss') + N'.{ext}';\n"
         )

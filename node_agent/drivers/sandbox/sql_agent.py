@@ -274,6 +274,10 @@ class SandboxSqlAgent:
             )
             rel = f"{FOLDER}/{self.database}_{kind}_{now:%Y%m%d_%H%M%S_%f}"
             dest = resolve_under(host.backup_root, rel)
+            # The job step's first statement, as on Windows: xp_create_subdir (SQL Server creates no
+            # folders; BACKUP into a missing one is OS error 3).
+            ctx.log(f"xp_create_subdir {FOLDER}")
+            await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
             manifest = await database_backup.backup_database(host.settings.crm_url, dest, ctx)
             finished = self.clock()
             backupset.append(
