@@ -257,8 +257,12 @@ def make_plan(
 
 
 # The services ---------------------------------------------------------------------------------------
+#: Settings of the person's environment the demo's services keep (how they log).
+PASSED_THROUGH = ("CRMCLUSTER_LOG_FORMAT", "CRMCLUSTER_LOG_LEVEL")
+
+
 def _base_env(plan: DemoPlan) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMCLUSTER_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMCLUSTER_") or k in PASSED_THROUGH}
     env.update(
         {
             "CRMCLUSTER_DATA_DIR": str(plan.data_dir),

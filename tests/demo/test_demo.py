@@ -17,7 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
-from crmcluster.demo import DemoError, make_plan, node_roles, parse_faults, write_atomically
+from crmcluster.demo import (
+    DemoError,
+    agent_spec,
+    make_plan,
+    node_roles,
+    parse_faults,
+    service_specs,
+    write_atomically,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,6 +118,29 @@ def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
             controller_port=None,
             balancer_port=None,
         )
+
+
+def test_services_log_as_asked_and_take_nothing_else_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRMCLUSTER_LOG_FORMAT", "text")
+    monkeypatch.setenv("CRMCLUSTER_STATE_DB_URL", "postgresql+asyncpg://elsewhere/db")
+    plan = make_plan(
+        nodes=1,
+        data_dir=tmp_path,
+        ports="auto",
+        faults=[],
+        host="127.0.0.1",
+        controller_port=None,
+        balancer_port=None,
+    )
+    specs = service_specs(plan)
+    assert {s.env["CRMCLUSTER_LOG_FORMAT"] for s in specs} == {"text"}
+    assert {s.env["CRMCLUSTER_STATE_DB_URL"] for s in specs} == {plan.state_db_url}
+    plan.node_tokens["crm1"] = "agt-" + "0" * 20  # issued by the controller in a real start
+    agent = agent_spec(plan, plan.nodes[0])
+    assert agent.env["CRMCLUSTER_LOG_FORMAT"] == "text"
+    assert agent.env["CRMCLUSTER_AGENT_CHECK_PORT"] == str(plan.nodes[0].agent_check_port)
 
 
 def test_demo_json_is_replaced_atomically(tmp_path: Path) -> None:

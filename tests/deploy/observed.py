@@ -68,7 +68,7 @@ async def observe(tmp_path: Path, tokens: dict[str, str], secret_key: str) -> Ob
                     f"/api/v1/agents/{name}/heartbeat",
                     content=beat.model_dump_json(),
                     headers={
-                        "Authorization": f"Bearer {tokens['agent']}",
+                        "Authorization": f"Bearer {agent.token}",
                         "Content-Type": "application/json",
                     },
                 )
@@ -102,5 +102,6 @@ async def observe(tmp_path: Path, tokens: dict[str, str], secret_key: str) -> Ob
             metrics["controller"] = (await h.client.get("/metrics")).text
             for name, agent in h.agents.items():
                 metrics[f"agent {name}"] = (await agent.client.get("/metrics")).text
+            node_tokens = {name: agent.token for name, agent in h.agents.items()}
     lines = [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
-    return Observed(run=done, metrics=metrics, lines=lines)
+    return Observed(run=done, metrics=metrics, lines=lines, tokens=node_tokens)
