@@ -4,6 +4,7 @@ A run moves through these statuses (DESIGN.md "Controller contract")::
 
     planned ──start──> running ──(sign-off gate)──> awaiting_approval ──approve──> running
        │                 │  ──pause──> paused ──resume──> running
+       │                 │  ──(manual installer waits)──> awaiting_operator ──confirm──> running
      abort               │  ──step fails, policy pause──> paused (retry the step, or roll back)
        v                 │  ──step fails, policy restore / abort / rollback──> restoring
     aborted              v                                                       │
@@ -31,6 +32,9 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     AWAITING_APPROVAL = "awaiting_approval"
+    #: A step waits for a person (the manual installer: run the wizard, then confirm); the
+    #: loop goes on following it, and the run's other lanes go on.
+    AWAITING_OPERATOR = "awaiting_operator"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     RESTORING = "restoring"
@@ -39,15 +43,26 @@ class RunStatus(StrEnum):
 
 
 #: Statuses in which the reconcile loop drives the run.
-DRIVEN = frozenset({RunStatus.RUNNING, RunStatus.RESTORING})
+DRIVEN = frozenset({RunStatus.RUNNING, RunStatus.AWAITING_OPERATOR, RunStatus.RESTORING})
 #: Statuses of a run that still holds the cluster (no second run may start meanwhile).
-ACTIVE = frozenset({RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.AWAITING_APPROVAL, RunStatus.RESTORING})
+ACTIVE = frozenset(
+    {
+        RunStatus.RUNNING,
+        RunStatus.PAUSED,
+        RunStatus.AWAITING_APPROVAL,
+        RunStatus.AWAITING_OPERATOR,
+        RunStatus.RESTORING,
+    }
+)
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.RESTORED, RunStatus.ABORTED})
 
 
 class StepStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    #: Sent and running on the agent, which waits for a person to act and confirm
+    #: (``POST /upgrades/{id}/steps/{step_id}/confirm``); then it is verified as usual.
+    AWAITING_OPERATOR = "awaiting_operator"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
