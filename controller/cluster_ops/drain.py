@@ -24,7 +24,15 @@ from controller.registry.nodes import NodeRecord
 
 DRAIN_STEP = "wait_for_logoffs"
 #: Upgrade run statuses during which node states belong to the upgrade (DESIGN.md "Upgrades").
-UPGRADE_ACTIVE = ("running", "paused", "awaiting_approval", "awaiting_operator", "restoring")
+UPGRADE_ACTIVE = (
+    "running",
+    "paused",
+    "awaiting_approval",
+    "awaiting_operator",
+    "awaiting_fix",
+    "awaiting_acceptance",
+    "restoring",
+)
 
 
 async def refuse_during_upgrade(ctx: ControllerContext, name: str, what: str) -> None:

@@ -7,7 +7,10 @@ A run moves through these statuses (DESIGN.md "Controller contract")::
        │                 │  ──(manual installer waits)──> awaiting_operator ──confirm──> running
      abort               │  ──step fails, policy pause──> paused (retry the step, or roll back)
        v                 │  ──step fails, policy restore / abort / rollback──> restoring
-    aborted              v                                                       │
+    aborted              │  ──"NB must be fixed", a failed script──> awaiting_fix ──resolve, resume──> running
+                         │  ──(acceptance hold)──> awaiting_acceptance ──accept──> running (users return)
+                         │  ──step fails after users returned──> paused (never restored on its own)
+                         v                                                       │
                      succeeded ──rollback──> restoring ──> restored | aborted | failed
 
 Only the leader's reconcile loop writes ``status``; operators write ``requested`` (``pause``,
@@ -35,6 +38,10 @@ class RunStatus(StrEnum):
     #: A step waits for a person (the manual installer: run the wizard, then confirm); the
     #: loop goes on following it, and the run's other lanes go on.
     AWAITING_OPERATOR = "awaiting_operator"
+    #: The upgrade log (or a script) says something must be fixed by hand: resolve, then resume.
+    AWAITING_FIX = "awaiting_fix"
+    #: Upgraded, checked and backed up, users still out: the operator's tests, then accept.
+    AWAITING_ACCEPTANCE = "awaiting_acceptance"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     RESTORING = "restoring"
@@ -51,6 +58,8 @@ ACTIVE = frozenset(
         RunStatus.PAUSED,
         RunStatus.AWAITING_APPROVAL,
         RunStatus.AWAITING_OPERATOR,
+        RunStatus.AWAITING_FIX,
+        RunStatus.AWAITING_ACCEPTANCE,
         RunStatus.RESTORING,
     }
 )
@@ -67,6 +76,8 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    #: Finished with findings an operator must fix by hand (``resolve``), then run again on resume.
+    AWAITING_FIX = "awaiting_fix"
 
     @property
     def done(self) -> bool:

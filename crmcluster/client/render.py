@@ -32,6 +32,8 @@ STATUS_STYLES = {
     "skipped": "dim",
     "paused": "yellow",
     "awaiting_approval": "yellow",
+    "awaiting_fix": "yellow",
+    "awaiting_acceptance": "yellow",
     "warning": "yellow",
     "warn": "yellow",
     "overridden": "yellow",

@@ -32,7 +32,7 @@ from crmcluster.client.render import hhmmss, run_header, short, styled
 #: Run statuses after which nothing more happens.
 TERMINAL = frozenset({"succeeded", "failed", "restored", "aborted"})
 #: Run statuses that wait for an operator.
-WAITING = frozenset({"paused", "awaiting_approval"})
+WAITING = frozenset({"paused", "awaiting_approval", "awaiting_fix", "awaiting_acceptance"})
 #: Step statuses that count as finished for the bars.
 STEP_FINISHED = frozenset(
     {"succeeded", "skipped", "failed", "cancelled", "interrupted", "restored", "done", "ok"}
