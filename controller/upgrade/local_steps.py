@@ -65,8 +65,10 @@ async def tell_users(ex: RunState, step: Step) -> Outcome:
 
 
 async def verify_disconnected(ex: RunState, step: Step, deadline: float | None) -> Outcome:
-    """The guide: "ensure all servers (with the exception of the database server) are disconnected
-    from the database" — asked of the database itself, until none is left or the step times out."""
+    """The guide: "ensure all servers ... are disconnected from the database" — asked of the
+    database itself, until none is left or the step times out. Every host is checked, the database
+    server's own IIS, Tomcat and services too: only the upgrade's own connection (the one asking,
+    which the agent leaves out) may remain."""
     assert step.node is not None
     hosts = [str(h) for h in step.params.get("hosts", [])]
     attempt = 0
@@ -85,7 +87,7 @@ async def verify_disconnected(ex: RunState, step: Step, deadline: float | None) 
             return {
                 "sessions": sessions,
                 "checked": hosts,
-            }, f"no database sessions from {len(hosts)} non-database servers"
+            }, f"no database sessions from any of the {len(hosts)} servers (the database server's too)"
         if deadline is not None and ex.epoch_now() + ex.session_wait >= deadline:
             raise StepFailed(
                 "still connected to the database: " + ", ".join(f"{h} ({n})" for h, n in sorted(left.items()))

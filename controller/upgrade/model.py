@@ -102,7 +102,7 @@ class Local(StrEnum):
     SIGNOFF = "signoff"  # the client's sign-off gate: waits for approve
     TELL_USERS = "tell_users"  # balancer 'draining', then a grace period
     LOCK_OUT = "lock_out"  # balancer 'maintenance' on every server
-    VERIFY_DISCONNECTED = "verify_disconnected"  # database_sessions: none from non-database hosts
+    VERIFY_DISCONNECTED = "verify_disconnected"  # database_sessions: none from any server
     ONE_REPLICATION_ENGINE = "one_replication_engine"
     SMOKE_CHECK = "smoke_check"
     RETURN_TO_SERVICE = "return_to_service"  # balancer 'up'

@@ -8,8 +8,9 @@ database server"):
 phase  steps
 ====== ============================================================================================
 freeze sign-off gate (if asked); users told (balancer ``draining``, grace period); locked out
-       (``maintenance``); every non-database server disconnected (IIS, Tomcat, CRM services
-       stopped), then verified by the database's own sessions
+       (``maintenance``); every server — the database server too — disconnected (IIS, Tomcat,
+       CRM services stopped), then verified by the database's own sessions: none from any host
+       but the upgrade's own connection
 backup database and customized views (database server); program files and registry (every server)
 base-  20 company records fingerprinted (the checklist's "random sampling of 20 company records")
 line
@@ -202,15 +203,14 @@ def plan_upgrade(
     b.next_wave()
     b.add(Phase.FREEZE, None, Local.LOCK_OUT.value)
     b.next_wave()
-    for n in others:
+    # Every server stops serving users, the database server's own IIS, Tomcat (the Replication
+    # Engine) and CRM services included: users already logged on to it would otherwise write
+    # through the backup, and a restore would lose what they wrote.
+    for n in [db, *others]:
         b.lane(Phase.FREEZE, n.name, stop_actions(n, web=True))
-    # The database server keeps IIS for its own installer (which stops it), but its CRM services
-    # (Email Manager …) write to the database and stop before the backup.
-    b.lane(Phase.FREEZE, db.name, stop_actions(db, web=False))
     b.next_wave()
-    if others:
-        b.add(Phase.FREEZE, db.name, Local.VERIFY_DISCONNECTED.value, {"hosts": [n.name for n in others]})
-        b.next_wave()
+    b.add(Phase.FREEZE, db.name, Local.VERIFY_DISCONNECTED.value, {"hosts": [n.name for n in [db, *others]]})
+    b.next_wave()
 
     # 3. Back up ------------------------------------------------------------------------------------
     b.lane(
