@@ -23,6 +23,20 @@ from config.windows_paths import BadPath, unc_share
 ENV_PREFIX = "CRMCLUSTER_"
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "token", "admin", "test", "xxx", "none"}
 _INSTALL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
+#: What ``CRMCLUSTER_SANDBOX_LACKS`` can take away from the sandbox's server: the IIS role
+#: services ASP, ISAPI Extensions and ISAPI Filters, ASP's parent paths, SQL Server's TCP/IP, a
+#: case-insensitive collation (it gets Latin1_General_CS_AS), memory (it gets 4 GB, SQL Server's
+#: machine too) and free disk (it gets 100 MB).
+SANDBOX_LACKS = (
+    "asp",
+    "isapi_extensions",
+    "isapi_filters",
+    "parent_paths",
+    "tcp_ip",
+    "collation",
+    "memory",
+    "free_disk",
+)
 
 
 def _check_token(value: SecretStr | None, *, what: str) -> SecretStr | None:
@@ -296,6 +310,12 @@ class AgentSettings(CommonSettings):
     sandbox_sql_agent_interval: float = Field(30.0, gt=0, le=3600)
     sandbox_recovery_model: Literal["FULL", "SIMPLE", "BULK_LOGGED"] = "FULL"
     sandbox_maintenance_faults: str = ""
+    #: What the sandbox's server lacks of the guide's prerequisites (comma-separated, see
+    #: :data:`SANDBOX_LACKS`): it plays a server without them and ``check_prerequisites`` says so.
+    sandbox_lacks: str = ""
+    #: Other websites on the sandbox's IIS besides the CRM's (comma-separated names): stopping
+    #: IIS takes them down too.
+    sandbox_other_sites: str = ""
 
     # Windows driver -----------------------------------------------------------------------------
     #: Run nothing: record every command the windows driver would run, against a modelled server.
@@ -357,6 +377,15 @@ class AgentSettings(CommonSettings):
     @classmethod
     def _shares(cls, v: list[str]) -> list[str]:
         return _check_shares(v)
+
+    @field_validator("sandbox_lacks")
+    @classmethod
+    def _lacks(cls, v: str) -> str:
+        lacks = [r.strip() for r in v.split(",") if r.strip()]
+        bad = [r for r in lacks if r not in SANDBOX_LACKS]
+        if bad:
+            raise ValueError(f"unknown prerequisite {bad[0]!r}; known: {', '.join(SANDBOX_LACKS)}")
+        return ",".join(lacks)
 
     @field_validator("sandbox_roles")
     @classmethod

@@ -21,6 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from crmcluster.client.audit_command import audit
 from crmcluster.client.command_kit import (
     ClientOptions,
     DemoOpt,
@@ -384,6 +385,7 @@ def register(app: typer.Typer) -> None:
     """Add the client commands to the root ``crmcluster`` app."""
     app.command("status")(status)
     app.command("capacity")(capacity)
+    app.command("audit")(audit)
     app.add_typer(nodes_app, name="nodes")
     app.add_typer(config_app, name="config")
     app.add_typer(services_app, name="services")

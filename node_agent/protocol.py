@@ -90,6 +90,10 @@ class Action(StrEnum):
     #: Added: the SQL login's rights (VIEW SERVER STATE, BACKUP DATABASE, ALTER, CREATE ANY
     #: DATABASE; sysadmin for xp_create_subdir), for the preflight.
     CHECK_DATABASE_RIGHTS = "check_database_rights"
+    #: Added: the guide's "Server software requirements" and "Database servers" as this server
+    #: reads them (IIS role services, parent paths, other sites, SQL Server's TCP/IP and collation,
+    #: memory, free disk), for the preflight's ``prerequisites`` and ``crmcluster audit``.
+    CHECK_PREREQUISITES = "check_prerequisites"
 
 
 class OperationState(StrEnum):
@@ -255,6 +259,7 @@ ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.MAINTENANCE_STATUS: NoParams,
     Action.RUN_MAINTENANCE_TASK: MaintenanceTaskParams,
     Action.CHECK_DATABASE_RIGHTS: NoParams,
+    Action.CHECK_PREREQUISITES: NoParams,
 }
 assert set(ACTION_PARAMS) == set(Action)
 
@@ -708,6 +713,51 @@ class MaintenancePlanResult(Result):
     folder: str | None = None
 
 
+#: The IIS role services the guide asks for, by their ``Get-WindowsFeature`` names (``dism``:
+#: IIS-ASP, IIS-ISAPIExtensions, IIS-ISAPIFilter).
+IIS_ROLE_SERVICES = ("Web-ASP", "Web-ISAPI-Ext", "Web-ISAPI-Filter")
+#: The readings of ``check_prerequisites``, each with the command that read it (``sources``).
+PREREQUISITE_READINGS = (
+    "role_services",
+    "parent_paths",
+    "sites",
+    "sql_tcp_enabled",
+    "collation",
+    "memory",
+    "sql_memory",
+    "free_disk",
+)
+
+
+class PrerequisitesResult(Result):
+    """``check_prerequisites``: what this server has of the guide's requirements, read (never
+    judged: the controller judges them against the guide's rules). ``None``: not read here (the
+    SQL Server readings are the database server's) or not readable (``errors`` says why).
+    ``sources`` names, per reading, the command, query or registry value that read it."""
+
+    #: Each of :data:`IIS_ROLE_SERVICES`: installed or not.
+    role_services: dict[str, bool] | None = None
+    #: ASP's ``enableParentPaths`` on the CRM application.
+    parent_paths: bool | None = None
+    #: The IIS website the CRM application lives in, and every website on this IIS.
+    crm_site: str
+    sites: list[str] | None = None
+    #: SQL Server's TCP/IP protocol (``SuperSocketNetLib\Tcp`` ``Enabled``).
+    sql_tcp_enabled: bool | None = None
+    #: SQL Server's and the CRM database's collations.
+    server_collation: str | None = None
+    database_collation: str | None = None
+    #: This machine's memory; the SQL Server machine's memory and the CRM database's size.
+    memory_bytes: int | None = None
+    sql_memory_bytes: int | None = None
+    database_bytes: int | None = None
+    free_disk_bytes: int | None = None
+    #: The database server's readings were taken here (this server holds the database role).
+    database_server: bool = False
+    sources: dict[str, str] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict)
+
+
 ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.STOP_WEB: WebResult,
     Action.START_WEB: WebResult,
@@ -750,6 +800,7 @@ ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.MAINTENANCE_STATUS: MaintenanceStatus,
     Action.RUN_MAINTENANCE_TASK: MaintenanceRun,
     Action.CHECK_DATABASE_RIGHTS: DatabaseRightsResult,
+    Action.CHECK_PREREQUISITES: PrerequisitesResult,
 }
 assert set(ACTION_RESULTS) == set(Action)
 

@@ -1,4 +1,4 @@
-"""``GET /cluster``, ``PUT /cluster/config`` and the agents' heartbeat."""
+"""``GET /cluster``, ``PUT /cluster/config``, ``GET /cluster/audit`` and the agents' heartbeat."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from config.database import unavailable_errors
 from config.input_types import Bool, Port
-from controller.api.deps import AdminActor, AgentAuth, Context
-from controller.cluster_ops import library
+from controller.api.deps import AdminActor, AgentAuth, Context, OperatorActor
+from controller.cluster_ops import cluster_audit, library
 from controller.registry import cluster, heartbeats, invariants
 from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Heartbeat, NodeAssignment, UncPath
@@ -37,6 +37,14 @@ class ConfigChange(BaseModel):
 async def get_cluster(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
     """The registered nodes, the multi-server settings, and every violated invariant."""
     return await cluster.view(ctx)
+
+
+@router.get("/cluster/audit")
+async def get_audit(ctx: Context, _actor: OperatorActor) -> dict[str, Any]:
+    """The cluster read against the guide, changing nothing: each server's prerequisites (IIS role
+    services, parent paths, other websites, SQL Server's TCP/IP and collation, memory, free disk),
+    each check with the command that read it. Not the audit trail (``GET /audit``)."""
+    return await cluster_audit.run(ctx)
 
 
 @router.put("/cluster/config")

@@ -19,9 +19,12 @@ dta_objects         "_dta_index_"/"_dta_stat_" objects "may cause an error durin
 backup_space        "Ensure the location ... has sufficient storage space"
 sql_login           the database server's installer needs a SQL login, and it should not be ``sa``
 state_database      crmcluster's own records are not in the CRM database (a restore would roll them back)
+prerequisites       "Server software requirements", "Database servers", the memory rule: per server
+                    (:mod:`controller.cluster_ops.prerequisites`, as ``crmcluster audit`` shows them)
 =================== ===========================================================================
 
-Operations sent here are read-only (check_license, list_dta_objects, probe_library), with op ids
+Operations sent here are read-only (check_license, list_dta_objects, probe_library,
+check_database_rights, check_prerequisites), with op ids
 ``{run}.preflight.{action}.{node}``.
 """
 
@@ -37,6 +40,7 @@ from config.settings import ControllerSettings
 from config.vocabulary import Role
 from controller.agents.client import AgentError, AgentPool
 from controller.agents.follow import Polling, StepFailed, carry_out
+from controller.cluster_ops import prerequisites
 from controller.upgrade.model import UpgradeRequest
 from controller.upgrade.plan import PlannedNode, running_services
 from node_agent.protocol import (
@@ -67,6 +71,7 @@ FINDINGS = (
     "sql_login",
     "database_rights",
     "state_database",
+    "prerequisites",
 )
 
 
@@ -289,13 +294,14 @@ async def run_preflight(
         return None
 
     db_ok = db is not None and db.name in by_name
-    lic, dta, rights, probes = await asyncio.gather(
+    lic, dta, rights, probes, prereqs = await asyncio.gather(
         op(db, Action.CHECK_LICENSE, {"license_key": request.license_key.get_secret_value()})
         if db is not None and db_ok
         else nothing(),
         op(db, Action.LIST_DTA_OBJECTS, {}) if db is not None and db_ok else nothing(),
         op(db, Action.CHECK_DATABASE_RIGHTS, {}) if db is not None and db_ok else nothing(),
         _gather_limited([lambda n=n: op(n, Action.PROBE_LIBRARY, {}) for n in reachable_nodes], limit=64),  # type: ignore[misc]  # default-bound lambdas
+        _gather_limited([lambda n=n: op(n, Action.CHECK_PREREQUISITES, {}) for n in reachable_nodes]),  # type: ignore[misc]  # default-bound lambdas
     )
     if db is not None and db_ok:
         if isinstance(lic, str) or lic is None:
@@ -372,6 +378,11 @@ async def run_preflight(
         )
     else:
         findings.append(Finding("library", "pass", "the library is reachable from every server", lib_ev))
+
+    prereq = prerequisites.part(
+        {n.name: prerequisites.node_report(r) for n, r in zip(reachable_nodes, prereqs, strict=True)}
+    )
+    findings.append(Finding("prerequisites", prereq["status"], prereq["message"], prereq["nodes"]))
 
     pool_sizes: dict[str, int] = getattr(settings, "tomcat_pool_sizes", {}) or {}
     required = sum(1 + pool_sizes.get(n.name, settings.tomcat_pool_size) for n in nodes)

@@ -39,6 +39,7 @@ READ_ONLY_ACTIONS: frozenset[Action] = frozenset(
         Action.DATABASE_SESSIONS,
         Action.LIST_DTA_OBJECTS,
         Action.CHECK_DATABASE_RIGHTS,
+        Action.CHECK_PREREQUISITES,
         Action.WARMUP_LOGON,
         Action.MAINTENANCE_STATUS,
     }

@@ -370,6 +370,9 @@ def test_every_statement_the_driver_can_send_is_t_sql() -> None:
         tsql.DTA_OBJECTS,
         tsql.ENABLED_TRIGGERS,
         tsql.VIEWS,
+        tsql.TCP_ENABLED,
+        tsql.COLLATION,
+        tsql.SQL_MEMORY,
         tsql.trigger("DISABLE", "dbo", "Company", "trg"),
         tsql.trigger("ENABLE", "dbo", "Company", "trg"),
     ]

@@ -331,4 +331,14 @@ class FakeCluster:
             return {"hosts": hosts, "programs": programs, "total": sum(hosts.values())}
         elif a == "list_dta_objects":
             return {"objects": [], "count": 0}
+        elif a == "check_prerequisites":
+            roles = {"Web-ASP": True, "Web-ISAPI-Ext": True, "Web-ISAPI-Filter": True}
+            return {
+                "role_services": roles,
+                "parent_paths": True,
+                "crm_site": "Default Web Site",
+                "sites": ["Default Web Site"],
+                "memory_bytes": 16 << 30,
+                "free_disk_bytes": 50 << 30,
+            }
         raise RuntimeError(f"the fake agent cannot {a}")

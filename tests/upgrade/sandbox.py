@@ -80,6 +80,7 @@ async def sandbox_cluster(
     versions: dict[str, str] | None = None,
     roles: dict[str, list[str]] | None = None,
     faults: dict[str, str] | None = None,
+    agent_settings: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[SandboxHarness]:
     roles = roles or ROLES
     library = tmp_path / "library"
@@ -98,6 +99,7 @@ async def sandbox_cluster(
                     version=(versions or {}).get(name, "7.3"),
                     faults=(faults or {}).get(name, ""),
                     library_root=library,
+                    **(agent_settings or {}).get(name, {}),
                 )
             )
         engine = make_engine(crm_db_url)

@@ -47,6 +47,7 @@ from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
 from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
+from node_agent.drivers.sandbox.prerequisites import SandboxPrerequisites
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
 from node_agent.drivers.sandbox.setup_replay import SandboxSetup
 from node_agent.drivers.sandbox.sql_agent import SandboxSqlAgent
@@ -150,6 +151,7 @@ class SandboxDriver(HostDriver):
         self.backups = SandboxBackups(self)
         self.setup = SandboxSetup(self.base)
         self.uninstall = SandboxUninstall(self)
+        self.prerequisites = SandboxPrerequisites(self)
         self.sql_agent = SandboxSqlAgent(
             self,
             path=self.base / "msdb.json",
@@ -344,7 +346,7 @@ class SandboxDriver(HostDriver):
             fn = getattr(self.sql_agent, action.value)
             found: ActionHandler = fn
             return found
-        for part in (self.backups, self.uninstall):
+        for part in (self.backups, self.uninstall, self.prerequisites):
             fn = getattr(part, action.value, None)
             if fn is not None:
                 handler: ActionHandler = fn

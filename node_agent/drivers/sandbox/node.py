@@ -29,6 +29,13 @@ class SandboxNode(Protocol):
     engine: AsyncEngine
     db: SandboxCrmDatabase
     state: dict[str, Any]
+    #: The played server's folder (``<data dir>/sandbox``).
+    base: Path
+
+    @property
+    def holds_database(self) -> bool:
+        """This node holds the database role (it plays the SQL Server side too)."""
+        ...
 
     @property
     def tree(self) -> InstallTree:

@@ -26,6 +26,7 @@ import httpx
 from config.secrets import register_secret, secret_hash
 from config.settings import AgentSettings
 from config.sysparams import ClusterConfig
+from config.vocabulary import Role
 from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, OperationContext
 from node_agent.drivers.windows import tsql
 from node_agent.drivers.windows.database import SqlServer
@@ -33,6 +34,7 @@ from node_agent.drivers.windows.files import ProgramFiles, Registry, register_dl
 from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost, local_path
 from node_agent.drivers.windows.iis import Iis
 from node_agent.drivers.windows.installer import Installer
+from node_agent.drivers.windows.prerequisites import WindowsPrerequisites
 from node_agent.drivers.windows.services import ServiceControl
 from node_agent.drivers.windows_maintenance import WindowsMaintenance
 from node_agent.drivers.windows_sql import SqlExecutor as TextSqlExecutor
@@ -132,9 +134,10 @@ class WindowsDriver(HostDriver):
         self._last_warmup: datetime | None = None
         self.uninstall = WindowsUninstall(_UninstallView(self), service_exes=SERVICE_EXES)
         self.maintenance = WindowsMaintenance(_MaintenanceView(self))
+        self.prerequisites = WindowsPrerequisites(_PrerequisitesView(self))
 
     def handler(self, action: Action) -> ActionHandler:
-        for part in (self.uninstall, self.maintenance):
+        for part in (self.uninstall, self.maintenance, self.prerequisites):
             fn = getattr(part, action.value, None)
             if fn is not None:
                 handler: ActionHandler = fn
@@ -628,6 +631,19 @@ class _MaintenanceView:
         if not self.d.settings.windows_sql_backup_dir:
             raise ActionFailed("set CRMCLUSTER_WINDOWS_SQL_BACKUP_DIR: where SQL Server writes backups")
         return PureWindowsPath(self.d.settings.windows_sql_backup_dir)
+
+
+class _PrerequisitesView:
+    """What :mod:`.prerequisites` reads of the driver."""
+
+    def __init__(self, driver: WindowsDriver) -> None:
+        self.host = driver.host
+        self.programs_root = driver.programs_root
+        self.system_root = driver.settings.windows_system_root
+        self.appcmd = driver.settings.windows_appcmd
+        self.site = driver.settings.windows_site
+        self.install = driver.install
+        self.database_server = Role.DATABASE.value in driver.settings.roles
 
 
 class _TextOverStatements:

@@ -53,6 +53,11 @@ def program(argv: Sequence[str]) -> str:
     return PureWindowsPath(argv[0]).name.lower().removesuffix(".exe")
 
 
+#: PowerShell only ever runs these, each a query (``powershell -NoProfile -NonInteractive -Command``).
+READ_ONLY_POWERSHELL = frozenset({"(Get-CimInstance Win32_ComputerSystem).TotalPhysicalMemory"})
+_DISM_READ = ("/english", "/online", "/get-features", "/get-featureinfo", "/format:table", "/format:list")
+
+
 def changes_nothing(argv: Sequence[str]) -> bool:
     """Commands the read-only mode may run: they only look."""
     prog = program(argv)
@@ -68,6 +73,14 @@ def changes_nothing(argv: Sequence[str]) -> bool:
         return args == ["/status"]
     if prog == "robocopy":
         return "/l" in args
+    if prog == "dism":
+        return any(a.startswith("/get-") for a in args) and all(
+            a in _DISM_READ or a.startswith("/featurename:") for a in args
+        )
+    if prog == "powershell":
+        return args[:3] == ["-noprofile", "-noninteractive", "-command"] and (
+            len(argv) == 5 and argv[4] in READ_ONLY_POWERSHELL
+        )
     return prog in ("whoami", "hostname")
 
 

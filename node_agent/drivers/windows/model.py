@@ -104,6 +104,14 @@ class ModelledServer:
         self._setup_fault = 0
         self._write_upgrade_log = True
         self._view_server_state = 1
+        #: The guide's prerequisites as this server has them (tests take them away): DISM's
+        #: features, ASP's parent paths, IIS's websites, memory, SQL Server's TCP/IP and collation.
+        self.features = {"IIS-ASP": "Enabled", "IIS-ISAPIExtensions": "Enabled", "IIS-ISAPIFilter": "Enabled"}
+        self.parent_paths = True
+        self.sites = [settings.windows_site]
+        self.memory_bytes = 16 << 30
+        self.tcp_enabled = 1
+        self.collation = "Latin1_General_CI_AS"
         self._sid = 100000
         self._build(version)
 
@@ -290,6 +298,8 @@ class ModelledServer:
             "regsvr32": self._regsvr32,
             "icacls": self._icacls,
             "setup": self._setup,
+            "dism": self._dism,
+            "powershell": self._powershell,
         }.get(program(argv))
         if handler is None:
             raise FileNotFoundError(2, "The system cannot find the file specified", argv[0])
@@ -431,6 +441,16 @@ class ModelledServer:
             return CommandResult(
                 0, f'WP "{self.worker_pid}" (applicationPool:{self.app_pool})' if running else ""
             )
+        if (verb, what) == ("list", "site"):
+            return CommandResult(0, "".join(f"{name}\n" for name in self.sites))
+        if (verb, what) == ("list", "config") and "/section:system.webserver/asp" in (
+            a.lower() for a in argv
+        ):
+            if argv[3].lower() != app.lower():
+                return CommandResult(
+                    1, f'ERROR ( message:Cannot find SITE object with identifier "{argv[3]}". )'
+                )
+            return CommandResult(0, "true" if self.parent_paths else "false")
         if (verb, what) == ("list", "config"):
             return CommandResult(
                 0,
@@ -475,6 +495,24 @@ class ModelledServer:
                 copied += 1
         self.dirs.add(_key(dst))
         return CommandResult(1 if copied else 0, f"   Files :  {copied}  copied")
+
+    def _dism(self, argv: list[str]) -> CommandResult:
+        if "/get-features" not in (a.lower() for a in argv):
+            return CommandResult(87, "Error: 87\n\nThe option is unknown.")
+        rows = "".join(f"{name:<44} | {state}\n" for name, state in sorted(self.features.items()))
+        return CommandResult(
+            0,
+            "Deployment Image Servicing and Management tool\nVersion: 10.0.17763.1\n\n"
+            "Image Version: 10.0.17763.1\n\nFeatures listing for package : "
+            "Microsoft-Windows-ServerCore-Package~31bf3856ad364e35~amd64~~10.0.17763.1\n\n"
+            f"{'Feature Name':<44} | State\n{'-' * 44} | {'-' * 8}\n{rows}\n"
+            "The operation completed successfully.\n",
+        )
+
+    def _powershell(self, argv: list[str]) -> CommandResult:
+        if argv[-1] == "(Get-CimInstance Win32_ComputerSystem).TotalPhysicalMemory":
+            return CommandResult(0, f"{self.memory_bytes}\n")
+        return CommandResult(1, f"The term '{argv[-1]}' is not recognized")
 
     def _regsvr32(self, argv: list[str]) -> CommandResult:
         return (
@@ -604,6 +642,12 @@ class ModelledServer:
             return []
         if st.name in ("view_server_state",):
             return [(self._view_server_state,)]
+        if st.name == "tcp_enabled":
+            return [(self.tcp_enabled,)]
+        if st.name == "collation":
+            return [(self.collation, self.collation)]
+        if st.name == "sql_memory":
+            return [(self.memory_bytes, 734_003_200)]
         if st.name == "login_rights":
             return [("crmcluster", 1, 1, 1, 1, 1)]
         if st.name == "sessions":

@@ -207,6 +207,29 @@ DTA_OBJECTS = Statement(
     "FROM sys.stats AS s WHERE s.name LIKE N'\\_dta\\_stat\\_%' ESCAPE N'\\'",
 )
 
+#: The guide's "Enable TCP/IP for SQL Server installations": SQL Server's own registry value
+#: (``...\MSSQLServer\SuperSocketNetLib\Tcp`` ``Enabled``) of the instance the agent talks to,
+#: read through ``sys.dm_server_registry`` (VIEW SERVER STATE), so a remote SQL Server answers too.
+TCP_ENABLED = Statement(
+    "tcp_enabled",
+    "SELECT CONVERT(int, value_data) FROM sys.dm_server_registry "
+    "WHERE registry_key LIKE N'%SuperSocketNetLib\\Tcp' AND value_name = N'Enabled'",
+    (),
+    "master",
+)
+#: "The SQL server must have a case insensitive collation": the server's and the CRM database's.
+COLLATION = Statement(
+    "collation",
+    "SELECT CONVERT(nvarchar(128), SERVERPROPERTY('Collation')), "
+    "CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Collation'))",
+)
+#: The memory of SQL Server's machine and the CRM database's size (the guide's memory rule).
+SQL_MEMORY = Statement(
+    "sql_memory",
+    "SELECT CAST(physical_memory_kb AS bigint) * 1024, "
+    "(SELECT SUM(CAST(size AS bigint)) * 8192 FROM sys.database_files) FROM sys.dm_os_sys_info",
+)
+
 ENABLED_TRIGGERS = Statement(
     "enabled_triggers",
     "SELECT sc.name, o.name, t.name FROM sys.triggers AS t "
