@@ -74,8 +74,8 @@ class ServerPool:
     def stale(self) -> bool:
         return self.crm_stale or self.state_stale
 
-    def location_for(self, fqdn: str) -> bytes:
-        return f"{self.scheme}://{fqdn}/{self.install}/eware.dll/Logon".encode("ascii")
+    def location_for(self, fqdn: str, scheme: str | None = None) -> bytes:
+        return f"{scheme or self.scheme}://{fqdn}/{self.install}/eware.dll/Logon".encode("ascii")
 
     # Updates from the background loops -------------------------------------------------------------
     def apply_config(self, cfg: ClusterConfig, *, now: float) -> list[str]:
@@ -90,7 +90,10 @@ class ServerPool:
             key = name.lower()
             fqdn = cfg.fq_for(name)
             prev = old.get(key)
-            slot = Slot(name=name, key=key, index=i, fqdn=fqdn, location=self.location_for(fqdn))
+            # The cluster's HTTPS switch (crmcluster_UseHTTPS, HTTPPort) wins over the setting:
+            # redirects follow it from the next configuration read, without a restart.
+            location = self.location_for(cfg.web_address(name), cfg.scheme)
+            slot = Slot(name=name, key=key, index=i, fqdn=fqdn, location=location)
             slot.pending = self.pending.queue(key)
             slot.peer_pending = self.peer_pending.get(key, 0)
             if prev is not None:

@@ -91,6 +91,10 @@ class CommonSettings(BaseSettings):
     sysparam_outlook_port: str = "OutlookPort"
     sysparam_doc_store: str = "DocStore"
     sysparam_doc_templates: str = "DocTemplates"
+    #: Whether users reach the web servers over HTTPS. Sage publishes no Custom_SysParams row for
+    #: the install wizard's "Use HTTPS" (the guide only says to update HTTPPort and OutlookPort),
+    #: so crmcluster keeps the choice in a row of its own, named so nobody takes it for Sage's.
+    sysparam_use_https: str = "crmcluster_UseHTTPS"
 
     crm_names: CrmNames = Field(default_factory=CrmNames)
     #: A user is logged on while their Activity row is open and younger than this.
@@ -141,6 +145,7 @@ class CommonSettings(BaseSettings):
         "sysparam_outlook_port",
         "sysparam_doc_store",
         "sysparam_doc_templates",
+        "sysparam_use_https",
     )
     @classmethod
     def _row_name(cls, v: str) -> str:
@@ -185,6 +190,7 @@ class CommonSettings(BaseSettings):
             "outlook_port": self.sysparam_outlook_port,
             "doc_store": self.sysparam_doc_store,
             "doc_templates": self.sysparam_doc_templates,
+            "use_https": self.sysparam_use_https,
         }
 
 
@@ -316,6 +322,9 @@ class AgentSettings(CommonSettings):
     #: Other websites on the sandbox's IIS besides the CRM's (comma-separated names): stopping
     #: IIS takes them down too.
     sandbox_other_sites: str = ""
+    #: The port of the sandbox IIS's HTTPS binding on the CRM website (0: none, as after a plain
+    #: install). It is played: ``check_https_binding`` finds it, no TLS is served.
+    sandbox_https_port: int = Field(0, ge=0, le=65535)
 
     # Windows driver -----------------------------------------------------------------------------
     #: Run nothing: record every command the windows driver would run, against a modelled server.

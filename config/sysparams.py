@@ -1,6 +1,8 @@
 """The multi-server settings Sage CRM keeps in ``Custom_SysParams`` (the guide's "Configuring
 multi-server Sage CRM": CRM Server Names, Do Load Balancing, DTLS Server Name, Fully qualified CRM
-Web Server Names, plus HTTPPort/OutlookPort and the document library paths).
+Web Server Names, plus HTTPPort/OutlookPort and the document library paths). ``use_https`` is
+crmcluster's own row (``crmcluster_UseHTTPS``, Y/N; absent: not said): Sage publishes no row for
+the wizard's "Use HTTPS", and the balancer's redirects need the scheme.
 
 Rows are ``(Parm_Name, Parm_Value, Parm_Deleted)``; only rows with ``Parm_Deleted`` NULL count.
 :func:`read_cluster_config` reads them into :class:`ClusterConfig`; :func:`write_cluster_config`
@@ -39,6 +41,7 @@ FIELDS = (
     "outlook_port",
     "doc_store",
     "doc_templates",
+    "use_https",
 )
 
 
@@ -54,7 +57,7 @@ def format_list(items: list[str]) -> str:
     return ";".join(items)
 
 
-def parse_bool(value: str | None) -> bool:
+def parse_bool(value: str | None, *, field: str = "do_load_balancing") -> bool:
     """Lenient: Y/N, 1/0, True/False, yes/no, on/off (any case). A missing row is false."""
     if value is None:
         return False
@@ -63,7 +66,8 @@ def parse_bool(value: str | None) -> bool:
         return True
     if v in _FALSE:
         return False
-    raise SysParamsError("do_load_balancing", f"Do Load Balancing must be Y or N, not {value!r}")
+    label = {"do_load_balancing": "Do Load Balancing"}.get(field, field)
+    raise SysParamsError(field, f"{label} must be Y or N, not {value!r}")
 
 
 def format_bool(value: bool) -> str:
@@ -120,6 +124,8 @@ class ClusterConfig(BaseModel):
     outlook_port: int | None = None
     doc_store: str | None = None
     doc_templates: str | None = None
+    #: None: the row is absent (the balancer keeps its own ``scheme`` setting).
+    use_https: bool | None = None
 
     @classmethod
     def checked(cls, **values: Any) -> ClusterConfig:
@@ -191,6 +197,11 @@ class ClusterConfig(BaseModel):
             if p is not None and (not isinstance(p, str) or not is_unc(p)):
                 raise SysParamsError(f, f"{f} must be a UNC path like \\\\server\\share\\folder, not {p!r}")
             paths[f] = p
+        https = values.get("use_https")
+        if isinstance(https, str):
+            https = parse_bool(https, field="use_https") if https.strip() else None
+        if https is not None and not isinstance(https, bool):
+            raise SysParamsError("use_https", "use_https must be true or false")
         return cls(
             server_names=names,
             fq_server_names=fq,
@@ -198,6 +209,7 @@ class ClusterConfig(BaseModel):
             dtls_server_name=dtls,
             **ports,
             **paths,
+            use_https=https,
         )
 
     def problems(self) -> list[tuple[str, str]]:
@@ -216,6 +228,19 @@ class ClusterConfig(BaseModel):
         """The fully qualified entry of ``server`` (its own name when no FQ list is set)."""
         i = self.server_names.index(server)
         return self.fq_server_names[i] if self.fq_server_names else server
+
+    @property
+    def scheme(self) -> str | None:
+        """``https``/``http`` as ``use_https`` says; None when the row is absent."""
+        return None if self.use_https is None else ("https" if self.use_https else "http")
+
+    def web_address(self, server: str) -> str:
+        """Where users reach ``server``: its FQ entry, with HTTPPort added when HTTPS is on a port
+        other than 443 and the entry names none."""
+        entry = self.fq_for(server)
+        if self.use_https and self.http_port not in (None, 443) and split_host_port(entry)[1] is None:
+            return f"{entry}:{self.http_port}"
+        return entry
 
     def ip_addresses_in_fq(self) -> list[str]:
         """FQ entries that are addresses: with HTTPS they must be DNS names (the certificate's)."""
@@ -296,6 +321,7 @@ def config_from_raw(raw: Mapping[str, str | None]) -> ClusterConfig:
         outlook_port=raw.get("outlook_port"),
         doc_store=(raw.get("doc_store") or "").strip() or None,
         doc_templates=(raw.get("doc_templates") or "").strip() or None,
+        use_https=raw.get("use_https"),
     )
 
 
@@ -309,4 +335,5 @@ def config_to_raw(cfg: ClusterConfig) -> dict[str, str | None]:
         "outlook_port": str(cfg.outlook_port) if cfg.outlook_port is not None else "",
         "doc_store": cfg.doc_store or "",
         "doc_templates": cfg.doc_templates or "",
+        "use_https": "" if cfg.use_https is None else format_bool(cfg.use_https),
     }

@@ -33,6 +33,7 @@ from crmcluster.client.command_kit import (
     fail,
     finish,
 )
+from crmcluster.client.https_commands import https_app
 from crmcluster.client.maintenance_commands import maintenance_app
 from crmcluster.client.render import (
     checks_view,
@@ -394,3 +395,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(metadata_app, name="metadata")
     app.add_typer(upgrade_app, name="upgrade")
     app.add_typer(maintenance_app, name="maintenance")
+    app.add_typer(https_app, name="https")

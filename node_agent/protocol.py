@@ -94,6 +94,9 @@ class Action(StrEnum):
     #: reads them (IIS role services, parent paths, other sites, SQL Server's TCP/IP and collation,
     #: memory, free disk), for the preflight's ``prerequisites`` and ``crmcluster audit``.
     CHECK_PREREQUISITES = "check_prerequisites"
+    #: Added: whether the CRM website has an HTTPS binding on a port and it answers (the guide's
+    #: "create an SSL binding for the CRM site"), before the cluster is switched to HTTPS.
+    CHECK_HTTPS_BINDING = "check_https_binding"
 
 
 class OperationState(StrEnum):
@@ -213,6 +216,14 @@ class MaintenancePlanParams(Params):
         return self
 
 
+class HttpsBindingParams(Params):
+    """The port of the SSL binding to look for (the one HTTPPort will say)."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+    #: The name users reach this server by (its FQServerNames entry's host): an SNI binding's host.
+    host: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.-]+$")] | None = None
+
+
 class MaintenanceTaskParams(Params):
     task: TaskName
 
@@ -260,6 +271,7 @@ ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.RUN_MAINTENANCE_TASK: MaintenanceTaskParams,
     Action.CHECK_DATABASE_RIGHTS: NoParams,
     Action.CHECK_PREREQUISITES: NoParams,
+    Action.CHECK_HTTPS_BINDING: HttpsBindingParams,
 }
 assert set(ACTION_PARAMS) == set(Action)
 
@@ -758,6 +770,20 @@ class PrerequisitesResult(Result):
     errors: dict[str, str] = Field(default_factory=dict)
 
 
+class HttpsBindingResult(Result):
+    """``check_https_binding``: the CRM website's bindings, whether one is ``https`` on the port
+    (``bound``), the certificate bound to it (``certificate``, its hash, when known) and whether a
+    TLS handshake on the port was answered (``answered``; None: not tried)."""
+
+    site: str
+    port: int
+    bindings: list[str]
+    bound: bool
+    certificate: str | None = None
+    answered: bool | None = None
+    message: str = ""
+
+
 ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.STOP_WEB: WebResult,
     Action.START_WEB: WebResult,
@@ -801,6 +827,7 @@ ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.RUN_MAINTENANCE_TASK: MaintenanceRun,
     Action.CHECK_DATABASE_RIGHTS: DatabaseRightsResult,
     Action.CHECK_PREREQUISITES: PrerequisitesResult,
+    Action.CHECK_HTTPS_BINDING: HttpsBindingResult,
 }
 assert set(ACTION_RESULTS) == set(Action)
 

@@ -1,4 +1,5 @@
-"""``GET /cluster``, ``PUT /cluster/config``, ``GET /cluster/audit`` and the agents' heartbeat."""
+"""``GET /cluster``, ``PUT /cluster/config``, ``GET /cluster/audit``, ``GET|PUT /https`` and the
+agents' heartbeat."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.database import unavailable_errors
 from config.input_types import Bool, Port
 from controller.api.deps import AdminActor, AgentAuth, Context, OperatorActor
-from controller.cluster_ops import cluster_audit, library
+from controller.cluster_ops import cluster_audit, https, library
 from controller.registry import cluster, heartbeats, invariants
 from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Heartbeat, NodeAssignment, UncPath
@@ -45,6 +46,34 @@ async def get_audit(ctx: Context, _actor: OperatorActor) -> dict[str, Any]:
     services, parent paths, other websites, SQL Server's TCP/IP and collation, memory, free disk),
     each check with the command that read it. Not the audit trail (``GET /audit``)."""
     return await cluster_audit.run(ctx)
+
+
+class HttpsChange(BaseModel):
+    """Switch the cluster to HTTPS (``enabled``) on ``port`` (default 443; back to HTTP: 80);
+    ``outlook_port`` defaults to ``port``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: Bool
+    port: Port | None = None
+    outlook_port: Port | None = None
+
+
+@router.get("/https")
+async def get_https(ctx: Context, _actor: OperatorActor) -> dict[str, Any]:
+    """Whether users reach the servers over HTTPS, HTTPPort, OutlookPort, each server's address."""
+    return https.view(await cluster.read_config(ctx))
+
+
+@router.put("/https")
+async def put_https(body: HttpsChange, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Switch to HTTPS (names checked, every server's binding checked, then HTTPPort, OutlookPort
+    and crmcluster_UseHTTPS written) or back to HTTP; the balancer follows without a restart."""
+    details = body.model_dump()
+    async with ctx.audit.change(actor, "https.set", target="Custom_SysParams", details=details) as entry:
+        answer = await https.switch(ctx, enabled=body.enabled, port=body.port, outlook_port=body.outlook_port)
+        entry.message = f"HTTPS {'on' if body.enabled else 'off'}, HTTPPort {answer['http_port']}"
+    return answer
 
 
 @router.put("/cluster/config")

@@ -40,6 +40,7 @@ READ_ONLY_ACTIONS: frozenset[Action] = frozenset(
         Action.LIST_DTA_OBJECTS,
         Action.CHECK_DATABASE_RIGHTS,
         Action.CHECK_PREREQUISITES,
+        Action.CHECK_HTTPS_BINDING,
         Action.WARMUP_LOGON,
         Action.MAINTENANCE_STATUS,
     }

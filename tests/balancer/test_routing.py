@@ -181,3 +181,20 @@ async def test_a_dtls_server_not_among_the_servers_never_freezes_routing(
         assert await b.refresher.refresh_config()
         assert await b.route(["u1", "u2"]) == ["crm2", "crm3"]
         assert list(await b.servers()) == ["crm2", "crm3"]
+
+
+async def test_the_clusters_https_switch_wins_over_the_setting(make_balancer: Any, crm: Crm) -> None:
+    async with make_balancer() as b:
+        await crm.configure(use_https=True, http_port=8443)
+        await b.refresh()
+        r = await b.client.get("/crm/eware.dll/Logon?T=1")
+        # HTTPPort added where the entry names no port; crm2's own port is kept.
+        assert r.headers["location"] == "https://crm1.example.com:8443/crm/eware.dll/Logon?T=1"
+        assert (await b.logon()).headers["location"] == "https://crm2.example.com:8443/crm/eware.dll/Logon"
+        await crm.configure(use_https=False, http_port=80)
+        await b.refresh()
+        assert (await b.logon()).headers["location"] == "http://crm3.example.com/crm/eware.dll/Logon"
+    async with make_balancer(scheme="https") as b:
+        await crm.configure(use_https=True, http_port=443)
+        await b.refresh()
+        assert (await b.logon()).headers["location"].startswith("https://crm1.example.com/crm/")

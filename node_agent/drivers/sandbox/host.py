@@ -45,6 +45,7 @@ from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, Ope
 from node_agent.drivers.sandbox.backups import SandboxBackups
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
 from node_agent.drivers.sandbox.faults import Faults
+from node_agent.drivers.sandbox.https import SandboxHttps
 from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
 from node_agent.drivers.sandbox.prerequisites import SandboxPrerequisites
@@ -152,6 +153,7 @@ class SandboxDriver(HostDriver):
         self.setup = SandboxSetup(self.base)
         self.uninstall = SandboxUninstall(self)
         self.prerequisites = SandboxPrerequisites(self)
+        self.https = SandboxHttps(self)
         self.sql_agent = SandboxSqlAgent(
             self,
             path=self.base / "msdb.json",
@@ -346,7 +348,7 @@ class SandboxDriver(HostDriver):
             fn = getattr(self.sql_agent, action.value)
             found: ActionHandler = fn
             return found
-        for part in (self.backups, self.uninstall, self.prerequisites):
+        for part in (self.backups, self.uninstall, self.prerequisites, self.https):
             fn = getattr(part, action.value, None)
             if fn is not None:
                 handler: ActionHandler = fn

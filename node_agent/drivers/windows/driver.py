@@ -32,6 +32,7 @@ from node_agent.drivers.windows import tsql
 from node_agent.drivers.windows.database import SqlServer
 from node_agent.drivers.windows.files import ProgramFiles, Registry, register_dll
 from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost, local_path
+from node_agent.drivers.windows.https import WindowsHttps, tls_handshake
 from node_agent.drivers.windows.iis import Iis
 from node_agent.drivers.windows.installer import Installer
 from node_agent.drivers.windows.prerequisites import WindowsPrerequisites
@@ -135,9 +136,16 @@ class WindowsDriver(HostDriver):
         self.uninstall = WindowsUninstall(_UninstallView(self), service_exes=SERVICE_EXES)
         self.maintenance = WindowsMaintenance(_MaintenanceView(self))
         self.prerequisites = WindowsPrerequisites(_PrerequisitesView(self))
+        self.https = WindowsHttps(
+            self.host,
+            appcmd=settings.windows_appcmd,
+            site=settings.windows_site,
+            netsh=str(PureWindowsPath(settings.windows_system_root, "System32", "netsh.exe")),
+            handshake=model.tls_handshake if model is not None else tls_handshake,
+        )
 
     def handler(self, action: Action) -> ActionHandler:
-        for part in (self.uninstall, self.maintenance, self.prerequisites):
+        for part in (self.uninstall, self.maintenance, self.prerequisites, self.https):
             fn = getattr(part, action.value, None)
             if fn is not None:
                 handler: ActionHandler = fn

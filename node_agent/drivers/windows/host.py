@@ -73,6 +73,8 @@ def changes_nothing(argv: Sequence[str]) -> bool:
         return args == ["/status"]
     if prog == "robocopy":
         return "/l" in args
+    if prog == "netsh":
+        return args[:3] == ["http", "show", "sslcert"]
     if prog == "dism":
         return any(a.startswith("/get-") for a in args) and all(
             a in _DISM_READ or a.startswith("/featurename:") for a in args

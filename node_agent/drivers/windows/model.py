@@ -112,6 +112,9 @@ class ModelledServer:
         self.memory_bytes = 16 << 30
         self.tcp_enabled = 1
         self.collation = "Latin1_General_CI_AS"
+        #: The CRM website's bindings and the certificates netsh has bound, by port.
+        self.bindings = ["http/*:80:"]
+        self.sslcerts: dict[int, str] = {}
         self._sid = 100000
         self._build(version)
 
@@ -300,6 +303,7 @@ class ModelledServer:
             "setup": self._setup,
             "dism": self._dism,
             "powershell": self._powershell,
+            "netsh": self._netsh,
         }.get(program(argv))
         if handler is None:
             raise FileNotFoundError(2, "The system cannot find the file specified", argv[0])
@@ -441,6 +445,12 @@ class ModelledServer:
             return CommandResult(
                 0, f'WP "{self.worker_pid}" (applicationPool:{self.app_pool})' if running else ""
             )
+        if (verb, what) == ("list", "site") and len(argv) > 3 and not argv[3].startswith("/"):
+            if argv[3].lower() not in (s.lower() for s in self.sites):
+                return CommandResult(
+                    1, f'ERROR ( message:Cannot find SITE object with identifier "{argv[3]}". )'
+                )
+            return CommandResult(0, ",".join(self.bindings))
         if (verb, what) == ("list", "site"):
             return CommandResult(0, "".join(f"{name}\n" for name in self.sites))
         if (verb, what) == ("list", "config") and "/section:system.webserver/asp" in (
@@ -508,6 +518,28 @@ class ModelledServer:
             f"{'Feature Name':<44} | State\n{'-' * 44} | {'-' * 8}\n{rows}\n"
             "The operation completed successfully.\n",
         )
+
+    def _netsh(self, argv: list[str]) -> CommandResult:
+        port = int(argv[-1].rpartition(":")[2])
+        cert = self.sslcerts.get(port)
+        if cert is None:
+            return CommandResult(
+                1,
+                "\nSSL Certificate bindings:\n-------------------------\n\n"
+                "The system cannot find the file specified.\n",
+            )
+        return CommandResult(
+            0,
+            "\nSSL Certificate bindings:\n-------------------------\n\n"
+            f"    IP:port                      : 0.0.0.0:{port}\n    Certificate Hash             : {cert}\n"
+            "    Application ID               : {4dc3e181-e14b-4a21-b022-59fc669b0914}\n"
+            "    Certificate Store Name       : My\n",
+        )
+
+    async def tls_handshake(self, host: str | None, port: int) -> bool:
+        """The modelled IIS answers TLS on a port with an https binding and a bound certificate."""
+        bound = any(b.lower().startswith(f"https/*:{port}:") for b in self.bindings)
+        return bound and port in self.sslcerts
 
     def _powershell(self, argv: list[str]) -> CommandResult:
         if argv[-1] == "(Get-CimInstance Win32_ComputerSystem).TotalPhysicalMemory":
