@@ -31,6 +31,7 @@ from controller.access.node_tokens import NodeTokens
 from controller.agents.client import AgentPool
 from controller.api import cluster as cluster_api
 from controller.api import cluster_ops as cluster_ops_api
+from controller.api import license_key as license_key_api
 from controller.api import maintenance as maintenance_api
 from controller.api import nodes as nodes_api
 from controller.api import records as records_api
@@ -143,6 +144,7 @@ def create_app(
         records_api,
         sizing_api,
         maintenance_api,
+        license_key_api,
         upgrades_api,
         dashboard,
     ):

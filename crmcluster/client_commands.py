@@ -34,6 +34,7 @@ from crmcluster.client.command_kit import (
     finish,
 )
 from crmcluster.client.https_commands import https_app
+from crmcluster.client.license_commands import license_app
 from crmcluster.client.maintenance_commands import maintenance_app
 from crmcluster.client.render import (
     checks_view,
@@ -396,3 +397,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(upgrade_app, name="upgrade")
     app.add_typer(maintenance_app, name="maintenance")
     app.add_typer(https_app, name="https")
+    app.add_typer(license_app, name="license")

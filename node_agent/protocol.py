@@ -97,6 +97,11 @@ class Action(StrEnum):
     #: Added: whether the CRM website has an HTTPS binding on a port and it answers (the guide's
     #: "create an SSL binding for the CRM site"), before the cluster is switched to HTTPS.
     CHECK_HTTPS_BINDING = "check_https_binding"
+    #: Added: the guide's "Updating the license key" (the License Key Update application): what a
+    #: key gives (the installed one, or ``license_key``'s) and the update itself, which never
+    #: registers the installation.
+    LICENSE_DETAILS = "license_details"
+    UPDATE_LICENSE_KEY = "update_license_key"
 
 
 class OperationState(StrEnum):
@@ -187,6 +192,12 @@ class LicenseParams(Params):
     license_key: SecretStr
 
 
+class LicenseDetailsParams(Params):
+    """No key: the installed key's details; a key: that key's (nothing is installed)."""
+
+    license_key: SecretStr | None = None
+
+
 class LibraryParams(Params):
     path: UncPath | None = None
 
@@ -272,6 +283,8 @@ ACTION_PARAMS: dict[Action, type[Params]] = {
     Action.CHECK_DATABASE_RIGHTS: NoParams,
     Action.CHECK_PREREQUISITES: NoParams,
     Action.CHECK_HTTPS_BINDING: HttpsBindingParams,
+    Action.LICENSE_DETAILS: LicenseDetailsParams,
+    Action.UPDATE_LICENSE_KEY: LicenseParams,
 }
 assert set(ACTION_PARAMS) == set(Action)
 
@@ -770,6 +783,30 @@ class PrerequisitesResult(Result):
     errors: dict[str, str] = Field(default_factory=dict)
 
 
+class LicenseDetails(Result):
+    """``license_details``: what a license key gives, as far as this server can tell — its number
+    of users and its features (Sage's "Max Number Of Users" and "Options"). ``users``/``features``
+    None: not readable here (``checked`` says why). Only a hash and a hint of the key are reported."""
+
+    key_hash: str | None = None
+    #: The key's last four characters (``…0001``).
+    key_hint: str | None = None
+    users: int | None = None
+    features: list[str] | None = None
+    checked: str
+
+
+class LicenseUpdateResult(Result):
+    """``update_license_key``: the installed key's details before and after, and how it was
+    updated. ``registered`` is always false: updating a key registers nothing."""
+
+    before: LicenseDetails
+    after: LicenseDetails
+    how: str
+    registered: Literal[False] = False
+    operator_note: str | None = None
+
+
 class HttpsBindingResult(Result):
     """``check_https_binding``: the CRM website's bindings, whether one is ``https`` on the port
     (``bound``), the certificate bound to it (``certificate``, its hash, when known) and whether a
@@ -828,6 +865,8 @@ ACTION_RESULTS: dict[Action, type[Result]] = {
     Action.CHECK_DATABASE_RIGHTS: DatabaseRightsResult,
     Action.CHECK_PREREQUISITES: PrerequisitesResult,
     Action.CHECK_HTTPS_BINDING: HttpsBindingResult,
+    Action.LICENSE_DETAILS: LicenseDetails,
+    Action.UPDATE_LICENSE_KEY: LicenseUpdateResult,
 }
 assert set(ACTION_RESULTS) == set(Action)
 

@@ -3,6 +3,9 @@ nothing. Each part is one chapter's requirements, judged per server with its evi
 
     prerequisites   "Server software requirements", "Database servers", the memory rule
                     (:mod:`controller.cluster_ops.prerequisites`)
+    license         the installed license key of every server, one key for all ("Your license
+                    key can be used on all servers in the cluster"), what it gives where readable
+                    (:mod:`controller.cluster_ops.license_key`)
 
 The answer: ``status`` (the worst part's), ``parts`` by name, and ``findings`` — every check that
 is not ``pass``, one line each (part, node, check, status, message, command) for a table.
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from controller.cluster_ops import prerequisites
+from controller.cluster_ops import license_key, prerequisites
 from controller.context import ControllerContext
 from controller.jobs.runner import new_op_id, run_agent_op
 from controller.jobs.store import StepError
@@ -58,7 +61,8 @@ def findings(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def run(ctx: ControllerContext) -> dict[str, Any]:
     nodes = [n for n in await ctx.registry.list_nodes() if n.agent_url]
-    parts = {"prerequisites": await _prerequisites(ctx, nodes)}
+    prereqs, keys = await asyncio.gather(_prerequisites(ctx, nodes), license_key.installed(ctx))
+    parts = {"prerequisites": prereqs, "license": license_key.audit_part(keys)}
     return {
         "checked_at": ctx.clock().isoformat(),
         "status": prerequisites.worst([p["status"] for p in parts.values()]),

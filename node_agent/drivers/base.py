@@ -41,6 +41,7 @@ READ_ONLY_ACTIONS: frozenset[Action] = frozenset(
         Action.CHECK_DATABASE_RIGHTS,
         Action.CHECK_PREREQUISITES,
         Action.CHECK_HTTPS_BINDING,
+        Action.LICENSE_DETAILS,
         Action.WARMUP_LOGON,
         Action.MAINTENANCE_STATUS,
     }

@@ -48,6 +48,8 @@ from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.https import SandboxHttps
 from node_agent.drivers.sandbox.install_tree import InstallTree
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
+from node_agent.drivers.sandbox.license import SandboxLicense
+from node_agent.drivers.sandbox.license import decode as decode_license
 from node_agent.drivers.sandbox.prerequisites import SandboxPrerequisites
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key
 from node_agent.drivers.sandbox.setup_replay import SandboxSetup
@@ -154,6 +156,7 @@ class SandboxDriver(HostDriver):
         self.uninstall = SandboxUninstall(self)
         self.prerequisites = SandboxPrerequisites(self)
         self.https = SandboxHttps(self)
+        self.license = SandboxLicense(self, faults=self.faults)
         self.sql_agent = SandboxSqlAgent(
             self,
             path=self.base / "msdb.json",
@@ -348,7 +351,7 @@ class SandboxDriver(HostDriver):
             fn = getattr(self.sql_agent, action.value)
             found: ActionHandler = fn
             return found
-        for part in (self.backups, self.uninstall, self.prerequisites, self.https):
+        for part in (self.backups, self.uninstall, self.prerequisites, self.https, self.license):
             fn = getattr(part, action.value, None)
             if fn is not None:
                 handler: ActionHandler = fn
@@ -497,7 +500,10 @@ class SandboxDriver(HostDriver):
             regs[key_hash] = int(regs.get(key_hash, 0)) + 1
             self.update_state(registrations=regs)
             result["registered"] = True
-        self.update_state(license_hash=key_hash)
+        # The installer installs its key: the License Key Details show it from now on.
+        self.update_state(
+            license_hash=key_hash, license=decode_license(params.license_key.get_secret_value())
+        )
         if was_web:
             self.update_state(web=RUNNING, iis_started_at=_now().isoformat())
         if was_tomcat:
@@ -538,7 +544,11 @@ class SandboxDriver(HostDriver):
             await asyncio.to_thread(tree.create, version=params.version, replication_engine=True)
         self.registry.set_values(config_key(self.install_name), {"Version": params.version})
         self.update_state(
-            web=RUNNING, tomcat=RUNNING, iis_started_at=_now().isoformat(), license_hash=key_hash
+            web=RUNNING,
+            tomcat=RUNNING,
+            iis_started_at=_now().isoformat(),
+            license_hash=key_hash,
+            license=decode_license(params.license_key.get_secret_value()),
         )
         await self.refresh_sessions()
         return {

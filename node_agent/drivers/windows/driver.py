@@ -35,6 +35,7 @@ from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost, 
 from node_agent.drivers.windows.https import WindowsHttps, tls_handshake
 from node_agent.drivers.windows.iis import Iis
 from node_agent.drivers.windows.installer import Installer
+from node_agent.drivers.windows.license import WindowsLicense
 from node_agent.drivers.windows.prerequisites import WindowsPrerequisites
 from node_agent.drivers.windows.services import ServiceControl
 from node_agent.drivers.windows_maintenance import WindowsMaintenance
@@ -143,9 +144,10 @@ class WindowsDriver(HostDriver):
             netsh=str(PureWindowsPath(settings.windows_system_root, "System32", "netsh.exe")),
             handshake=model.tls_handshake if model is not None else tls_handshake,
         )
+        self.license = WindowsLicense(self.host, install_dir=self.install_dir, state_dir=self.state_dir)
 
     def handler(self, action: Action) -> ActionHandler:
-        for part in (self.uninstall, self.maintenance, self.prerequisites, self.https):
+        for part in (self.uninstall, self.maintenance, self.prerequisites, self.https, self.license):
             fn = getattr(part, action.value, None)
             if fn is not None:
                 handler: ActionHandler = fn

@@ -141,6 +141,7 @@ class ModelledServer:
         for name in self.settings.windows_services.values():
             self.put(self.root / "Services" / f"{name}.exe", name)
         self.put(PureWindowsPath(self.settings.windows_setup_exe), "InstallShield setup")
+        self.put(inst / "License Update" / "licensekeyupdate.exe", "License Key Update application")
         for mode in ("upgrade", "add_node"):
             self.put(
                 PureWindowsPath(self.settings.windows_response_files) / f"{mode}-2017 R1.iss",
