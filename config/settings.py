@@ -231,6 +231,13 @@ class ControllerSettings(CommonSettings):
     drain_timeout: float = Field(600.0, ge=0, le=7 * 24 * 3600)
     #: Seconds between passes of the heartbeat watch (down detection, logged-on counts).
     sweep_interval: float = Field(1.0, gt=0, le=60)
+    #: Seconds of lateness of the controller's own loop or state database past which it counts as
+    #: behind: no server goes down for silence until a whole heartbeat time-out later (default: a
+    #: third of ``heartbeat_timeout``).
+    liveness_lag_limit: float | None = Field(None, gt=0, le=3600)
+    #: Share of the cluster above which servers falling silent at once (two or more) are a storm:
+    #: held back and reported (``down_storm_held``) rather than marked down.
+    down_storm_share: float = Field(0.55, gt=0, le=1)
     #: Seconds between two reads of the maintenance plan's jobs from msdb (dashboard, metrics).
     maintenance_poll_interval: float = Field(60.0, gt=0, le=24 * 3600)
     #: Seconds a maintenance task started now may run (a full backup of a large database is long).

@@ -41,7 +41,7 @@ from controller.context import ControllerContext
 from controller.dashboard import routes as dashboard
 from controller.errors import API_ERRORS
 from controller.maintenance import sql_agent as maintenance
-from controller.registry import cluster, heartbeats
+from controller.registry import cluster, heartbeats, liveness_guard
 from controller.upgrade import runtime as upgrade
 from node_agent.protocol import REQUEST_ID_HEADER
 
@@ -97,6 +97,7 @@ def create_app(
         await ctx.jobs.interrupt_running()
         if watch:
             ctx.tasks.start("heartbeat-watch", lambda: heartbeats.watch(ctx), restart=True)
+            ctx.tasks.start("loop-lag", lambda: liveness_guard.monitor(ctx.liveness_guard), restart=True)
             ctx.tasks.start("maintenance-watch", lambda: maintenance.watch(ctx), restart=True)
         upgrade.start(ctx)
         try:

@@ -26,6 +26,7 @@ from controller.agents.client import AgentPool
 from controller.audit import AuditTrail
 from controller.jobs.store import JobStore
 from controller.metrics import ControllerMetrics
+from controller.registry.liveness_guard import LivenessGuard
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import SessionCounter
 
@@ -48,6 +49,8 @@ class ControllerContext:
     audit: AuditTrail = field(init=False)
     jobs: JobStore = field(init=False)
     sessions: SessionCounter = field(init=False)
+    #: Holds "down for silence" decisions while the controller itself is behind, or in a storm.
+    liveness_guard: LivenessGuard = field(init=False)
     #: Held while a change moves a role between nodes (Replication Engine, services, join, remove):
     #: one such change at a time, so two Replication Engines can never be installed concurrently.
     placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -61,6 +64,12 @@ class ControllerContext:
 
     def __post_init__(self) -> None:
         self.registry = NodeRegistry(self.state_engine, clock=self.clock)
+        timeout = self.settings.heartbeat_timeout
+        self.liveness_guard = LivenessGuard(
+            lag_limit=self.settings.liveness_lag_limit or timeout / 3,
+            window=timeout,
+            storm_share=self.settings.down_storm_share,
+        )
         self.jobs = JobStore(self.state_engine, clock=self.clock)
         self.audit = AuditTrail(self.state_engine, clock=self.clock, on_record=self.metrics.audited)
         self.sessions = SessionCounter(

@@ -108,6 +108,17 @@ class ControllerMetrics:
             ["node", "state"],
             registry=r,
         )
+        self.controller_lag = Gauge(
+            "crmcluster_controller_lag_seconds",
+            "Largest lateness of the controller's own loop or state database since the last watch pass",
+            registry=r,
+        )
+        self.down_decisions_held = Counter(
+            "crmcluster_controller_down_decisions_held",
+            "Down-for-silence decisions held back: the controller was behind, or a storm",
+            ["reason"],
+            registry=r,
+        )
         self.heartbeat_age = Gauge(
             "crmcluster_controller_heartbeat_age_seconds",
             "Seconds since the node's last heartbeat",

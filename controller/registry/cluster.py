@@ -45,6 +45,7 @@ async def view(ctx: ControllerContext) -> dict[str, Any]:
     config = await read_config(ctx)
     warnings = invariants.check(nodes, config)
     warnings += invariants.agent_url_warnings(nodes, ctx.advertised_agent_urls)
+    warnings += invariants.held_down_warnings(ctx.liveness_guard.held, ctx.liveness_guard.held_reason)
     ctx.metrics.refresh(nodes, [w.code for w in warnings])
     return {
         "nodes": [n.public() for n in nodes],

@@ -32,7 +32,9 @@ async def receive(ctx: ControllerContext, name: str, heartbeat: Heartbeat) -> No
             details={"node": name, "status_name": heartbeat.status.name},
         )
     # Never the heartbeat's agent_url: where the controller sends tokens is set by registration only.
+    started = ctx.liveness_guard.monotonic()
     rec = await ctx.registry.observe(name, heartbeat.status)
+    ctx.liveness_guard.note_lag(ctx.liveness_guard.monotonic() - started)  # the database behind
     ctx.metrics.heartbeats.labels(name).inc()
     if rec.fenced:
         enforce_fence(ctx, rec)
@@ -55,10 +57,29 @@ def note_advertised_url(ctx: ControllerContext, rec: NodeRecord, advertised: str
 
 
 async def sweep(ctx: ControllerContext) -> list[str]:
-    """One pass: silent nodes go ``down``; logged-on counts refreshed. Returns the nodes marked down."""
-    down = await ctx.registry.mark_silent_down(heartbeat_timeout=ctx.settings.heartbeat_timeout)
+    """One pass: silent nodes go ``down`` unless the liveness guard holds them (the controller was
+    behind, or a storm); logged-on counts refreshed. Returns the nodes marked down."""
+    timeout = ctx.settings.heartbeat_timeout
+    guard = ctx.liveness_guard
+    started = guard.monotonic()
+    silent, total = await ctx.registry.silent_nodes(heartbeat_timeout=timeout)
+    guard.note_lag(guard.monotonic() - started)  # a slow state database is the controller behind
+    decision = guard.decide(silent, cluster_size=total)
+    if decision.held:
+        ctx.metrics.down_decisions_held.labels(decision.reason).inc(len(decision.held))
+        log.warning(
+            "holding back %d down decision(s) (%s): %s silent for %.0fs; last lag %.2fs",
+            len(decision.held),
+            decision.reason,
+            ", ".join(decision.held),
+            timeout,
+            guard.worst_lag,
+        )
+    ctx.metrics.controller_lag.set(guard.worst_lag)
+    guard.worst_lag = 0.0
+    down = await ctx.registry.mark_silent_down(heartbeat_timeout=timeout, names=decision.down)
     for name in down:
-        log.warning("node %s: no heartbeat for %.0fs; marked down", name, ctx.settings.heartbeat_timeout)
+        log.warning("node %s: no heartbeat for %.0fs; marked down", name, timeout)
     try:
         counts = await ctx.sessions.counts()
     except DatabaseUnavailable as exc:
@@ -73,7 +94,8 @@ async def sweep(ctx: ControllerContext) -> list[str]:
 
 
 async def watch(ctx: ControllerContext) -> None:
-    """Run :func:`sweep` every ``sweep_interval`` seconds until cancelled."""
+    """Run :func:`sweep` every ``sweep_interval`` seconds until cancelled (the loop's own lag is
+    measured beside it, by :func:`controller.registry.liveness_guard.monitor`)."""
     while True:
         try:
             await sweep(ctx)

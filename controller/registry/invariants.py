@@ -191,5 +191,24 @@ def agent_url_warnings(nodes: Sequence[NodeRecord], advertised: Mapping[str, str
     return out
 
 
+def held_down_warnings(held: Sequence[str], reason: str | None) -> list[ClusterWarning]:
+    """``down_storm_held`` / ``controller_behind``: servers silent past the heartbeat time-out that
+    the liveness guard keeps out of ``down`` (:mod:`controller.registry.liveness_guard`)."""
+    if not held or reason is None:
+        return []
+    why = (
+        "more of the cluster fell silent at once than a server failure explains (the controller's network?)"
+        if reason == "down_storm"
+        else "the controller itself was behind (its loop or state database lagged)"
+    )
+    return [
+        ClusterWarning(
+            code="down_storm_held" if reason == "down_storm" else "controller_behind",
+            message=f"{', '.join(held)} silent past the heartbeat time-out but not marked down: {why}",
+            nodes=list(held),
+        )
+    ]
+
+
 def as_json(warnings: Sequence[ClusterWarning]) -> list[dict[str, Any]]:
     return [w.model_dump() for w in warnings]

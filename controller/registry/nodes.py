@@ -28,12 +28,12 @@ removes it (see :mod:`controller.cluster_ops.replication_engine`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.state_schema import nodes, utcnow
@@ -284,22 +284,35 @@ class NodeRegistry:
                 )
         return await self.get(name)
 
-    async def mark_silent_down(self, *, heartbeat_timeout: float) -> list[str]:
-        """Every ``up`` node whose last heartbeat is older than the time-out becomes ``down``."""
-        now = self.clock()
-        cutoff = now - timedelta(seconds=heartbeat_timeout)
-        silent = (nodes.c.state == NodeState.UP.value) & (
+    def _silent(self, heartbeat_timeout: float) -> Any:
+        cutoff = self.clock() - timedelta(seconds=heartbeat_timeout)
+        return (nodes.c.state == NodeState.UP.value) & (
             nodes.c.last_heartbeat.is_(None) | (nodes.c.last_heartbeat < cutoff)
         )
+
+    async def silent_nodes(self, *, heartbeat_timeout: float) -> tuple[list[str], int]:
+        """The ``up`` nodes whose last heartbeat is older than the time-out, and how many nodes
+        are registered in all."""
+        async with self.engine.connect() as conn:
+            names = [
+                r[0] for r in await conn.execute(select(nodes.c.name).where(self._silent(heartbeat_timeout)))
+            ]
+            total = (await conn.execute(select(func.count()).select_from(nodes))).scalar_one()
+        return names, int(total)
+
+    async def mark_silent_down(self, *, heartbeat_timeout: float, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` still ``up`` and silent become ``down`` (re-checked in the update, so
+        a heartbeat that arrived meanwhile keeps its node up). Returns the nodes marked down."""
+        if not names:
+            return []
+        silent = self._silent(heartbeat_timeout) & nodes.c.name.in_(list(names))
         async with self.engine.begin() as conn:
-            names = [r[0] for r in await conn.execute(select(nodes.c.name).where(silent))]
-            if names:
+            down = [r[0] for r in await conn.execute(select(nodes.c.name).where(silent))]
+            if down:
                 await conn.execute(
-                    update(nodes)
-                    .where(silent & nodes.c.name.in_(names))
-                    .values(state=NodeState.DOWN.value, updated_at=now)
+                    update(nodes).where(silent).values(state=NodeState.DOWN.value, updated_at=self.clock())
                 )
-        return names
+        return down
 
     async def set_logged_on(self, counts: dict[str, int]) -> None:
         """Write each node's logged-on count (nodes absent from ``counts`` have none)."""

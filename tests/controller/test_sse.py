@@ -30,7 +30,7 @@ async def test_keepalive_comments_while_the_stream_is_quiet() -> None:
         yield sse_event(retry_ms=1000)
         yield sse_event({"n": 1}, event="tick", id=1)
         loop = asyncio.get_running_loop()
-        quiet_until = loop.time() + 0.5  # quiet long enough for several keep-alives
+        quiet_until = loop.time() + 1.0  # quiet long enough for several keep-alives, under load too
         while loop.time() < quiet_until:
             await asyncio.sleep(0.02)
         yield sse_event({"n": 2}, event="tick", id=2)
