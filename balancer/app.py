@@ -38,12 +38,14 @@ from balancer.pool import ServerPool
 from balancer.refresh import Refresher
 from balancer.replicas import ReplicaExchange, default_replica_id
 from config.aiotasks import TaskSupervisor
+from config.api_docs import DOC_PATHS, install_docs
 from config.api_errors import install_error_handlers
+from config.api_tokens import ApiTokens
 from config.crm_schema import create_embedded_crm_tables, crm_tables
 from config.database import make_engine
 from config.errors import DatabaseUnavailable, MigrationError
 from config.migrate import migrate
-from config.request_guard import OPEN, Refused, bearer_token, install_guard
+from config.request_guard import OPEN, Refused, bearer_token, install_guard, is_loopback
 from config.secrets import redact, register_secret
 from config.sessions import crm_now as crm_time
 from config.settings import BalancerSettings
@@ -59,6 +61,8 @@ class BalancerContext:
     metrics: BalancerMetrics
     clock: Callable[[], float]
     refresher: Refresher | None = None
+    #: The controller's API tokens (state database): a viewer's token opens /metrics here too.
+    api_tokens: ApiTokens | None = None
     tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("balancer"))
 
 
@@ -148,6 +152,7 @@ def create_app(
             sticky_refresh=settings.sticky_refresh,
         )
         ctx.refresher = refresher
+        ctx.api_tokens = ApiTokens(state)
         if settings.counts_mode == "per_logon" and app_.logon_route is not None:
             app_.logon_route.before_decide = refresher.refresh_counts
         await refresher.refresh_config()
@@ -182,20 +187,47 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        description=(
+            "Sends each Sage CRM logon to the web server with the fewest logged-on users. The logon "
+            "routes answer 307 to the chosen server (or 503 when none can take a logon); "
+            "`/api/v1/servers` shows the servers as the balancer sees them."
+        ),
     )
     install_error_handlers(app_)
+    install_docs(
+        app_,
+        allowed=lambda _request: None,
+        title="crmcluster balancer",
+        secured=lambda path: (
+            path == "/metrics" or (settings.admin_token is not None and path.startswith("/api/"))
+        ),
+    )
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
 
     async def authenticate(scope: Scope) -> Any:
-        """``/api/…`` needs the admin token when one is set (checked before any body is read)."""
-        if admin is None or not scope.get("path", "").startswith("/api/"):
+        """Checked before any body is read. ``/metrics`` needs a token (the admin token of these
+        settings, or any API token of the controller's: a viewer's is enough), and so do
+        ``/docs``/``/openapi.json`` from another machine; ``/api/…`` needs one when an admin
+        token is set. The logon routes and ``/healthz`` are open."""
+        path = scope.get("path", "")
+        if path == "/metrics" or (path in DOC_PATHS and not is_loopback(scope)):
+            pass
+        elif admin is None or not path.startswith("/api/"):
             return OPEN
         given = bearer_token(scope)
         if given is None:
             return Refused("no bearer token")
-        if not hmac.compare_digest(given.encode(), admin.encode()):
-            return Refused("wrong bearer token")
-        return "admin"
+        if admin is not None and hmac.compare_digest(given.encode(), admin.encode()):
+            return "admin"
+        if ctx.api_tokens is not None:
+            try:
+                record = await ctx.api_tokens.lookup(given)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("API tokens not read (state database): %s", redact(repr(exc)))
+                record = None
+            if record is not None:
+                return record.name
+        return Refused("wrong bearer token")
 
     install_guard(app_, settings, authenticate=authenticate, service="balancer")
     app_.state.balancer = ctx
@@ -209,7 +241,12 @@ def create_app(
     )
     app_.include_router(
         build_router(
-            pool=pool, metrics=metrics, admin_token=admin, retry_after=settings.retry_after, clock=clock
+            pool=pool,
+            metrics=metrics,
+            admin_token=admin,
+            retry_after=settings.retry_after,
+            clock=clock,
+            install=settings.url_path_install,
         )
     )
     return app_

@@ -15,7 +15,8 @@ Safety rules this module keeps:
   not plain printable ASCII is refused (400), so nothing can be smuggled into the header.
 - **Forms parsed safely**: a POST body is read up to ``max_form_bytes`` (413 beyond), only
   ``application/x-www-form-urlencoded`` is looked at, and only the ``User_Logon`` field is
-  decoded — the password is never decoded, logged or kept. Garbage gets a 4xx or is simply
+  decoded (a name that is not printable is routed without stickiness) — the password is never
+  decoded, logged or kept. Garbage gets a 4xx or is simply
   routed without stickiness; never a 500.
 - No per-request logging here; uvicorn's access log is off unless ``access_log`` is set.
 """
@@ -102,7 +103,8 @@ class LogonRoute:
                 user_logon = _user_logon(scope, body)
         except BadRequest as exc:
             self.metrics.decisions["rejected"] += 1
-            await _send_error(send, exc, allow=exc.status == 405)
+            allow = b"GET, HEAD, POST" if scope["path"].lower() == self.logon_path else b"GET, HEAD"
+            await _send_error(send, exc, allow=allow if exc.status == 405 else None)
             return
         started = time.perf_counter()
         if self.before_decide is not None:
@@ -180,21 +182,23 @@ def _user_logon(scope: Scope, body: bytes) -> str | None:
         if name.strip().lower() != _USER_LOGON:
             continue
         value = unquote_plus(raw_value.decode("latin-1"), errors="replace").strip()
-        if len(value) > MAX_USER_LOGON or not value.isprintable():
-            raise BadRequest(400, "bad_form", "User_Logon must be printable, 255 characters at most")
+        if len(value) > MAX_USER_LOGON:
+            raise BadRequest(400, "bad_form", "User_Logon may be 255 characters at most")
+        if not value.isprintable():
+            return None  # no user of Sage's has such a name: routed, without stickiness
         if found is not None and found != value:
             raise BadRequest(400, "bad_form", "User_Logon given twice")
         found = value
     return found or None
 
 
-async def _send_error(send: Send, exc: BadRequest, *, allow: bool) -> None:
+async def _send_error(send: Send, exc: BadRequest, *, allow: bytes | None) -> None:
     body = json.dumps(error_body(exc.code, exc.message)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
     if allow:
-        headers.append((b"allow", b"GET, HEAD, POST"))
+        headers.append((b"allow", allow))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

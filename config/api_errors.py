@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -76,6 +77,54 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    """The one JSON error shape: ``{"error": {"code", "message", "details"}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
+ERROR_SCHEMA_REF: dict[str, Any] = {"model": ErrorOut}
+_DESCRIPTIONS = {
+    400: "Bad request (a malformed header or query)",
+    401: "No bearer token, or one that matches nothing",
+    403: "The token's role may not do this",
+    404: "No such thing",
+    405: "Method not allowed (see Allow)",
+    409: "Clashes with the current state",
+    413: "The request body is larger than the limit",
+    422: "The request breaks a rule (which field, why)",
+    429: "Too many failed authentications from this address (see Retry-After)",
+    503: "A dependency did not answer; retry later",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the JSON error schema."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"description": _DESCRIPTIONS.get(code, "Error"), **ERROR_SCHEMA_REF}
+        if code == 429:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        if code == 405:
+            entry["headers"] = {"Allow": {"schema": {"type": "string"}}}
+        out[code] = entry
+    return out
+
+
+#: What every authenticated JSON API route may answer besides its success.
+API_ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": redact(message), "details": redact_mapping(details)}}
 
@@ -103,11 +152,16 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app answers at the request's path (Starlette names only the
     first route whose path matches, so ``GET`` and ``PUT`` on one path would say ``Allow: GET``)."""
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match == Match.PARTIAL and getattr(route, "methods", None):
-            methods |= set(route.methods)
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        # Every route kind answers matches(), routers included in the app too (FastAPI's
+        # included routers hold their routes themselves): a full match allows the method.
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            methods.add(method)
     return sorted(methods)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ is bounded by ``max_body_bytes``; memory per client by the limiter's bounds.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -81,6 +82,14 @@ def bearer_token(scope: Scope) -> str | None:
 def client_address(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+def is_loopback(scope: Scope) -> bool:
+    """True when the request comes from this machine (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(client_address(scope)).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_json(scope: Scope) -> bool:

@@ -189,3 +189,31 @@ node_credentials = Table(
     Column("tls_certificate", Text, nullable=True),
     Index("ix_node_credentials_token_hash", "token_hash", unique=True),
 )
+
+#: Migration 0005_api_tokens: the API tokens of ``crmcluster tokens create`` (name, role and the
+#: token's hash; the token is shown once and never stored) and the dashboard's sessions (the hash
+#: of the cookie's random id), ended on the server by signing out or revoking their token.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(80), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("created_by", String(100), nullable=True),
+    Column("last_used_at", DateTime, nullable=True),
+    Index("ix_api_tokens_token_hash", "token_hash", unique=True),
+)
+
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(80), primary_key=True),
+    Column("actor", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("credential", String(63), nullable=False),
+    Column("credential_hash", String(80), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_dashboard_sessions_credential", "credential"),
+)

@@ -13,15 +13,17 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import httpx
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from config.api_docs import install_docs
 from config.api_errors import install_error_handlers
 from config.crm_schema import create_embedded_crm_tables, crm_tables
 from config.database import make_engine
 from config.logs import RequestContext
 from config.migrate import migrate
 from config.request_guard import install_guard
+from config.roles import Role
 from config.secrets import SecretBox, register_secret
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
@@ -36,7 +38,9 @@ from controller.api import maintenance as maintenance_api
 from controller.api import nodes as nodes_api
 from controller.api import records as records_api
 from controller.api import sizing as sizing_api
+from controller.api import tokens as tokens_api
 from controller.api import upgrades as upgrades_api
+from controller.api.deps import authorize
 from controller.context import ControllerContext
 from controller.dashboard import routes as dashboard
 from controller.errors import API_ERRORS
@@ -46,6 +50,23 @@ from controller.upgrade import runtime as upgrade
 from node_agent.protocol import REQUEST_ID_HEADER
 
 log = logging.getLogger("crmcluster.controller")
+
+#: Every router of the controller (tests/security/test_roles.py maps each route to its role).
+ROUTERS = tuple(
+    m.router
+    for m in (
+        cluster_api,
+        nodes_api,
+        cluster_ops_api,
+        records_api,
+        sizing_api,
+        maintenance_api,
+        license_key_api,
+        tokens_api,
+        upgrades_api,
+        dashboard,
+    )
+)
 
 
 def create_app(
@@ -114,6 +135,15 @@ def create_app(
         version="0.1.0",
         description="Runs a multi-server Sage CRM cluster: registry, multi-server operations, upgrades.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_docs(
+        app,
+        allowed=lambda request: authorize(request, Role.VIEWER),
+        title="crmcluster controller",
+        secured=lambda path: path.startswith("/api/"),
     )
     install_error_handlers(app, extra=API_ERRORS)
     install_guard(app, settings, authenticate=authn.authenticate, service="controller")
@@ -128,7 +158,9 @@ def create_app(
         return JSONResponse({"status": "ok", "tasks": ctx.tasks.names})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        """Prometheus text; needs a viewer (a token that may read)."""
+        authorize(request, Role.VIEWER)
         ctx: ControllerContext = app.state.ctx
         try:
             await cluster.view(ctx)  # refreshes the node and warning gauges
@@ -138,17 +170,7 @@ def create_app(
         await ctx.metrics.read_databases(state=ctx.state_engine, crm=ctx.crm_engine)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    for module in (
-        cluster_api,
-        nodes_api,
-        cluster_ops_api,
-        records_api,
-        sizing_api,
-        maintenance_api,
-        license_key_api,
-        upgrades_api,
-        dashboard,
-    ):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     return app

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.aiotasks import TaskSupervisor
+from config.api_tokens import ApiTokens
 from config.crm_schema import CrmTables
 from config.secrets import SecretBox
 from config.settings import ControllerSettings
@@ -24,6 +25,7 @@ from config.sysparams import SysParamsStore
 from controller.access.node_tokens import NodeTokens
 from controller.agents.client import AgentPool
 from controller.audit import AuditTrail
+from controller.dashboard.session import DashboardSessions
 from controller.jobs.store import JobStore
 from controller.metrics import ControllerMetrics
 from controller.registry.liveness_guard import LivenessGuard
@@ -47,6 +49,9 @@ class ControllerContext:
     metrics: ControllerMetrics = field(default_factory=ControllerMetrics)
     registry: NodeRegistry = field(init=False)
     audit: AuditTrail = field(init=False)
+    #: The API tokens with roles (``crmcluster tokens``), and the dashboard's server-side sessions.
+    api_tokens: ApiTokens = field(init=False)
+    dashboard_sessions: DashboardSessions = field(init=False)
     jobs: JobStore = field(init=False)
     sessions: SessionCounter = field(init=False)
     #: Holds "down for silence" decisions while the controller itself is behind, or in a storm.
@@ -71,6 +76,8 @@ class ControllerContext:
             storm_share=self.settings.down_storm_share,
         )
         self.jobs = JobStore(self.state_engine, clock=self.clock)
+        self.api_tokens = ApiTokens(self.state_engine, clock=self.clock)
+        self.dashboard_sessions = DashboardSessions(self.state_engine, self.settings, clock=self.clock)
         self.audit = AuditTrail(self.state_engine, clock=self.clock, on_record=self.metrics.audited)
         self.sessions = SessionCounter(
             self.crm_engine,

@@ -46,6 +46,7 @@ from crmcluster.client.render import (
     styled,
     warnings_table,
 )
+from crmcluster.client.token_commands import tokens_app
 from crmcluster.client.upgrade_commands import active_run, upgrade_app
 from crmcluster.client.values import config_body, pairs_body
 from crmcluster.client.watcher import TERMINAL
@@ -398,3 +399,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(maintenance_app, name="maintenance")
     app.add_typer(https_app, name="https")
     app.add_typer(license_app, name="license")
+    app.add_typer(tokens_app, name="tokens")

@@ -27,14 +27,15 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from config.aiotasks import TaskSupervisor
+from config.api_docs import DOC_PATHS, install_docs
 from config.api_errors import (
+    API_ERROR_RESPONSES,
     Conflict,
-    InvalidInput,
     NotFound,
     Unauthorized,
     Unavailable,
@@ -43,7 +44,7 @@ from config.api_errors import (
 from config.database import parse_url
 from config.errors import SettingError
 from config.logs import RequestContext
-from config.request_guard import OPEN, Refused, Scope, bearer_token, install_guard
+from config.request_guard import OPEN, Refused, Scope, bearer_token, install_guard, is_loopback
 from config.secrets import register_secret
 from config.settings import AgentSettings
 from node_agent.agent_check import AgentCheck, AgentCheckServer, WebHealth
@@ -59,6 +60,7 @@ from node_agent.operations import (
     NotAwaiting,
     OperationConflict,
     OperationManager,
+    TooManyOperations,
     UnknownOperation,
     utcnow,
 )
@@ -70,9 +72,8 @@ from node_agent.protocol import (
     ConfirmRequest,
     NodeStatus,
     OperationRecord,
-    OperationRequest,
-    ParamsError,
-    parse_params,
+    OperationSubmission,
+    Params,
 )
 from node_agent.runner import CommandRunner, SubprocessRunner
 
@@ -197,7 +198,20 @@ def create_app(
             await operations.shutdown(timeout=5)
             await host_driver.stop()
 
-    app = FastAPI(title=f"crmcluster agent {settings.name}", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=f"crmcluster agent {settings.name}",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_docs(
+        app,
+        allowed=lambda _request: None,
+        title=f"crmcluster agent {settings.name}",
+        secured=lambda path: path.startswith("/v1/"),
+    )
     install_error_handlers(app)
     app.state.settings = settings
     app.state.driver = host_driver
@@ -211,8 +225,10 @@ def create_app(
     app.state.agent_check = agent_check
 
     async def authenticate(scope: Scope) -> Any:
-        """``/v1/…`` needs this node's token (compared in constant time), before the body is read."""
-        if not scope.get("path", "").startswith("/v1/"):
+        """``/v1/…`` needs this node's token (compared in constant time), before the body is read;
+        so do ``/docs`` and ``/openapi.json`` from another machine."""
+        path = scope.get("path", "")
+        if not path.startswith("/v1/") and (path not in DOC_PATHS or is_loopback(scope)):
             return OPEN
         given = bearer_token(scope)
         needed = "this node's agent token is required (Authorization: Bearer …)"
@@ -236,7 +252,7 @@ def create_app(
         if getattr(request.state, "principal", None) is None:
             raise Unauthorized("a valid agent token is required (Authorization: Bearer …)")
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=API_ERROR_RESPONSES)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -251,16 +267,15 @@ def create_app(
         return await host_driver.status()
 
     @v1.post("/operations", status_code=202, response_model=OperationRecord)
-    async def submit(body: OperationRequest) -> JSONResponse:
+    async def submit(body: Annotated[OperationSubmission, Body()]) -> JSONResponse:
+        """Start an operation; its body's schema is the action's own (``action`` tells which)."""
+        params = getattr(body, "params")  # noqa: B009  # every submission model has op_id, action, params
+        assert isinstance(params, Params)
         try:
-            params = parse_params(body.action, body.params)
-        except ParamsError as exc:
-            raise InvalidInput(exc.message, details=exc.details) from None
-        try:
-            record = operations.submit(body.op_id, Action(body.action), params)
+            record = operations.submit(getattr(body, "op_id"), Action(getattr(body, "action")), params)  # noqa: B009
         except OperationConflict as exc:
             raise Conflict(str(exc)) from None
-        except AgentStopping as exc:
+        except (AgentStopping, TooManyOperations) as exc:
             raise Unavailable(str(exc)) from None
         await operations.journalled()  # accepted only once it is on disk
         return JSONResponse(record.model_dump(mode="json"), status_code=202)

@@ -74,6 +74,10 @@ class AgentStopping(Exception):
     """The agent is shutting down and takes no new operation."""
 
 
+class TooManyOperations(Exception):
+    """As many operations wait or run as the agent takes at once; send it again later."""
+
+
 def shown_params(params: Params) -> dict[str, Any]:
     """Params as a record shows them: secrets masked."""
     dumped = params.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -100,7 +104,13 @@ class OperationManager:
         clock: Clock = utcnow,
         keep: timedelta = timedelta(days=30),
         on_finish: Callable[[OperationRecord], None] | None = None,
+        max_unfinished: int = 200,
+        max_kept: int = 10_000,
     ) -> None:
+        #: Bounds on memory whatever a caller sends: operations waiting or running at once, and
+        #: records kept in memory (the oldest finished ones go first; the journal keeps them).
+        self.max_unfinished = max_unfinished
+        self.max_kept = max_kept
         self.driver = driver
         self.on_finish = on_finish
         self.journal = journal
@@ -198,6 +208,17 @@ class OperationManager:
             return self._snapshot(existing)
         if self._stopping:
             raise AgentStopping("the agent is stopping; send the operation again once it is back")
+        unfinished = sum(1 for o in self._ops.values() if not o.record.state.finished)
+        if unfinished >= self.max_unfinished:
+            raise TooManyOperations(
+                f"{unfinished} operations are waiting or running on this agent; send it again later"
+            )
+        if len(self._ops) >= self.max_kept:
+            finished = sorted(
+                (o for o in self._ops.values() if o.record.state.finished), key=lambda o: o.record.created_at
+            )
+            for old in finished[: len(self._ops) - self.max_kept + 1]:
+                self._ops.pop(old.record.op_id, None)
         rec = OperationRecord(
             op_id=op_id,
             action=action,

@@ -22,9 +22,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from config.input_types import Bool, Count, Int
 from config.maintenance_plan import Schedule, TaskName
@@ -908,6 +917,34 @@ class OperationRequest(BaseModel):
     op_id: OpId
     action: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _submission(action: Action, params: type[Params]) -> type[BaseModel]:
+    """``{op_id, action: "<action>", params: <its params>}`` as a model of its own."""
+    try:
+        params.model_validate({})
+        default: Any = Field(default_factory=params)
+    except ValidationError:
+        default = ...
+    name = "".join(part.title() for part in action.value.split("_")) + "Operation"
+    model: type[BaseModel] = create_model(
+        name,
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"Run {action.value} (its params: {params.__name__}).",
+        op_id=(OpId, ...),
+        action=(Literal[action.value], ...),  # type: ignore[arg-type]
+        params=(params, default),
+    )
+    return model
+
+
+#: ``POST /v1/operations``' body: one schema per action, told apart by ``action`` (a
+#: discriminated union), so a client — or a fuzzer reading the OpenAPI — knows each action's params.
+SUBMISSIONS: dict[Action, type[BaseModel]] = {a: _submission(a, m) for a, m in ACTION_PARAMS.items()}
+if TYPE_CHECKING:
+    OperationSubmission = BaseModel
+else:
+    OperationSubmission = Annotated[Union[tuple(SUBMISSIONS.values())], Field(discriminator="action")]  # noqa: UP007
 
 
 class OperationRecord(BaseModel):

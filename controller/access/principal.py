@@ -3,7 +3,7 @@
     Role          may
     viewer        read: the cluster, nodes, jobs, audit, upgrades, checklists, /metrics
     operator      + drain/undrain, metadata refresh, library verify,
-                    upgrade pause/resume/approve/accept/resolve
+                    upgrade pause/resume/approve/accept/resolve/confirm
     admin         everything: registration, configuration, tokens, upgrade plan/start/abort/rollback
 
 An agent's principal holds no role: its node token is good for its own node's heartbeat and
@@ -13,25 +13,11 @@ nothing else. The audit trail names a principal by :attr:`Principal.name`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
 
+from config.roles import Role
 
-class Role(StrEnum):
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    def covers(self, needed: Role) -> bool:
-        """True when this role may do what ``needed`` may."""
-        return self.rank >= needed.rank
-
-
-_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+__all__ = ["Kind", "Principal", "Role"]
 
 Kind = Literal["token", "session", "agent"]
 

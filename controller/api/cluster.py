@@ -8,15 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.api_errors import API_ERROR_RESPONSES
 from config.database import unavailable_errors
 from config.input_types import Bool, Port
-from controller.api.deps import AdminActor, AgentAuth, Context, OperatorActor
+from controller.api.deps import AdminActor, AgentAuth, Context, OperatorActor, ViewerActor
 from controller.cluster_ops import cluster_audit, https, library
 from controller.registry import cluster, heartbeats, invariants
 from controller.registry.nodes import NodeRecord
 from node_agent.protocol import Heartbeat, NodeAssignment, UncPath
 
-router = APIRouter(prefix="/api/v1", tags=["cluster"])
+router = APIRouter(prefix="/api/v1", tags=["cluster"], responses=API_ERROR_RESPONSES)
 
 
 class ConfigChange(BaseModel):
@@ -35,7 +36,7 @@ class ConfigChange(BaseModel):
 
 
 @router.get("/cluster")
-async def get_cluster(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def get_cluster(ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     """The registered nodes, the multi-server settings, and every violated invariant."""
     return await cluster.view(ctx)
 
@@ -60,7 +61,7 @@ class HttpsChange(BaseModel):
 
 
 @router.get("/https")
-async def get_https(ctx: Context, _actor: OperatorActor) -> dict[str, Any]:
+async def get_https(ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     """Whether users reach the servers over HTTPS, HTTPPort, OutlookPort, each server's address."""
     return https.view(await cluster.read_config(ctx))
 

@@ -7,14 +7,15 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from config.api_errors import API_ERROR_RESPONSES
 from config.input_types import Bool
-from controller.api.deps import AdminActor, Context
+from controller.api.deps import AdminActor, Context, OperatorActor, ViewerActor
 from controller.cluster_ops import capacity, library, metadata, replication_engine
 from controller.cluster_ops import services as crm_services
 from controller.errors import InvalidChange
 from node_agent.protocol import UncPath
 
-router = APIRouter(prefix="/api/v1", tags=["operations"])
+router = APIRouter(prefix="/api/v1", tags=["operations"], responses=API_ERROR_RESPONSES)
 
 _NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$"
 
@@ -57,7 +58,7 @@ class LibraryVerify(BaseModel):
 
 
 @router.get("/replication-engine")
-async def get_replication_engine(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def get_replication_engine(ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     """Which node holds the Replication Engine, as the agents report it now."""
     return await replication_engine.locate(ctx)
 
@@ -72,7 +73,7 @@ async def put_replication_engine(body: EnginePlacement, ctx: Context, actor: Adm
 
 
 @router.get("/services")
-async def get_services(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def get_services(ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     return await crm_services.placement(ctx)
 
 
@@ -86,7 +87,7 @@ async def put_services(body: ServicesPlacement, ctx: Context, actor: AdminActor)
 
 
 @router.get("/library")
-async def get_library(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def get_library(ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     return await library.get(ctx)
 
 
@@ -108,7 +109,7 @@ async def put_library(body: LibraryChange, ctx: Context, actor: AdminActor) -> d
 
 @router.post("/library/verify")
 async def verify_library(
-    ctx: Context, actor: AdminActor, body: LibraryVerify | None = None
+    ctx: Context, actor: OperatorActor, body: LibraryVerify | None = None
 ) -> dict[str, Any]:
     """Every node writes, reads back and deletes a probe file; each node's result."""
     paths = body.paths if body else None
@@ -120,7 +121,7 @@ async def verify_library(
 
 
 @router.post("/metadata/refresh")
-async def refresh_metadata(ctx: Context, actor: AdminActor) -> dict[str, Any]:
+async def refresh_metadata(ctx: Context, actor: OperatorActor) -> dict[str, Any]:
     """Every node reloads its metadata (eware.dll and Tomcat); which nodes confirmed."""
     async with ctx.audit.change(actor, "metadata.refresh", target="cluster") as entry:
         out = await metadata.refresh(ctx)
@@ -130,6 +131,6 @@ async def refresh_metadata(ctx: Context, actor: AdminActor) -> dict[str, Any]:
 
 
 @router.get("/capacity")
-async def get_capacity(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def get_capacity(ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     """One DLL connection plus one Tomcat pool per web server, against the database's maximum."""
     return await capacity.capacity(ctx)

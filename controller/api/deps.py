@@ -30,16 +30,22 @@ def principal_of(request: Request) -> Principal:
     return principal
 
 
+def authorize(request: Request, role: Role) -> Principal:
+    """The request's principal once its role covers ``role``: else 401 (none) or 403."""
+    principal = principal_of(request)
+    if not principal.may(role):
+        raise Forbidden(
+            f"{principal.name} may not do this: it needs the {role.value} role",
+            details={"needs": role.value, "role": principal.role.value if principal.role else None},
+        )
+    return principal
+
+
 def _require(role: Role) -> object:
     def dependency(request: Request) -> str:
-        principal = principal_of(request)
-        if not principal.may(role):
-            raise Forbidden(
-                f"{principal.name} may not do this: it needs the {role.value} role",
-                details={"needs": role.value, "role": principal.role.value if principal.role else None},
-            )
-        return principal.name
+        return authorize(request, role).name
 
+    dependency.needed_role = role  # type: ignore[attr-defined]  # read by the route-role test
     return Depends(dependency)
 
 

@@ -14,15 +14,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from config.api_errors import API_ERROR_RESPONSES
 from config.maintenance_plan import PlanOptions, guide_plan
-from controller.api.deps import AdminActor, Context
+from controller.api.deps import AdminActor, Context, ViewerActor
 from controller.maintenance import sql_agent
 
-router = APIRouter(prefix="/api/v1", tags=["maintenance"])
+router = APIRouter(prefix="/api/v1", tags=["maintenance"], responses=API_ERROR_RESPONSES)
 
 
 @router.get("/maintenance")
-async def get_maintenance(ctx: Context, _actor: AdminActor, cached: bool = False) -> dict[str, Any]:
+async def get_maintenance(ctx: Context, _actor: ViewerActor, cached: bool = False) -> dict[str, Any]:
     """What SQL Server Agent holds for the guide's maintenance plan (read from msdb through the
     database server's agent)."""
     if cached:  # never calls the agent: the dashboard asks every second
@@ -36,7 +37,7 @@ async def get_maintenance(ctx: Context, _actor: AdminActor, cached: bool = False
 
 
 @router.get("/maintenance/plan")
-async def get_plan(_actor: AdminActor, options: Annotated[PlanOptions, Query()]) -> dict[str, Any]:
+async def get_plan(_actor: ViewerActor, options: Annotated[PlanOptions, Query()]) -> dict[str, Any]:
     """The schedules ``PUT /maintenance`` would create with these options (query parameters)."""
     plan = guide_plan(options)
     return {

@@ -7,15 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from config.api_errors import API_ERROR_RESPONSES
 from config.input_types import Bool
 from config.service_url import parse_service_url
 from config.vocabulary import Role
-from controller.api.deps import AdminActor, Context, OperatorActor
+from controller.api.deps import AdminActor, Context, OperatorActor, ViewerActor
 from controller.cluster_ops import drain, membership
 from controller.errors import InvalidChange
 from node_agent.protocol import Version
 
-router = APIRouter(prefix="/api/v1", tags=["nodes"])
+router = APIRouter(prefix="/api/v1", tags=["nodes"], responses=API_ERROR_RESPONSES)
 
 NodeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")]
 
@@ -49,12 +50,12 @@ class DrainRequest(BaseModel):
 
 
 @router.get("/nodes")
-async def list_nodes(ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def list_nodes(ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     return {"nodes": [n.public() for n in await ctx.registry.list_nodes()]}
 
 
 @router.get("/nodes/{name}")
-async def get_node(name: str, ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def get_node(name: str, ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     rec = await ctx.registry.get(name)
     return rec.public() | {"observed": rec.observed}
 

@@ -6,16 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from config.api_errors import API_ERROR_RESPONSES
 from config.input_types import DB_INT_MAX
-from controller.api.deps import AdminActor, Context
+from controller.api.deps import Context, ViewerActor
 
-router = APIRouter(prefix="/api/v1", tags=["records"])
+router = APIRouter(prefix="/api/v1", tags=["records"], responses=API_ERROR_RESPONSES)
 
 
 @router.get("/jobs")
 async def list_jobs(
     ctx: Context,
-    _actor: AdminActor,
+    _actor: ViewerActor,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
@@ -23,14 +24,14 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, ctx: Context, _actor: AdminActor) -> dict[str, Any]:
+async def get_job(job_id: str, ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     return await ctx.jobs.get(job_id)
 
 
 @router.get("/audit")
 async def list_audit(
     ctx: Context,
-    _actor: AdminActor,
+    _actor: ViewerActor,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
 ) -> dict[str, Any]:

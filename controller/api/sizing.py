@@ -6,16 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from config.api_errors import API_ERROR_RESPONSES
 from config.sizing import advise
-from controller.api.deps import AdminActor
+from controller.api.deps import ViewerActor
 from controller.errors import InvalidChange
 
-router = APIRouter(prefix="/api/v1", tags=["sizing"])
+router = APIRouter(prefix="/api/v1", tags=["sizing"], responses=API_ERROR_RESPONSES)
 
 
 @router.get("/sizing")
 async def sizing(
-    _actor: AdminActor,
+    _actor: ViewerActor,
     users: Annotated[int, Query(ge=1, le=1_000_000)],
     db_size: Annotated[float, Query(ge=0, le=1_000_000, description="Database size now, GB")],
     growth: Annotated[float, Query(ge=0, le=1_000_000, description="Growth, GB per year")] = 0.0,

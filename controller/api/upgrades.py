@@ -1,7 +1,7 @@
 """The upgrade routes under ``/api/v1/upgrades`` (DESIGN.md "Controller contract").
 
-Planning, starting, aborting and rolling back need the admin token; pausing, resuming and reading
-accept the operator token too. Every command is recorded in the audit trail (secrets redacted).
+Reading needs a viewer; pausing, resuming and approving an operator; planning, starting,
+retrying, aborting and rolling back an admin. Every command is recorded in the audit trail (secrets redacted).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse
 from sse_starlette import EventSourceResponse
 
-from controller.api.deps import AdminActor, Context, OperatorActor
+from config.api_errors import API_ERROR_RESPONSES
+from controller.api.deps import AdminActor, Context, OperatorActor, ViewerActor
 from controller.sse import event_source
 from controller.upgrade.checklist import build_checklist, render_html
 from controller.upgrade.events import event_stream, parse_last_id
@@ -20,7 +21,7 @@ from controller.upgrade.model import RunStatus, UpgradeRequest
 from controller.upgrade.orchestrator import run_view
 from controller.upgrade.runtime import orchestrator_for
 
-router = APIRouter(prefix="/api/v1/upgrades", tags=["upgrades"])
+router = APIRouter(prefix="/api/v1/upgrades", tags=["upgrades"], responses=API_ERROR_RESPONSES)
 
 
 @router.post("", status_code=201)
@@ -38,14 +39,14 @@ async def plan_upgrade(body: UpgradeRequest, ctx: Context, actor: AdminActor) ->
 
 @router.get("")
 async def list_upgrades(
-    ctx: Context, _actor: OperatorActor, status: Annotated[RunStatus | None, Query()] = None
+    ctx: Context, _actor: ViewerActor, status: Annotated[RunStatus | None, Query()] = None
 ) -> dict[str, Any]:
     runs = await orchestrator_for(ctx).store.list_runs(statuses=[status] if status else None)
     return {"upgrades": [run_view(r, None) for r in runs]}
 
 
 @router.get("/{run_id}")
-async def get_upgrade(run_id: str, ctx: Context, _actor: OperatorActor) -> dict[str, Any]:
+async def get_upgrade(run_id: str, ctx: Context, _actor: ViewerActor) -> dict[str, Any]:
     return await orchestrator_for(ctx).view(run_id)
 
 
@@ -85,7 +86,7 @@ async def resume(run_id: str, ctx: Context, actor: OperatorActor) -> dict[str, A
 
 
 @router.post("/{run_id}/approve")
-async def approve(run_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+async def approve(run_id: str, ctx: Context, actor: OperatorActor) -> dict[str, Any]:
     """Record the client's sign-off and go on with the live upgrade."""
     return await _command(ctx, actor, run_id, "approve")
 
@@ -115,7 +116,7 @@ async def retry(run_id: str, step_id: str, ctx: Context, actor: AdminActor) -> d
 async def events(
     run_id: str,
     ctx: Context,
-    _actor: OperatorActor,
+    _actor: ViewerActor,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[str | None, Query(alias="last_event_id")] = None,
 ) -> EventSourceResponse:
@@ -126,7 +127,7 @@ async def events(
 
 
 @router.get("/{run_id}/checklist", response_model=None)
-async def checklist(run_id: str, request: Request, ctx: Context, _actor: OperatorActor) -> Any:
+async def checklist(run_id: str, request: Request, ctx: Context, _actor: ViewerActor) -> Any:
     """The guide's sample upgrade checklist for this run (JSON, or HTML with ``Accept: text/html``)."""
     orch = orchestrator_for(ctx)
     run = await orch.get(run_id)

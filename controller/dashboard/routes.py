@@ -7,14 +7,17 @@ fragment. ``GET /dashboard/events`` (server-sent events) pushes the fragments th
 rendered by the same templates, about once a second; ``GET /dashboard/fragments`` answers
 the same for browsers that poll instead.
 
-Sign-in: ``/?token=<admin or operator token>`` sets the session cookie and redirects to ``/``
-(:mod:`controller.dashboard.session`). The buttons (drain/undrain, pause/resume) call the JSON
-API itself with that cookie and the dashboard header, so they are audited like any API call.
+Sign-in: ``/?token=<token>`` (the admin or operator token, or an API token of any role) opens a
+server-side session and sets its cookie, then redirects to ``/`` (:mod:`controller.dashboard.session`);
+a viewer's page has no buttons. The buttons (drain/undrain, pause/resume) call the JSON API itself
+with that cookie and the dashboard header, so they are audited like any API call; signing out
+(with the header too) ends the session on the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -31,20 +34,23 @@ from fastapi.responses import (
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from config.api_errors import NotFound, Unauthorized
+from config.api_errors import Forbidden, NotFound, Unauthorized
+from config.request_guard import client_address
+from config.roles import Role
+from controller.access.authn import token_principal
+from controller.access.principal import Principal
 from controller.context import ControllerContext
 from controller.dashboard.feed import DashboardFeed, Snapshot
 from controller.dashboard.session import (
     COOKIE_NAME,
     CSRF_HEADER,
     SESSION_TTL,
-    Actor,
-    cookie_actor,
-    issue_session,
-    token_actor,
+    cookie_principal,
+    csrf_ok,
 )
 from controller.sse import event_source, sse_event
 
+log = logging.getLogger("crmcluster.security")
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
@@ -193,9 +199,10 @@ def distribution_view(snap: Snapshot) -> dict[str, Any]:
     return {"bars": bars, "height": 20 + 34 * len(rows), "source": snap.distribution_source}
 
 
-def render_sections(snap: Snapshot, *, actor: Actor) -> dict[str, str]:
-    """Each section of the page as HTML, rendered by its template fragment."""
-    common = {"actor": actor}
+def render_sections(snap: Snapshot, *, actor: str, may_operate: bool = True) -> dict[str, str]:
+    """Each section of the page as HTML, rendered by its template fragment (``may_operate``: with
+    the operator's buttons: drain/undrain, pause/resume)."""
+    common = {"actor": actor, "may_operate": may_operate}
     return {
         "warnings": TEMPLATES.get_template("_warnings.html").render(
             warnings=snap.warnings, problems=snap.problems, **common
@@ -233,11 +240,11 @@ def _signin_page(message: str | None, status: int = 401) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
-def _signed_in(request: Request, actor: Actor) -> RedirectResponse:
+async def _signed_in(request: Request, principal: Principal) -> RedirectResponse:
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE_NAME,
-        issue_session(_ctx(request).settings, actor),
+        await _ctx(request).dashboard_sessions.open(principal),
         max_age=SESSION_TTL,
         httponly=True,
         samesite="lax",
@@ -249,11 +256,34 @@ def _signed_in(request: Request, actor: Actor) -> RedirectResponse:
     return response
 
 
-def _require_session(request: Request) -> Actor:
-    actor = cookie_actor(request)
-    if actor is None:
-        raise Unauthorized("sign in to the dashboard first: open /?token=<admin or operator token>")
-    return actor
+async def _require_session(request: Request) -> Principal:
+    principal = await cookie_principal(request)
+    if principal is None:
+        raise Unauthorized("sign in to the dashboard first: open /?token=<token>")
+    return principal
+
+
+def _may_operate(principal: Principal) -> bool:
+    return principal.may(Role.OPERATOR)
+
+
+async def _sign_in(request: Request, token: str) -> Response:
+    """A session for ``token`` (not an agent's), or the sign-in page again; failures count as the
+    API's do against brute force (429 once an address has failed too often)."""
+    ctx = _ctx(request)
+    limiter = request.app.state.auth_limiter
+    client = client_address(request.scope)
+    blocked = limiter.blocked_for(client)
+    if blocked is not None:
+        return _signin_page("Too many failed sign-ins from this address; try again later.", 429)
+    principal = await token_principal(ctx, token.strip()) if token.strip() else None
+    if principal is None or principal.role is None:
+        block = limiter.failed(client)
+        log.warning("dashboard: sign-in failed from %s", client)
+        if block is not None:
+            return _signin_page("Too many failed sign-ins from this address; try again later.", 429)
+        return _signin_page("That token is not a valid admin, operator or viewer token.")
+    return await _signed_in(request, principal)
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -262,17 +292,15 @@ def _require_session(request: Request) -> Actor:
 @router.get("/", response_class=HTMLResponse)
 async def dashboard_page(request: Request, token: str | None = None) -> Response:
     if token is not None:
-        actor = token_actor(_ctx(request).settings, token)
-        if actor is None:
-            return _signin_page("That token is not the admin or operator token.")
-        return _signed_in(request, actor)
-    signed = cookie_actor(request)
+        return await _sign_in(request, token)
+    signed = await cookie_principal(request)
     if signed is None:
         return _signin_page(None)
     snap = await feed_for(request).snapshot()
     html = TEMPLATES.get_template("dashboard.html").render(
-        sections=render_sections(snap, actor=signed),
-        actor=signed,
+        sections=render_sections(snap, actor=signed.name, may_operate=_may_operate(signed)),
+        actor=signed.name,
+        role=signed.role.value if signed.role else "",
         install_name=_ctx(request).settings.install_name,
         csrf_header=CSRF_HEADER,
     )
@@ -283,39 +311,48 @@ async def dashboard_page(request: Request, token: str | None = None) -> Response
 async def dashboard_signin(request: Request) -> Response:
     form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0]
-    actor = token_actor(_ctx(request).settings, token)
-    if actor is None:
-        return _signin_page("That token is not the admin or operator token.")
-    return _signed_in(request, actor)
+    return await _sign_in(request, token)
 
 
 @router.post("/dashboard/signout")
-async def dashboard_signout() -> Response:
-    response = RedirectResponse("/", status_code=303)
+async def dashboard_signout(request: Request) -> Response:
+    """End the session on the server (its cookie stops working everywhere) and drop the cookie.
+    Needs the dashboard's CSRF header: another site's page cannot sign a user out."""
+    if not csrf_ok(request):
+        raise Forbidden(f"signing out needs the {CSRF_HEADER} header (the dashboard's page sends it)")
+    await _ctx(request).dashboard_sessions.close(request.cookies.get(COOKIE_NAME))
+    response = JSONResponse({"signed_out": True}, headers={"Cache-Control": "no-store"})
     response.delete_cookie(COOKIE_NAME, path="/")
     return response
 
 
 @router.get("/dashboard/fragments")
 async def dashboard_fragments(request: Request) -> JSONResponse:
-    actor = _require_session(request)
+    principal = await _require_session(request)
     snap = await feed_for(request).snapshot()
-    return JSONResponse(
-        {"sections": render_sections(snap, actor=actor)}, headers={"Cache-Control": "no-store"}
-    )
+    sections = render_sections(snap, actor=principal.name, may_operate=_may_operate(principal))
+    return JSONResponse({"sections": sections}, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/dashboard/events")
 async def dashboard_events(request: Request) -> EventSourceResponse:
-    actor = _require_session(request)
+    principal = await _require_session(request)
     feed = feed_for(request)
+    sessions = _ctx(request).dashboard_sessions
+    cookie = request.cookies.get(COOKIE_NAME)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         # The response stops this generator when the browser goes away, and sends the keep-alives.
         sent: dict[str, str] = {}
         yield sse_event(retry_ms=2000)
         while True:
-            sections = render_sections(await feed.snapshot(), actor=actor)
+            if await sessions.read(cookie) is None:
+                # Signed out (or its token revoked) since: the stream ends with the session.
+                yield sse_event({"signed_out": True}, event="signed_out")
+                return
+            sections = render_sections(
+                await feed.snapshot(), actor=principal.name, may_operate=_may_operate(principal)
+            )
             changed = {k: v for k, v in sections.items() if sent.get(k) != v}
             if changed:
                 sent.update(changed)

@@ -1,99 +1,126 @@
-"""The dashboard's sign-in: an HttpOnly session cookie standing for the admin or operator token.
+"""The dashboard's sign-in: an HttpOnly session cookie standing for a token, kept on the server.
 
-The demo's ``dashboard_url`` is ``/?token=<admin token>``: the dashboard checks the token, sets
-the cookie and redirects to ``/`` so the token leaves the address bar. The cookie holds no token:
-it is a Fernet token (``CRMCLUSTER_SECRET_KEY``) of ``{"actor", "fp", "iat"}``, where ``fp`` is a
-hash of the token it was issued for, so rotating a token signs its sessions out. It expires
-after :data:`SESSION_TTL` seconds.
+Signing in with a token (the bootstrap admin or operator token, or an API token of any role: a
+viewer's dashboard shows no buttons) opens a session: the cookie holds a random id (256 bits);
+the state database's ``dashboard_sessions`` holds only the id's hash, who it is, the role, the
+credential it was opened with and when it expires (:data:`SESSION_TTL`). So a session ends on
+the server:
 
-:func:`cookie_actor` lets the JSON API accept the cookie for the dashboard's own actions
-(``deps.require_operator`` calls it when no bearer token matched). Because a browser sends
-cookies on cross-site requests too, a cookie counts for an unsafe method (POST …) only when the
-request also carries the header :data:`CSRF_HEADER`, which a page of another site cannot add
-without a CORS pre-flight the controller never grants.
+- signing out (``POST /dashboard/signout``, with the CSRF header) deletes it;
+- revoking its API token deletes it (:meth:`config.api_tokens.ApiTokens.revoke`);
+- rotating a bootstrap token ends the sessions opened with the old one (the hash kept beside the
+  session no longer matches).
+
+A copied cookie works only until one of those happens. Because a browser sends cookies on
+cross-site requests too, a cookie counts for an unsafe method (POST …) only when the request also
+carries the header :data:`CSRF_HEADER`, which a page of another site cannot add without a CORS
+pre-flight the controller never grants — and that holds for signing out too.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
-import time
-from typing import Literal
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
+from config.api_tokens import RESERVED_NAMES
+from config.roles import Role
 from config.secrets import secret_hash
 from config.settings import ControllerSettings
-
-Actor = Literal["admin", "operator"]
+from config.state_schema import dashboard_sessions, utcnow
+from controller.access.principal import Principal
 
 COOKIE_NAME = "crmcluster_session"
 CSRF_HEADER = "x-crmcluster-dashboard"
 SESSION_TTL = 12 * 3600
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _fernet(settings: ControllerSettings) -> Fernet:
-    assert settings.secret_key is not None  # ControllerSettings requires it
-    return Fernet(settings.secret_key.get_secret_value().encode())
+def bootstrap_hash(settings: ControllerSettings, name: str) -> str | None:
+    """The hash of the bootstrap token called ``name`` (``admin``/``operator``), if it is set."""
+    if name == "admin":
+        return secret_hash(settings.admin_token.get_secret_value())
+    if name == "operator" and settings.operator_token is not None:
+        return secret_hash(settings.operator_token.get_secret_value())
+    return None
 
 
-def _tokens(settings: ControllerSettings) -> dict[Actor, str]:
-    tokens: dict[Actor, str] = {"admin": settings.admin_token.get_secret_value()}
-    if settings.operator_token is not None:
-        tokens["operator"] = settings.operator_token.get_secret_value()
-    return tokens
+class DashboardSessions:
+    def __init__(
+        self, engine: AsyncEngine, settings: ControllerSettings, *, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+
+    async def open(self, principal: Principal) -> str:
+        """A new session for ``principal`` (a token's); the cookie value, returned, never stored."""
+        assert principal.role is not None and principal.kind == "token"
+        value = secrets.token_urlsafe(32)
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            # Sessions past their time go when new ones come: the table stays small.
+            await conn.execute(delete(dashboard_sessions).where(dashboard_sessions.c.expires_at < now))
+            await conn.execute(
+                dashboard_sessions.insert().values(
+                    id_hash=secret_hash(value),
+                    actor=principal.name,
+                    role=principal.role.value,
+                    credential=principal.name,
+                    credential_hash=bootstrap_hash(self.settings, principal.name),
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=SESSION_TTL),
+                )
+            )
+        return value
+
+    async def read(self, value: str | None) -> Principal | None:
+        """The principal of a cookie value: None when unknown, expired, signed out or revoked."""
+        if not value or len(value) > 200:
+            return None
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(dashboard_sessions).where(dashboard_sessions.c.id_hash == secret_hash(value))
+                )
+            ).first()
+        if row is None or row.expires_at <= self.clock():
+            return None
+        if row.credential in RESERVED_NAMES:
+            now_hash = bootstrap_hash(self.settings, row.credential)
+            if now_hash is None or not hmac.compare_digest(now_hash, row.credential_hash or ""):
+                return None  # that bootstrap token was rotated (or unset) since
+        return Principal(name=row.actor, role=Role(row.role), kind="session")
+
+    async def close(self, value: str | None) -> bool:
+        """End the session (signing out); True when there was one."""
+        if not value or len(value) > 200:
+            return False
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(dashboard_sessions).where(dashboard_sessions.c.id_hash == secret_hash(value))
+            )
+        return bool(result.rowcount)
 
 
-def token_actor(settings: ControllerSettings, token: str | None) -> Actor | None:
-    """Who ``token`` signs in as (compared in constant time), or None."""
-    if not token:
-        return None
-    found: Actor | None = None
-    for actor, known in _tokens(settings).items():
-        if hmac.compare_digest(token.strip().encode(), known.encode()):
-            found = actor
-    return found
-
-
-def issue_session(settings: ControllerSettings, actor: Actor, *, now: float | None = None) -> str:
-    """The cookie value for a session of ``actor``."""
-    payload = {"actor": actor, "fp": secret_hash(_tokens(settings)[actor]), "iat": int(now or time.time())}
-    return _fernet(settings).encrypt_at_time(json.dumps(payload).encode(), int(now or time.time())).decode()
-
-
-def read_session(
-    settings: ControllerSettings, value: str | None, *, now: float | None = None
-) -> Actor | None:
-    """The actor of a cookie value: None when it is forged, expired or its token was rotated."""
-    if not value:
-        return None
-    try:
-        raw = _fernet(settings).decrypt_at_time(value.encode(), SESSION_TTL, int(now or time.time()))
-        payload = json.loads(raw)
-    except (InvalidToken, ValueError, TypeError):
-        return None
-    actor = payload.get("actor") if isinstance(payload, dict) else None
-    if actor not in ("admin", "operator"):
-        return None
-    token = _tokens(settings).get(actor)
-    if token is None or not hmac.compare_digest(str(payload.get("fp", "")), secret_hash(token)):
-        return None
-    result: Actor = actor
-    return result
-
-
-def cookie_actor(request: HTTPConnection) -> Actor | None:
-    """The actor of the request's dashboard session cookie, if it may count for this request."""
-    value = request.cookies.get(COOKIE_NAME)
-    if not value:
-        return None
+def csrf_ok(request: HTTPConnection) -> bool:
+    """A safe method, or an unsafe one carrying the dashboard's header (no other site can add it)."""
     method = str(request.scope.get("method", "GET")).upper()
-    if method not in _SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+    return method in SAFE_METHODS or request.headers.get(CSRF_HEADER) == "1"
+
+
+async def cookie_principal(request: HTTPConnection) -> Principal | None:
+    """The principal of the request's dashboard session cookie, if it may count for this request."""
+    value = request.cookies.get(COOKIE_NAME)
+    if not value or not csrf_ok(request):
         return None
     ctx = getattr(request.app.state, "ctx", None)
     if ctx is None:
         return None
-    settings: ControllerSettings = ctx.settings
-    return read_session(settings, value)
+    sessions: DashboardSessions = ctx.dashboard_sessions
+    return await sessions.read(value)

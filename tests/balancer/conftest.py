@@ -192,6 +192,19 @@ async def crm(crm_engine: AsyncEngine, tables: CrmTables) -> Crm:
 BalancerFactory = Callable[..., Any]
 
 
+async def viewer_token(engine: AsyncEngine) -> str:
+    """A viewer API token in the state database, made as ``crmcluster tokens create`` would."""
+    import uuid
+
+    from config.api_tokens import ApiTokens
+    from config.roles import Role
+
+    _, token = await ApiTokens(engine).create(
+        f"scraper-{uuid.uuid4().hex[:8]}", Role.VIEWER, created_by="test"
+    )
+    return token
+
+
 @pytest.fixture
 def make_balancer(crm: Crm, db_url: str, clock: FakeClock) -> Callable[..., Any]:
     """``async with make_balancer(**settings) as b:`` — a balancer on the test database, loaded."""
@@ -216,7 +229,14 @@ def make_balancer(crm: Crm, db_url: str, clock: FakeClock) -> Callable[..., Any]
             background=False,
         )
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            # The controller's viewer token (api_tokens, shared through the state database): what
+            # Prometheus scrapes /metrics with. Routes that are open ignore it.
+            viewer = await viewer_token(crm.engine)
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url=BASE,
+                headers={"Authorization": f"Bearer {viewer}"},
+            ) as client:
                 yield Balancer(app, client, clock, health)
 
     return _make

@@ -48,16 +48,28 @@ async def test_servers_view(make_balancer: Any, crm: Crm) -> None:
 
 async def test_servers_needs_the_admin_token_when_one_is_set(make_balancer: Any) -> None:
     async with make_balancer(admin_token=TOKEN) as b:
-        r = await b.client.get("/api/v1/servers")
+        r = await b.client.get("/api/v1/servers", headers={"authorization": ""})
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         r = await b.client.get("/api/v1/servers", headers={"authorization": "Bearer wrong-token-0123456789"})
         assert r.status_code == 401
         r = await b.client.get("/api/v1/servers", headers={"authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 200
-        # the logon routes, /healthz and /metrics need no token
+        assert (await b.client.get("/api/v1/servers")).status_code == 200  # an API token of the controller's
+        # the logon routes and /healthz need no token
         assert (await b.logon()).status_code == 307
-        assert (await b.client.get("/healthz")).status_code == 200
-        assert (await b.client.get("/metrics")).status_code == 200
+        assert (await b.client.get("/healthz", headers={"authorization": ""})).status_code == 200
+        r = await b.client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200
+
+
+async def test_metrics_need_a_token_the_admin_or_a_viewers(make_balancer: Any) -> None:
+    async with make_balancer() as b:
+        assert (await b.client.get("/metrics")).status_code == 200  # the harness's viewer token
+        r = await b.client.get("/metrics", headers={"authorization": ""})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        r = await b.client.get("/metrics", headers={"authorization": "Bearer ct_" + "x" * 43})
+        assert r.status_code == 401
+        assert (await b.logon()).status_code == 307
 
 
 async def test_metrics(make_balancer: Any, crm: Crm) -> None:

@@ -86,6 +86,7 @@ async def test_methods_other_than_get_head_post_are_405(make_balancer: Any) -> N
             assert r.json()["error"]["code"] == "method_not_allowed"
         r = await b.client.post("/crm/")
         assert r.status_code == 405
+        assert r.headers["allow"] == "GET, HEAD"  # the logon form is posted to eware.dll/Logon only
 
 
 async def test_head_routes_without_counting_a_pending_logon(make_balancer: Any) -> None:

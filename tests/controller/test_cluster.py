@@ -171,7 +171,8 @@ async def test_health_metrics_and_openapi(controller: Harness) -> None:
     await healthy_cluster(controller)
     c = controller.client
     assert (await c.get("/healthz", headers={"Authorization": ""})).status_code == 200
-    metrics = (await c.get("/metrics", headers={"Authorization": ""})).text
+    assert (await c.get("/metrics", headers={"Authorization": ""})).status_code == 401
+    metrics = (await c.get("/metrics")).text
     assert 'crmcluster_controller_nodes{state="up"} 3.0' in metrics
     assert 'crmcluster_controller_heartbeats_total{node="crm1"} 1.0' in metrics
     assert 'crmcluster_controller_changes_total{action="cluster.config",result="ok"} 1.0' in metrics

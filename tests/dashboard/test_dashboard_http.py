@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controller.dashboard.session import COOKIE_NAME, CSRF_HEADER, issue_session, read_session
+from controller.dashboard.session import COOKIE_NAME, CSRF_HEADER
 from tests.controller.conftest import FakeClock, Harness, make_settings, node_status, start_controller
 
 
@@ -60,7 +60,7 @@ async def test_signin_with_token_sets_an_httponly_cookie_without_the_token(contr
         resp = await client.get("/")
         assert resp.status_code == 401 and 'name="token"' in resp.text
         resp = await client.get("/", params={"token": "wrong-token-0123456789"})
-        assert resp.status_code == 401 and "not the admin or operator token" in resp.text
+        assert resp.status_code == 401 and "not a valid admin, operator or viewer token" in resp.text
         assert COOKIE_NAME not in resp.headers.get("set-cookie", "")
 
         resp = await client.get("/", params={"token": controller.tokens["admin"]})
@@ -85,9 +85,18 @@ async def test_signin_form_and_signout(controller: Harness) -> None:
         resp = await client.post("/dashboard/signin", data={"token": "operator-" + "x" * 20})
         assert resp.status_code == 303
         assert "signed in as <strong>operator</strong>" in (await client.get("/")).text
+        cookie = client.cookies[COOKIE_NAME]
         resp = await client.post("/dashboard/signout")
-        assert resp.status_code == 303
+        assert resp.status_code == 403  # a cross-site form cannot sign a user out
+        assert (await client.get("/")).status_code == 200
+        resp = await client.post("/dashboard/signout", headers={CSRF_HEADER: "1"})
+        assert resp.status_code == 200 and resp.json() == {"signed_out": True}
         assert (await client.get("/")).status_code == 401
+        # The session ended on the server: the copied cookie opens nothing any more.
+        async with browser(controller) as thief:
+            thief.cookies.set(COOKIE_NAME, cookie)
+            assert (await thief.get("/")).status_code == 401
+            assert (await thief.get("/api/v1/cluster")).status_code == 401
 
 
 async def test_fragments_need_the_session_and_carry_every_section(controller: Harness) -> None:
@@ -104,9 +113,9 @@ async def test_fragments_need_the_session_and_carry_every_section(controller: Ha
 
 
 async def test_drain_through_the_api_shows_on_the_next_fragments(controller: Harness) -> None:
-    resp = await controller.client.post("/api/v1/nodes/crm2/drain")
-    assert resp.status_code == 202
-    async with signed_in(controller) as client:
+    async with signed_in(controller) as client:  # signed in first: the drain ends once crm2 is empty
+        resp = await controller.client.post("/api/v1/nodes/crm2/drain")
+        assert resp.status_code == 202
         servers = (await client.get("/dashboard/fragments")).json()["sections"]["servers"]
         assert 'data-node="crm2" data-state="draining"' in servers
         assert "/api/v1/nodes/crm2/undrain" in servers
@@ -134,19 +143,20 @@ async def test_static_files_are_served_and_nothing_else(controller: Harness) -> 
         assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
 
 
-def test_sessions_expire_and_die_with_a_rotated_token(
-    tmp_path: Path, secret_key: str, tokens: dict[str, str]
+async def test_sessions_expire_and_die_with_a_rotated_token(
+    controller: Harness, tmp_path: Path, secret_key: str, tokens: dict[str, str]
 ) -> None:
-    settings = make_settings("sqlite+aiosqlite://", tokens, secret_key, tmp_path)
-    value = issue_session(settings, "admin", now=1_000_000)
-    assert read_session(settings, value, now=1_000_000 + 60) == "admin"
-    assert read_session(settings, value, now=1_000_000 + 13 * 3600) is None
-    assert read_session(settings, value[:-4] + "AAAA", now=1_000_000 + 60) is None
+    from controller.access.principal import Principal, Role
+    from controller.dashboard.session import DashboardSessions
+
+    ctx = controller.ctx
+    sessions = ctx.dashboard_sessions
+    value = await sessions.open(Principal(name="admin", role=Role.ADMIN))
+    assert (await sessions.read(value)) == Principal(name="admin", role=Role.ADMIN, kind="session")
+    assert await sessions.read(value[:-4] + "AAAA") is None
     rotated = make_settings(
-        "sqlite+aiosqlite://", tokens | {"admin": "admin-rotated-0123456789"}, secret_key, tmp_path
+        ctx.settings.state_url, tokens | {"admin": "admin-rotated-0123456789"}, secret_key, tmp_path
     )
-    assert read_session(rotated, value, now=1_000_000 + 60) is None
-    other_key = make_settings(
-        "sqlite+aiosqlite://", tokens, "ZmRzZmRzZmRzZmRzZmRzZmRzZmRzZmRzZmRzZmRzZmQ=", tmp_path
-    )
-    assert read_session(other_key, value, now=1_000_000 + 60) is None
+    assert await DashboardSessions(ctx.state_engine, rotated, clock=ctx.clock).read(value) is None
+    controller.clock.advance(13 * 3600)
+    assert await sessions.read(value) is None

@@ -82,6 +82,10 @@ async def observe(tmp_path: Path, tokens: dict[str, str], secret_key: str) -> Ob
             assert done["status"] == "succeeded", done["message"]
 
             assert await h.logon("crm2", "ann") == 200  # an open session: her next logon is sticky
+            # Prometheus' viewer token, made on the controller, read by the balancer from the state db.
+            made = await h.client.post("/api/v1/tokens", json={"name": "prometheus", "role": "viewer"})
+            assert made.status_code == 201, made.text
+            viewer = made.json()["token"]
             settings = BalancerSettings(_env_file=None, crm_db_url=crm_url, state_db_url=state_url)
             app = balancer_app(settings)
             async with (
@@ -94,14 +98,16 @@ async def observe(tmp_path: Path, tokens: dict[str, str], secret_key: str) -> Ob
                 # The health loop's first pass (real requests to the stand-in web servers).
                 deadline = asyncio.get_running_loop().time() + 10
                 while "crmcluster_balancer_health_checks_total{" not in (
-                    text := (await b.get("/metrics")).text
+                    text := (await b.get("/metrics", headers={"Authorization": f"Bearer {viewer}"})).text
                 ):
                     assert asyncio.get_running_loop().time() < deadline, "no health check in 10 s"
                     await asyncio.sleep(0.05)
                 metrics = {"balancer": text}
-            metrics["controller"] = (await h.client.get("/metrics")).text
+            metrics["controller"] = (
+                await h.client.get("/metrics", headers={"Authorization": f"Bearer {viewer}"})
+            ).text
             for name, agent in h.agents.items():
                 metrics[f"agent {name}"] = (await agent.client.get("/metrics")).text
-            node_tokens = {name: agent.token for name, agent in h.agents.items()}
+            node_tokens = {name: agent.token for name, agent in h.agents.items()} | {"viewer": viewer}
     lines = [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
     return Observed(run=done, metrics=metrics, lines=lines, tokens=node_tokens)

@@ -222,6 +222,6 @@ def test_no_secret_in_any_log_line(observed: Observed) -> None:
     from tests.upgrade.conftest import DB_PASSWORD, LICENSE
 
     text = "\n".join(json.dumps(ln) for ln in observed.lines)
-    assert len(observed.tokens) == 5  # admin, agent, and each node's own
+    assert len(observed.tokens) == 6  # admin, agent, each node's own and Prometheus' viewer token
     for secret in (DB_PASSWORD, LICENSE, *observed.tokens.values()):
         assert secret not in text

@@ -133,3 +133,15 @@ def test_the_limiter_forgets_in_time_and_is_bounded() -> None:
     for i in range(1000):
         lim.failed(f"10.0.{i // 256}.{i % 256}")
     assert len(lim) == 100  # memory bounded whatever a caller sends
+
+
+async def test_operations_waiting_at_once_are_bounded(agent: SandboxAgent) -> None:
+    ops = agent.app.state.operations
+    ops.max_unfinished = 0
+    resp = await agent.client.post("/v1/operations", json={"op_id": "q1", "action": "stop_web"})
+    assert resp.status_code == 503 and "waiting or running" in resp.json()["error"]["message"]
+    ops.max_unfinished, ops.max_kept = 200, 3
+    for i in range(6):
+        record = await agent.run(f"k{i}", "database_sessions", {})
+        assert record.state == "succeeded", record.error
+    assert len(ops._ops) <= 3  # memory bounded whatever a caller sends; the journal keeps the rest

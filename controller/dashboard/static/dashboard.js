@@ -53,6 +53,7 @@
     var failures = 0;
     es.addEventListener("open", function () { failures = 0; setLive("on", "live"); });
     es.addEventListener("sections", function (e) { setLive("on", "live"); apply(JSON.parse(e.data)); });
+    es.addEventListener("signed_out", function () { es.close(); window.location.assign("/"); });
     es.addEventListener("error", function () {
       failures += 1;
       setLive("off", "reconnecting…");
@@ -81,6 +82,19 @@
       .then(function () { button.disabled = false; return refreshNow(); })
       .catch(function () {});
   });
+
+  // Signing out ends the session on the controller; it needs the dashboard's header, like every
+  // unsafe request made with the cookie (a page of another site cannot send it).
+  var signout = document.getElementById("signout");
+  if (signout) {
+    signout.addEventListener("click", function () {
+      var headers = { "Accept": "application/json" };
+      headers[csrfHeader] = "1";
+      fetch("/dashboard/signout", { method: "POST", credentials: "same-origin", headers: headers })
+        .catch(function () {})
+        .then(function () { window.location.assign("/"); });
+    });
+  }
 
   connect();
 })();
