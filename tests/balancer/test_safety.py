@@ -120,7 +120,7 @@ async def test_oversized_form_is_413(make_balancer: Any) -> None:
 FORM = "application/x-www-form-urlencoded"
 GARBAGE = [
     (b"User_Logon=" + b"u" * 300, FORM, 400),
-    (b"User_Logon=a%00b", FORM, 400),
+    (b"User_Logon=a%00b", FORM, 307),  # no user has such a name: routed, not sticky
     (b"User_Logon=a&User_Logon=b", FORM, 400),
     (b"&".join([b"f=1"] * 500), FORM, 400),
     (b"User_Logon=%ff%fe%zz&&==&%", FORM, 307),
