@@ -13,12 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from config.api_errors import API_ERROR_RESPONSES
 from config.input_types import Bool
 from config.secrets import register_secret
 from controller.api.deps import AdminActor, Context
 from controller.cluster_ops import license_key
 
-router = APIRouter(prefix="/api/v1", tags=["license"])
+router = APIRouter(prefix="/api/v1", tags=["license"], responses=API_ERROR_RESPONSES)
 
 
 class LicenseChange(BaseModel):
