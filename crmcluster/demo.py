@@ -47,6 +47,9 @@ from node_agent.protocol import Action
 
 INSTALL_NAME = "CRM"
 VERSION = "7.3"
+#: What ``--from-version`` may start the demo at: the versions the sandbox installs (the install
+#: wizard upgrades from 7.2 or 7.3 to 2017 R1).
+SANDBOX_VERSIONS = ("7.2", "7.3")
 CONTROLLER_PORT, BALANCER_PORT, AGENT_PORT_BASE, WEB_PORT_BASE = 8700, 8080, 8700, 8800
 #: HAProxy's agent-check port of node i is AGENT_CHECK_PORT_BASE + i (deploy/haproxy/agent-check.cfg).
 AGENT_CHECK_PORT_BASE = 8900
@@ -78,6 +81,8 @@ class DemoPlan:
     nodes: list[NodePlan]
     admin_token: str
     secret_key: str
+    #: The Sage CRM version every sandbox server is installed at (``--from-version``).
+    version: str = VERSION
     #: Each node's own agent token, issued by the controller when the demo registers the node.
     node_tokens: dict[str, str] = field(default_factory=dict)
 
@@ -197,7 +202,12 @@ def make_plan(
     host: str,
     controller_port: int | None,
     balancer_port: int | None,
+    version: str = VERSION,
 ) -> DemoPlan:
+    if version not in SANDBOX_VERSIONS:
+        raise DemoError(
+            f"--from-version {version}: the sandbox installs Sage CRM {' or '.join(SANDBOX_VERSIONS)}"
+        )
     if not 1 <= nodes <= 20:
         raise DemoError(f"--nodes {nodes}: the demo runs 1 to 20 web servers")
     if ports not in ("fixed", "auto"):
@@ -237,6 +247,7 @@ def make_plan(
         ],
         admin_token=sec["admin_token"],
         secret_key=sec["secret_key"],
+        version=version,
     )
     all_ports = [("controller", c_port), ("balancer", b_port)]
     all_ports += [(f"{n.name} agent", n.agent_port) for n in plan.nodes]
@@ -337,7 +348,7 @@ def agent_spec(plan: DemoPlan, node: NodePlan) -> ServiceSpec:
             "CRMCLUSTER_CONTROLLER_URL": plan.controller_url,
             "CRMCLUSTER_AGENT_URL": plan.agent_url(node),
             "CRMCLUSTER_HEARTBEAT_INTERVAL": "2",
-            "CRMCLUSTER_SANDBOX_VERSION": VERSION,
+            "CRMCLUSTER_SANDBOX_VERSION": plan.version,
             "CRMCLUSTER_SANDBOX_ROLES": ",".join(node.roles),
             "CRMCLUSTER_SANDBOX_WEB_PORT": str(node.web_port),
             "CRMCLUSTER_AGENT_CHECK_PORT": str(node.agent_check_port),
@@ -444,6 +455,7 @@ def demo_document(plan: DemoPlan, pids: dict[str, int]) -> dict[str, Any]:
         "dashboard_url": f"{plan.controller_url}/?token={plan.admin_token}",
         "admin_token": plan.admin_token,
         "install_name": INSTALL_NAME,
+        "version": plan.version,
         "nodes": [
             {
                 "name": n.name,
@@ -471,7 +483,7 @@ def _count(n: int, word: str) -> str:
 def banner(plan: DemoPlan, placed: dict[str, str]) -> str:
     w = max(len(n.name) for n in plan.nodes) + 2
     lines = [
-        f"Sage CRM {VERSION} demo cluster is up ({_count(len(plan.nodes), 'web server')}, "
+        f"Sage CRM {plan.version} demo cluster is up ({_count(len(plan.nodes), 'web server')}, "
         f"data in {plan.data_dir})",
         "",
         f"  {'controller':<12}{plan.controller_url}/api/v1   (OpenAPI: {plan.controller_url}/docs)",
@@ -598,6 +610,9 @@ def demo(
     host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
     controller_port: Annotated[int | None, typer.Option(help="Controller port (overrides --ports).")] = None,
     balancer_port: Annotated[int | None, typer.Option(help="Balancer port (overrides --ports).")] = None,
+    from_version: Annotated[
+        str, typer.Option("--from-version", help="Sage CRM version the servers start at: 7.2 or 7.3.")
+    ] = VERSION,
 ) -> None:
     """Run a whole demo cluster here: controller, balancer and N sandbox Sage CRM web servers."""
     try:
@@ -609,6 +624,7 @@ def demo(
             host=host,
             controller_port=controller_port,
             balancer_port=balancer_port,
+            version=from_version,
         )
         code = asyncio.run(run_demo(plan))
     except (DemoError, ServiceFailed) as exc:
