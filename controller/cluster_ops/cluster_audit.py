@@ -62,7 +62,10 @@ def findings(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 async def run(ctx: ControllerContext) -> dict[str, Any]:
     nodes = [n for n in await ctx.registry.list_nodes() if n.agent_url]
     prereqs, keys = await asyncio.gather(_prerequisites(ctx, nodes), license_key.installed(ctx))
-    parts = {"prerequisites": prereqs, "license": license_key.audit_part(keys)}
+    parts = {
+        "prerequisites": prereqs,
+        "license": {**license_key.audit_part(keys), "applied": await license_key.applied(ctx)},
+    }
     return {
         "checked_at": ctx.clock().isoformat(),
         "status": prerequisites.worst([p["status"] for p in parts.values()]),

@@ -143,7 +143,8 @@ async def apply(ctx: ControllerContext, key: str) -> dict[str, Any]:
     job_id = await ctx.jobs.create(
         KIND,
         target="license",
-        params={"key_hint": shown["key_hint"], "servers": names},
+        # The hash (as the registrations count keys) and the hint: never the key.
+        params={"key_hint": shown["key_hint"], "key_hash": shown["new"].get("key_hash"), "servers": names},
         steps=[(name, Action.UPDATE_LICENSE_KEY.value) for name in names],
     )
     params = LicenseParams(license_key=SecretStr(key))
@@ -159,6 +160,20 @@ async def apply(ctx: ControllerContext, key: str) -> dict[str, Any]:
 
     ctx.tasks.start(f"job-{job_id}", run)
     return {**shown, "job": await ctx.jobs.get(job_id)}
+
+
+async def applied(ctx: ControllerContext) -> dict[str, Any] | None:
+    """The newest license key update that succeeded: its key's hint and hash, and when."""
+    for job in await ctx.jobs.list(kind=KIND, limit=20):
+        if job.get("status") == "succeeded":
+            params = job.get("params") or {}
+            return {
+                "key_hint": params.get("key_hint"),
+                "key_hash": params.get("key_hash"),
+                "finished_at": job.get("finished_at"),
+                "job_id": job.get("id"),
+            }
+    return None
 
 
 def audit_part(found: dict[str, LicenseDetails | str]) -> dict[str, Any]:

@@ -85,6 +85,8 @@ async def test_a_license_update_on_three_servers(
         audit = (await h.client.get("/api/v1/cluster/audit")).json()
         part = audit["parts"]["license"]
         assert part["status"] == "pass" and part["message"] == "one license key on 3 servers"
+        assert part["applied"]["key_hint"] == "…0002" and part["applied"]["job_id"] == job["id"]
+        assert part["applied"]["key_hash"] == shown["new"]["key_hash"]
         check = part["nodes"]["crm3"]["checks"][0]
         assert check["value"]["users"] == 25 and check["value"]["key_hint"] == "…0002"
 
