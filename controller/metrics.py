@@ -148,6 +148,19 @@ class ControllerMetrics:
             buckets=STEP_BUCKETS,
             registry=r,
         )
+        self.upgrade_alerts = Counter(
+            "crmcluster_upgrade_alerts",
+            "Upgrade alerts raised by this controller, by kind (failure_after_return: a step failed "
+            "once users were back; the run paused, nothing restored)",
+            ["kind"],
+            registry=r,
+        )
+        self.upgrade_alert = Gauge(
+            "crmcluster_upgrade_alert",
+            "1 while the newest upgrade run is paused on an alert (users back, a step failed)",
+            ["run", "kind"],
+            registry=r,
+        )
         for status in RUN_STATUSES:
             self.upgrade_runs.labels(status).set(0)
 
@@ -230,6 +243,9 @@ class ControllerMetrics:
             if n.last_heartbeat is not None:
                 self.heartbeat_age.labels(n.name).set(max(0.0, (now - n.last_heartbeat).total_seconds()))
 
+    def upgrade_alert_raised(self, kind: str) -> None:
+        self.upgrade_alerts.labels(kind).inc()
+
     def step_finished(self, action: str, status: str, seconds: float) -> None:
         self.step_duration.labels(action, status).observe(max(0.0, seconds))
 
@@ -257,7 +273,12 @@ class ControllerMetrics:
                 )
                 newest = (
                     await conn.execute(
-                        select(upgrade_runs.c.id, upgrade_runs.c.status, upgrade_runs.c.target_version)
+                        select(
+                            upgrade_runs.c.id,
+                            upgrade_runs.c.status,
+                            upgrade_runs.c.target_version,
+                            upgrade_runs.c.context,
+                        )
                         .order_by(upgrade_runs.c.created_at.desc())
                         .limit(1)
                     )
@@ -277,8 +298,12 @@ class ControllerMetrics:
             self.upgrade_runs.labels(status).set(int(counts.get(status, 0)))
         self.upgrade_run_info.clear()
         self.upgrade_steps.clear()
+        self.upgrade_alert.clear()
         if newest is not None:
             self.upgrade_run_info.labels(newest.id, newest.status, newest.target_version).set(1)
+            alert = (newest.context or {}).get("alert") if isinstance(newest.context, dict) else None
+            if alert and newest.status == "paused":
+                self.upgrade_alert.labels(newest.id, str(alert.get("kind"))).set(1)
             for phase, status, n in steps:
                 self.upgrade_steps.labels(phase, status).set(n)
 

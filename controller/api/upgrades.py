@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import HTMLResponse
 from sse_starlette import EventSourceResponse
 
@@ -17,7 +17,7 @@ from controller.api.deps import AdminActor, Context, OperatorActor, ViewerActor
 from controller.sse import event_source
 from controller.upgrade.checklist import build_checklist, render_html
 from controller.upgrade.events import event_stream, parse_last_id
-from controller.upgrade.model import RunStatus, UpgradeRequest
+from controller.upgrade.model import AcceptRequest, RollbackRequest, RunStatus, UpgradeRequest
 from controller.upgrade.orchestrator import run_view
 from controller.upgrade.runtime import orchestrator_for
 
@@ -61,10 +61,6 @@ async def _command(ctx: Context, actor: str, run_id: str, what: str) -> dict[str
             await orch.resume(run_id)
         elif what == "approve":
             await orch.approve(run_id, actor=actor)
-        elif what == "abort":
-            await orch.abort(run_id)
-        else:
-            await orch.rollback(run_id)
     return await orch.view(run_id)
 
 
@@ -91,16 +87,47 @@ async def approve(run_id: str, ctx: Context, actor: OperatorActor) -> dict[str, 
     return await _command(ctx, actor, run_id, "approve")
 
 
+@router.post("/{run_id}/accept")
+async def accept(run_id: str, body: AcceptRequest, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+    """Accept the live upgrade at its hold: the "Testing a live upgrade" rows ticked, a note; then
+    users return (``returned_at``)."""
+    orch = orchestrator_for(ctx)
+    details = {"rows": sorted(body.ticked()), "note": body.note}
+    async with ctx.audit.change(actor, "upgrades.accept", target=run_id, details=details):
+        await orch.accept(run_id, body, actor=actor)
+    return await orch.view(run_id)
+
+
+async def _restore(ctx: Context, actor: str, run_id: str, what: str, body: RollbackRequest | None) -> Any:
+    orch = orchestrator_for(ctx)
+    since = body.accept_data_loss_since if body is not None else None
+    details = {"accept_data_loss_since": since} if since else None
+    async with ctx.audit.change(actor, f"upgrades.{what}", target=run_id, details=details):
+        if what == "abort":
+            await orch.abort(run_id, accept_data_loss_since=since, actor=actor)
+        else:
+            await orch.rollback(run_id, accept_data_loss_since=since, actor=actor)
+    return await orch.view(run_id)
+
+
 @router.post("/{run_id}/abort")
-async def abort(run_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
-    """Stop what runs, then restore the live environment."""
-    return await _command(ctx, actor, run_id, "abort")
+async def abort(
+    run_id: str, ctx: Context, actor: AdminActor, body: Annotated[RollbackRequest | None, Body()] = None
+) -> dict[str, Any]:
+    """Stop what runs, then restore the live environment (409 ``data_loss`` once users were back,
+    unless ``accept_data_loss_since`` equals the run's ``returned_at``)."""
+    result: dict[str, Any] = await _restore(ctx, actor, run_id, "abort", body)
+    return result
 
 
 @router.post("/{run_id}/rollback")
-async def rollback(run_id: str, ctx: Context, actor: AdminActor) -> dict[str, Any]:
-    """Restore the live environment now."""
-    return await _command(ctx, actor, run_id, "rollback")
+async def rollback(
+    run_id: str, ctx: Context, actor: AdminActor, body: Annotated[RollbackRequest | None, Body()] = None
+) -> dict[str, Any]:
+    """Restore the live environment now. On a run whose users were back (``returned_at``) this
+    answers 409 ``data_loss`` naming the window, unless ``accept_data_loss_since`` equals it."""
+    result: dict[str, Any] = await _restore(ctx, actor, run_id, "rollback", body)
+    return result
 
 
 @router.post("/{run_id}/steps/{step_id}/retry")

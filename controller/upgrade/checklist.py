@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import Environment
 
 from config.secrets import redact_mapping
+from controller.upgrade import acceptance
 from controller.upgrade.model import TERMINAL, Phase, Run, Step, StepStatus, iso
 
 DONE, FAILED, NA, PENDING, NOT_DONE = "done", "failed", "not applicable", "pending", "not done"
@@ -54,6 +55,55 @@ def _ev(steps: list[Step]) -> list[dict[str, Any]]:
         }
         for s in steps
     ]
+
+
+def _testing(run: Run, steps: list[Step], *, finished: bool) -> list[dict[str, Any]]:
+    """The guide's "Testing a live upgrade" table: crmcluster's rows with their evidence, the
+    operator's as ticked at the acceptance hold (with the note), or not done."""
+    gate = acceptance.gate_of(steps)
+    table = list((gate.result or {}).get("table") or []) if gate is not None else []
+    if not table:
+        table = acceptance.testing_table(steps)
+    accepted = gate is not None and gate.status.done
+    note = (gate.result or {}).get("note") if accepted and gate is not None else None
+    lines = []
+    for row in table:
+        if row["by"] == acceptance.CRMCLUSTER:
+            smoke_ran = bool(_pick(steps, action="smoke_check"))
+            status = (
+                (DONE if row["status"] == acceptance.PASSED else FAILED)
+                if smoke_ran
+                else (NOT_DONE if finished else PENDING)
+            )
+            ev: Any = row.get("evidence") if smoke_ran else None
+            lines.append(_line(row["test"], status, ev, "checked by crmcluster on every server"))
+        elif row.get("ticked_by"):
+            ev = {"ticked_by": row["ticked_by"], "ticked_at": row.get("ticked_at"), "note": row.get("note")}
+            lines.append(_line(row["test"], DONE, ev, row.get("note") or note))
+        elif gate is None:
+            lines.append(
+                _line(
+                    row["test"], NOT_DONE if finished else PENDING, None, "no acceptance hold was asked for"
+                )
+            )
+        else:
+            waiting = "ticked by the operator at the acceptance hold"
+            lines.append(_line(row["test"], NOT_DONE if accepted or finished else PENDING, None, waiting))
+    return lines
+
+
+def _data_loss(run: Run) -> list[dict[str, Any]]:
+    accepted = run.context.get("data_loss_accepted")
+    if not run.context.get("returned_at"):
+        return []
+    text = "Data written since users returned accepted as lost"
+    if accepted:
+        return [_line(text, DONE, accepted, f"accepted by {accepted.get('by')}")]
+    return [_line(text, NOT_DONE, None, "users were back: a rollback needs accept_data_loss_since")]
+
+
+def _line(text: str, status: str, evidence: Any = None, note: str | None = None) -> dict[str, Any]:
+    return {"action": text, "status": status, "evidence": redact_mapping(evidence), "note": note}
 
 
 def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
@@ -248,6 +298,7 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
             ],
         }
     )
+    sections.append({"title": "Testing a live upgrade", "lines": _testing(run, steps, finished=finished)})
     baseline = _pick(steps, action="fingerprint_records", phase=Phase.BASELINE.value)
     compared = _pick(steps, action="fingerprint_records", phase=after)
     sections.append(
@@ -294,6 +345,7 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
                         "Verify: old version, old schema, 20 records, logons served",
                         _pick(restore, action="verify_restore"),
                     ),
+                    *_data_loss(run),
                 ],
             }
         )

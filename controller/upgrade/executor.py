@@ -7,7 +7,7 @@ wave with a step not yet succeeded, and acts on what it finds —
   what runs and restore the live environment);
 - a failed step → the failure policy (``restore``: restore now; ``pause``: wait for a retry or a
   rollback); a failed *restore* step → ``failed``, waiting for a retry;
-- a sign-off gate → ``awaiting_approval``;
+- a sign-off gate → ``awaiting_approval``; the acceptance hold → ``awaiting_acceptance``;
 - otherwise it runs the wave, one lane per node, lanes side by side.
 
 A step that already succeeded is never run again; a step found ``running`` after a restart is
@@ -30,7 +30,7 @@ from config.secrets import SecretBox, redact
 from config.vocabulary import NodeState
 from controller.agents.client import AgentPool
 from controller.agents.follow import Polling, StepFailed, carry_out
-from controller.upgrade import local_steps, restore
+from controller.upgrade import acceptance, local_steps, restore
 from controller.upgrade.evidence import (
     backup_evidence,
     baseline_ids,
@@ -66,6 +66,20 @@ from node_agent.protocol import (
 log = logging.getLogger("crmcluster.upgrade")
 #: Phases whose changes do not make a node *touched* (nothing of the install changed yet).
 _UNTOUCHING = frozenset({Phase.FREEZE.value, Phase.BACKUP.value, Phase.BASELINE.value, Phase.RESTORE.value})
+#: Gate steps: the status the run waits in, the step's message, the run's message.
+GATES = {
+    Local.SIGNOFF.value: (
+        RunStatus.AWAITING_APPROVAL,
+        "waiting for the client's sign-off (approve)",
+        "waiting for the client's sign-off to move forward with the live upgrade",
+    ),
+    Local.ACCEPTANCE.value: (
+        RunStatus.AWAITING_ACCEPTANCE,
+        "waiting for the operator's tests (accept)",
+        "upgraded, checked and backed up, users still out: test the live upgrade, then accept "
+        "to let users return",
+    ),
+}
 #: After these restore outcomes a run ends as ...
 FINAL = {"restored": RunStatus.RESTORED, "aborted": RunStatus.ABORTED}
 
@@ -85,8 +99,11 @@ class RunExecutor:
         session_wait: float = 1.0,
         shared_state_database: bool = False,
         on_step_finished: Callable[[str, str, float], None] | None = None,
+        on_alert: Callable[[str], None] | None = None,
     ) -> None:
         self.run_id = run_id
+        #: Called with the alert's kind when a failure pauses a run whose users are back.
+        self.on_alert = on_alert
         #: Called with (action, status, seconds) as each step ends (the step duration metric).
         self.on_step_finished = on_step_finished
         self.store = store
@@ -180,20 +197,26 @@ class RunExecutor:
                 if not await self.on_failure(failed[0], restoring=restoring):
                     return
                 continue
-            gate = next((s for s in wave_steps if s.action == Local.SIGNOFF.value), None)
+            gate = next((s for s in wave_steps if s.action in GATES), None)
             if gate is not None:
-                gate.status = StepStatus.RUNNING
-                gate.started_at = gate.started_at or self.now()
-                gate.message = "waiting for the client's sign-off (approve)"
-                await self.store.save_step(gate)
-                await self.store.transition(
-                    self.run_id,
-                    expect=[RunStatus.RUNNING],
-                    status=RunStatus.AWAITING_APPROVAL,
-                    message="waiting for the client's sign-off to move forward with the live upgrade",
-                )
+                await self.hold(gate)
                 return
             await self.run_wave(wave_steps)
+
+    async def hold(self, gate: Step) -> None:
+        """Wait for a person: the client's sign-off, or the acceptance of the upgraded cluster."""
+        status, waiting, message = GATES[gate.action]
+        gate.status = StepStatus.RUNNING
+        gate.started_at = gate.started_at or self.now()
+        gate.message = waiting
+        if gate.action == Local.ACCEPTANCE.value:
+            gate.result = {"table": acceptance.testing_table(self.steps)}
+            await self.emit(
+                "decision",
+                {"decision": "awaiting_acceptance", "message": message, "table": gate.result["table"]},
+            )
+        await self.store.save_step(gate)
+        await self.store.transition(self.run_id, expect=[RunStatus.RUNNING], status=status, message=message)
 
     async def on_failure(self, step: Step, *, restoring: bool) -> bool:
         """Apply the failure policy; True when the loop should go on (restoring)."""
@@ -210,6 +233,10 @@ class RunExecutor:
                 finished_at=self.now(),
             )
             return False
+        returned_at = self.run.context.get("returned_at")
+        if returned_at:
+            await self.alert(step, f"{what}; users have been back since {returned_at}")
+            return False
         policy = self.run.options.get("failure_policy", "restore")
         if policy == "pause":
             await self.emit(
@@ -225,9 +252,48 @@ class RunExecutor:
         await self.begin_restore(reason=what, final="restored")
         return True
 
+    async def alert(self, step: Step, what: str) -> None:
+        """A failure once users are back: pause and alert, never restore on its own — restoring the
+        pre-upgrade database would lose what users wrote since ``returned_at``."""
+        returned_at = self.run.context.get("returned_at")
+        alert = {
+            "kind": "failure_after_return",
+            "step": step.id,
+            "message": what,
+            "returned_at": returned_at,
+            "at": self.now().isoformat() + "Z",
+        }
+        log.error("upgrade %s: ALERT %s", self.run_id, redact(what))
+        await self.update_context(alert=alert)
+        await self.emit("alert", alert)
+        await self.emit(
+            "decision", {"decision": "pause", "policy": "users_back", "step": step.id, "message": what}
+        )
+        if self.on_alert is not None:
+            self.on_alert(str(alert["kind"]))
+        await self.store.transition(
+            self.run_id,
+            expect=[RunStatus.RUNNING],
+            status=RunStatus.PAUSED,
+            message=(
+                f"ALERT: {what}; nothing is restored on its own: fix it and retry the step, or roll "
+                f"back accepting the loss of what users wrote since {returned_at}"
+            ),
+        )
+
     async def begin_restore(self, *, reason: str, final: str) -> None:
         """Plan (once) and start restoring the live environment."""
         self.aborting.clear()  # the abort stopped the upgrade's steps; the restore's must run
+        fresh = await self.store.get_run(self.run_id)
+        if fresh is not None and "data_loss_accepted" in fresh.context:  # written by the route
+            self.run.context["data_loss_accepted"] = fresh.context["data_loss_accepted"]
+        returned_at = self.run.context.get("returned_at")
+        accepted = (self.run.context.get("data_loss_accepted") or {}).get("since")
+        if returned_at and accepted != returned_at:
+            # Only the route may ask this (with the loss accepted); never restore over users' work.
+            await self.store.request(self.run_id, None, expect=list(RunStatus))
+            self.run.requested = None
+            return
         if not any(s.started_at for s in self.steps if s.action != Local.SIGNOFF.value):
             # Nothing was done yet (e.g. aborted while waiting for the sign-off): nothing to restore.
             await self.emit("decision", {"decision": "nothing_to_restore", "reason": reason})

@@ -18,7 +18,7 @@ from config.vocabulary import NodeState
 from controller.agents.client import AgentError
 from controller.agents.follow import StepFailed
 from controller.upgrade.evidence import host_matches, sessions_by_host
-from controller.upgrade.model import Local, Step
+from controller.upgrade.model import Local, Phase, Step
 from controller.upgrade.run_state import RunState, sleep_until, sub_op
 from node_agent.protocol import Action, DatabaseSessionsResult, LibraryProbeResult
 
@@ -42,11 +42,37 @@ async def perform(ex: RunState, step: Step, deadline: float | None) -> Outcome:
         return await one_replication_engine(ex, step)
     if action == Local.SMOKE_CHECK:
         return await smoke_check(ex, step)
+    if action == Local.ACCEPTANCE:  # accepted by the route; reaching here means it was
+        return step.result, step.message or "accepted"
     if action == Local.RETURN_TO_SERVICE:
-        await ex.store.set_node_states(ex.nodes, NodeState.UP.value)
-        await ex.update_context(lockout_ended_at=ex.now().isoformat() + "Z")
-        return {"nodes": sorted(ex.nodes)}, "balancer back in service on every server"
+        return await return_to_service(ex, step)
+    if action == Local.VERIFY_SERVICE:
+        return await verify_service(ex, step)
     raise StepFailed(f"unknown local step {step.action}")  # pragma: no cover - Local is exhaustive
+
+
+async def return_to_service(ex: RunState, step: Step) -> Outcome:
+    """Balancer ``up`` on every server: users return. After an upgrade this is ``returned_at``: from
+    then on what users write is in the new database only, and nothing is restored on its own."""
+    await ex.store.set_node_states(ex.nodes, NodeState.UP.value)
+    now = ex.now().isoformat() + "Z"
+    changes: dict[str, Any] = {"lockout_ended_at": now}
+    if step.phase == Phase.AFTER.value and "returned_at" not in ex.run.context:
+        changes["returned_at"] = now
+    await ex.update_context(**changes)
+    return {"nodes": sorted(ex.nodes), "at": now}, "balancer back in service on every server"
+
+
+async def verify_service(ex: RunState, step: Step) -> Outcome:
+    """With users back: every server ``up`` for the balancer and answering its logon page."""
+    states = {str(r["name"]): str(r["state"]) for r in await ex.store.node_rows() if r["name"] in ex.nodes}
+    served = await logons_served(ex, step)
+    problems = [f"{n} is {st}" for n, st in sorted(states.items()) if st != NodeState.UP.value]
+    problems += [f"{n}: logon not served ({why})" for n, why in sorted(served.items()) if why != "ok"]
+    ev = {"states": states, "logons": served}
+    if problems:
+        raise StepFailed("users are back but " + "; ".join(problems), evidence=ev)
+    return ev, f"users back: {len(served)} servers up and serving logons"
 
 
 async def tell_users(ex: RunState, step: Step) -> Outcome:

@@ -105,7 +105,9 @@ class Local(StrEnum):
     VERIFY_DISCONNECTED = "verify_disconnected"  # database_sessions: none from any server
     ONE_REPLICATION_ENGINE = "one_replication_engine"
     SMOKE_CHECK = "smoke_check"
-    RETURN_TO_SERVICE = "return_to_service"  # balancer 'up'
+    ACCEPTANCE = "acceptance"  # the acceptance hold: waits for accept (the guide's live-upgrade tests)
+    RETURN_TO_SERVICE = "return_to_service"  # balancer 'up': users return (``returned_at``)
+    VERIFY_SERVICE = "verify_service"  # with users back: every server up and serving logons
     VERIFY_RESTORE = "verify_restore"
 
 
@@ -146,6 +148,9 @@ class UpgradeRequest(BaseModel):
     batch_size: Int = Field(1, ge=1, le=1000)
     failure_policy: FailurePolicy = "restore"
     require_signoff: Bool = False
+    #: Hold the run as ``awaiting_acceptance`` once upgraded, checked and backed up, users still out,
+    #: until ``POST /upgrades/{id}/accept``: the guide's "Testing a live upgrade" before users return.
+    require_acceptance: Bool = True
     backup_location: RelPath | None = None
     overrides: list[str] = Field(default_factory=list, max_length=50)
     #: The SQL login for the database server's installer; its password is kept encrypted.
@@ -183,6 +188,7 @@ class UpgradeRequest(BaseModel):
             "batch_size": self.batch_size,
             "failure_policy": self.failure_policy,
             "require_signoff": self.require_signoff,
+            "require_acceptance": self.require_acceptance,
             "backup_location": self.backup_location,
             "overrides": list(self.overrides),
             "disable_triggers": self.disable_triggers,
@@ -195,6 +201,43 @@ class UpgradeRequest(BaseModel):
                 else None
             ),
         }
+
+
+class TickedRow(BaseModel):
+    """One row of the "Testing a live upgrade" table the operator ticks, with its own note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    note: str | None = Field(None, max_length=2000)
+
+
+class AcceptRequest(BaseModel):
+    """Body of ``POST /api/v1/upgrades/{id}/accept``: the rows the operator tested and a note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[TickedRow | str] = Field(default_factory=list, max_length=64)
+    note: str = Field(min_length=1, max_length=4000)
+
+    def ticked(self) -> dict[str, str | None]:
+        """``{row id: its note}`` of the ticked rows."""
+        out: dict[str, str | None] = {}
+        for row in self.rows:
+            if isinstance(row, str):
+                out[row] = None
+            else:
+                out[row.id] = row.note
+        return out
+
+
+class RollbackRequest(BaseModel):
+    """Body of ``POST /api/v1/upgrades/{id}/rollback`` (optional): on a run whose users were back,
+    ``accept_data_loss_since`` must equal its ``returned_at``: what users wrote since is lost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accept_data_loss_since: str | None = Field(None, max_length=40)
 
 
 @dataclass

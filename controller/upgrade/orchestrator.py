@@ -28,11 +28,13 @@ from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from controller.agents.client import AgentPool
 from controller.agents.follow import Polling
+from controller.upgrade import acceptance
 from controller.upgrade.executor import RunExecutor
 from controller.upgrade.lease import LeaderLease
 from controller.upgrade.model import (
     ACTIVE,
     DRIVEN,
+    AcceptRequest,
     Local,
     Phase,
     Run,
@@ -48,7 +50,25 @@ from controller.upgrade.store import UpgradeStore, seal
 log = logging.getLogger("crmcluster.upgrade")
 #: Statuses from which an operator's abort/rollback makes the loop restore.
 RESTORABLE = frozenset(
-    {RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.AWAITING_APPROVAL, RunStatus.SUCCEEDED, RunStatus.FAILED}
+    {
+        RunStatus.RUNNING,
+        RunStatus.PAUSED,
+        RunStatus.AWAITING_APPROVAL,
+        RunStatus.AWAITING_FIX,
+        RunStatus.AWAITING_ACCEPTANCE,
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+    }
+)
+#: Statuses from which an abort is taken (a run that ended is rolled back instead).
+ABORTABLE = frozenset(
+    {
+        RunStatus.RUNNING,
+        RunStatus.PAUSED,
+        RunStatus.AWAITING_APPROVAL,
+        RunStatus.AWAITING_FIX,
+        RunStatus.AWAITING_ACCEPTANCE,
+    }
 )
 
 
@@ -67,8 +87,10 @@ class Orchestrator:
         interval: float = 1.0,
         session_wait: float = 1.0,
         on_step_finished: Callable[[str, str, float], None] | None = None,
+        on_alert: Callable[[str], None] | None = None,
     ) -> None:
         self.on_step_finished = on_step_finished
+        self.on_alert = on_alert
         self.store = store
         self.agents = agents
         self.box = box
@@ -144,6 +166,7 @@ class Orchestrator:
                     session_wait=self.session_wait,
                     shared_state_database=self.settings.crm_url == self.settings.state_url,
                     on_step_finished=self.on_step_finished,
+                    on_alert=self.on_alert,
                 )
                 task = asyncio.create_task(ex.drive(), name=f"upgrade-{run.id}")
                 task.add_done_callback(lambda _t: self._wake.set())
@@ -293,7 +316,41 @@ class Orchestrator:
         self.wake(run_id)
         return await self.get(run_id)
 
-    async def abort(self, run_id: str) -> Run:
+    async def accept(self, run_id: str, body: AcceptRequest, *, actor: str) -> Run:
+        """The operator's acceptance of the live upgrade: the ticked rows and a note; users return."""
+        run = await self.get(run_id)
+        if run.status != RunStatus.AWAITING_ACCEPTANCE:
+            raise Conflict(f"run {run_id} is {run.status.value}; nothing awaits acceptance")
+        gate = acceptance.gate_of(await self.store.steps(run_id))
+        if gate is None or gate.status.done:
+            raise Conflict(f"run {run_id} has no acceptance hold waiting")
+        now = self.clock()
+        at = now.isoformat() + "Z"
+        table = acceptance.accept_table(
+            list((gate.result or {}).get("table") or []), ticked=body.ticked(), actor=actor, at=at
+        )
+        gate.status = StepStatus.SUCCEEDED
+        gate.finished_at = now
+        gate.started_at = gate.started_at or now
+        ticked = [r["id"] for r in table if r.get("ticked_by")]
+        gate.message = f"accepted by {actor}: {len(ticked)} row(s) ticked; {body.note}"
+        gate.result = {"table": table, "accepted_by": actor, "accepted_at": at, "note": body.note}
+        await self.store.save_step(gate)
+        await self.store.event(
+            run_id, "decision", {"decision": "accepted", "by": actor, "ticked": ticked, "note": body.note}
+        )
+        await self.store.transition(
+            run_id,
+            expect=[RunStatus.AWAITING_ACCEPTANCE],
+            status=RunStatus.RUNNING,
+            message=f"accepted by {actor}; users return",
+        )
+        self.wake(run_id)
+        return await self.get(run_id)
+
+    async def abort(
+        self, run_id: str, *, accept_data_loss_since: str | None = None, actor: str | None = None
+    ) -> Run:
         run = await self.get(run_id)
         if run.status == RunStatus.PLANNED:
             await self.store.transition(
@@ -304,23 +361,44 @@ class Orchestrator:
                 message="aborted before it started; nothing changed",
             )
             return await self.get(run_id)
-        if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.AWAITING_APPROVAL):
+        if run.status not in ABORTABLE:
             raise Conflict(f"run {run_id} is {run.status.value}; it cannot be aborted")
-        await self._request_restore(run_id, "abort")
+        await self._request_restore(run, "abort", accept_data_loss_since=accept_data_loss_since, actor=actor)
         return await self.get(run_id)
 
-    async def rollback(self, run_id: str) -> Run:
+    async def rollback(
+        self, run_id: str, *, accept_data_loss_since: str | None = None, actor: str | None = None
+    ) -> Run:
         run = await self.get(run_id)
         if run.status not in RESTORABLE:
             raise Conflict(f"run {run_id} is {run.status.value}; there is nothing to roll back")
-        await self._request_restore(run_id, "rollback")
+        await self._request_restore(
+            run, "rollback", accept_data_loss_since=accept_data_loss_since, actor=actor
+        )
         return await self.get(run_id)
 
-    async def _request_restore(self, run_id: str, what: str) -> None:
-        if not await self.store.request(run_id, what, expect=RESTORABLE):
-            raise Conflict(f"run {run_id} changed meanwhile; look again")
-        await self.store.event(run_id, "decision", {"decision": f"{what}_requested"})
-        self.wake(run_id)
+    async def _request_restore(
+        self, run: Run, what: str, *, accept_data_loss_since: str | None, actor: str | None
+    ) -> None:
+        returned_at = run.context.get("returned_at")
+        if returned_at:
+            # Users were back: restoring the pre-upgrade database loses what they wrote since.
+            if accept_data_loss_since != returned_at:
+                until = self.clock().isoformat() + "Z"
+                raise Conflict(
+                    f"users have been back on {run.target_version} since {returned_at}: restoring the "
+                    f"pre-upgrade database loses everything they wrote from {returned_at} to now; to "
+                    f'accept that, send {{"accept_data_loss_since": "{returned_at}"}}',
+                    details={"returned_at": returned_at, "window": {"since": returned_at, "until": until}},
+                    code="data_loss",
+                )
+            accepted = {"by": actor, "since": returned_at, "at": self.clock().isoformat() + "Z", "what": what}
+            await self.store.update_run(run.id, context={**run.context, "data_loss_accepted": accepted})
+            await self.store.event(run.id, "decision", {"decision": "data_loss_accepted", **accepted})
+        if not await self.store.request(run.id, what, expect=RESTORABLE):
+            raise Conflict(f"run {run.id} changed meanwhile; look again")
+        await self.store.event(run.id, "decision", {"decision": f"{what}_requested"})
+        self.wake(run.id)
 
     async def retry(self, run_id: str, step_id: str) -> Run:
         run = await self.get(run_id)
@@ -379,7 +457,15 @@ def run_view(run: Run, plan: list[dict[str, Any]] | None) -> dict[str, Any]:
         "finished_at": iso(run.finished_at),
         "touched": ctx.get("touched", []),
         "lockout": {"started_at": ctx.get("lockout_started_at"), "ended_at": ctx.get("lockout_ended_at")},
+        #: When users returned to the upgraded cluster: from then on nothing is restored on its own.
+        "returned_at": ctx.get("returned_at"),
+        "alert": ctx.get("alert"),
+        "data_loss_accepted": ctx.get("data_loss_accepted"),
     }
     if plan is not None:
         body["plan"] = plan
+        gate = next((s for s in plan if s["action"] == Local.ACCEPTANCE.value), None)
+        body["acceptance"] = (
+            {"status": gate["status"], **(gate.get("result") or {})} if gate is not None else None
+        )
     return body

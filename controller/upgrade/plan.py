@@ -18,8 +18,9 @@ db     triggers disabled (if asked); the installer with the wizard's own backup,
 server its upgrade log read
 others in batches of ``batch_size``: the installer ("backup is not required", not registered), log
 after  triggers enabled; one Replication Engine; IIS/Tomcat/services started, metadata reloaded and
-       a warm-up logon on every server; smoke checks; the 20 records compared; balancer back in
-       service; post-upgrade backups
+       a warm-up logon on every server; smoke checks; the 20 records compared; post-upgrade
+       backups — all while users are still out; the acceptance hold (if asked, the default); then
+       users return (balancer back in service) and every server is seen serving
 ====== ============================================================================================
 
 A *wave* is a set of steps run at the same time, one lane (sequence) per node; the next wave starts
@@ -285,8 +286,7 @@ def plan_upgrade(
     b.next_wave()
     b.add(Phase.AFTER, db.name, Action.FINGERPRINT_RECORDS.value)
     b.next_wave()
-    b.add(Phase.AFTER, None, Local.RETURN_TO_SERVICE.value)
-    b.next_wave()
+    # The post-upgrade backups, users still out: what they back up is what the checks passed.
     b.lane(
         Phase.AFTER,
         db.name,
@@ -301,6 +301,14 @@ def plan_upgrade(
                 (Action.BACKUP_REGISTRY.value, _dest(options, run_id, n.name, "registry-post")),
             ],
         )
+    b.next_wave()
+    if options.get("require_acceptance", True):
+        b.add(Phase.AFTER, None, Local.ACCEPTANCE.value, timeout=0)
+        b.next_wave()
+    # Users return last. From here on nothing is restored on its own (what they write would be lost).
+    b.add(Phase.AFTER, None, Local.RETURN_TO_SERVICE.value)
+    b.next_wave()
+    b.add(Phase.AFTER, None, Local.VERIFY_SERVICE.value)
     return b.steps
 
 

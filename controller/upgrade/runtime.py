@@ -38,6 +38,7 @@ def orchestrator_for(ctx: ControllerContext, **hooks: Any) -> Orchestrator:
             "polling", Polling(min_interval=float(getattr(settings, "upgrade_poll_interval", 0.05)))
         ),
         on_step_finished=hooks.pop("on_step_finished", ctx.metrics.step_finished),
+        on_alert=hooks.pop("on_alert", ctx.metrics.upgrade_alert_raised),
         **hooks,
     )
     _orchestrators[id(ctx)] = orch

@@ -291,7 +291,30 @@ def render_run(run: Mapping[str, Any], *, show_plan: bool = True) -> RenderableT
     parts: list[RenderableType] = [run_header(run), preflight_table(run.get("preflight") or [])]
     if show_plan:
         parts.append(plan_table(run.get("plan") or run.get("steps") or []))
+    alert = run.get("alert")
+    if alert and run.get("status") == "paused":
+        parts.append(
+            Text(
+                f"ALERT: users are back since {run.get('returned_at')} and {alert.get('message')}; "
+                "nothing is restored on its own",
+                style="bold red",
+            )
+        )
+    if run.get("status") == "awaiting_acceptance" and isinstance(run.get("acceptance"), Mapping):
+        parts.append(testing_table(run["acceptance"].get("table") or []))
     return Group(*parts)
+
+
+def testing_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """The acceptance hold's "Testing a live upgrade" table: crmcluster's rows and the operator's."""
+    table = Table(title="Testing a live upgrade (acceptance hold)", title_justify="left")
+    for col in ("row", "test action", "by", "success"):
+        table.add_column(col)
+    for r in rows:
+        status = str(r.get("status") or "")
+        style = {"passed": "green", "failed": "bold red", "ticked": "green"}.get(status, "yellow")
+        table.add_row(short(r.get("id")), str(r.get("test") or ""), short(r.get("by")), Text(status, style))
+    return table
 
 
 def runs_table(runs: Iterable[Mapping[str, Any]]) -> Table:

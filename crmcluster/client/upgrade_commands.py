@@ -1,7 +1,8 @@
 """``crmcluster upgrade …``: plan, start, watch and steer an upgrade run (DESIGN.md "Controller
 contract", ``/api/v1/upgrades``).
 
-``RUN`` defaults to the run still going, else the newest. ``plan`` exits 1 when the preflight
+``RUN`` defaults to the run still going, else the newest — except for ``rollback`` and
+``accept``, which name the run. ``plan`` exits 1 when the preflight
 blocks; ``start`` (watching) and ``watch`` exit 0 only when the run ``succeeded``. The license
 key and the SQL password come from options, environment variables or a hidden prompt at a
 terminal, and are never printed.
@@ -136,6 +137,15 @@ TriggersOpt = Annotated[
 GraceOpt = Annotated[
     float, typer.Option("--drain-grace", min=0, help="Seconds users are told before they are locked out.")
 ]
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        help="Accept the acceptance hold as soon as the run reaches it (no row ticked; for the demo "
+        "and scripts: without it, `upgrade accept RUN --note …` lets users return).",
+    ),
+]
+YES_NOTE = "accepted from the command line (--yes): no test ticked"
 OverrideOpt = Annotated[
     list[str] | None, typer.Option("--override", help="A preflight finding you accept (repeatable).")
 ]
@@ -270,6 +280,7 @@ def upgrade_start(
     disable_triggers: TriggersOpt = False,
     drain_grace: GraceOpt = 0.0,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow it with progress bars.")] = True,
+    yes: YesOpt = False,
     json_: JsonOpt = False,
     demo: DemoOpt = None,
 ) -> None:
@@ -297,19 +308,25 @@ def upgrade_start(
         if json_ or not watch:
             emit(ctx, json_, run, run_header(run))
             return
-        final = watch_run(client, run_id, console=console)
+        final = watch_run(client, run_id, console=console, accept=YES_NOTE if yes else None)
     if final.get("status") != "succeeded":
         raise SystemExit(1)
 
 
 @upgrade_app.command("watch")
 def upgrade_watch(
-    ctx: typer.Context, run_id: RunArg = None, json_: JsonOpt = False, demo: DemoOpt = None
+    ctx: typer.Context,
+    run_id: RunArg = None,
+    yes: YesOpt = False,
+    json_: JsonOpt = False,
+    demo: DemoOpt = None,
 ) -> None:
     """Follow a run: progress bars per phase and per server (--json: one event per line)."""
     with client_for(ctx, demo) as client:
         rid = _run_id(client, run_id)
-        final = watch_run(client, rid, console=console_of(ctx), json_lines=json_)
+        final = watch_run(
+            client, rid, console=console_of(ctx), json_lines=json_, accept=YES_NOTE if yes else None
+        )
     if final.get("status") != "succeeded":
         raise SystemExit(1)
 
@@ -375,12 +392,48 @@ def upgrade_abort(
     _run_action(ctx, run_id, "abort", json_, demo)
 
 
+@upgrade_app.command("accept")
+def upgrade_accept(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run at its acceptance hold.")],
+    note: Annotated[str, typer.Option("--note", help="Who tested what (required).")],
+    tick: Annotated[
+        list[str] | None,
+        typer.Option("--tick", help="A row of 'Testing a live upgrade' you tested (repeatable; ROW=note)."),
+    ] = None,
+    json_: JsonOpt = False,
+    demo: DemoOpt = None,
+) -> None:
+    """Accept the live upgrade at its hold (the rows you tested, a note): then users return."""
+    rows: list[Any] = []
+    for t in tick or []:
+        rid, _, row_note = t.partition("=")
+        rows.append({"id": rid.strip(), "note": row_note.strip() or None} if row_note else rid.strip())
+    with client_for(ctx, demo) as client:
+        run = client.post(f"/upgrades/{run_id}/accept", {"rows": rows, "note": note})
+    emit(ctx, json_, run, run_header(run) if isinstance(run, Mapping) else None)
+
+
 @upgrade_app.command("rollback")
 def upgrade_rollback(
-    ctx: typer.Context, run_id: RunArg = None, json_: JsonOpt = False, demo: DemoOpt = None
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run to roll back (named: never picked for you).")],
+    accept_data_loss_since: Annotated[
+        str | None,
+        typer.Option(
+            "--accept-data-loss-since",
+            help="The run's returned_at: you accept losing what users wrote since (required once "
+            "users were back).",
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+    demo: DemoOpt = None,
 ) -> None:
     """Restore the live environment (the guide's "Restoring a Live Environment")."""
-    _run_action(ctx, run_id, "rollback", json_, demo)
+    body = {"accept_data_loss_since": accept_data_loss_since} if accept_data_loss_since else None
+    with client_for(ctx, demo) as client:
+        run = client.post(f"/upgrades/{run_id}/rollback", body)
+    emit(ctx, json_, run, run_header(run) if isinstance(run, Mapping) else None)
 
 
 @upgrade_app.command("retry")

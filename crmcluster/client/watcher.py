@@ -201,6 +201,22 @@ def next_step_hint(run: Mapping[str, Any]) -> str | None:
     rid = run.get("id")
     if status == "awaiting_approval":
         return f"awaiting sign-off: `crmcluster upgrade approve {rid}` continues, `upgrade abort {rid}` stops"
+    if status == "awaiting_acceptance":
+        return (
+            f"acceptance hold: users are still out; test, then `crmcluster upgrade accept {rid} "
+            f'--tick ROW --note "…"` lets them return (`upgrade show {rid}` lists the rows)'
+        )
+    if status == "awaiting_fix":
+        return (
+            f'awaiting a fix by hand: `crmcluster upgrade resolve {rid} STEP --note "…"`, then '
+            f"`upgrade resume {rid}` (or `upgrade rollback {rid}`)"
+        )
+    if status == "paused" and run.get("alert"):
+        since = run.get("returned_at")
+        return (
+            f"ALERT: users are back since {since}; nothing is restored on its own: `crmcluster upgrade "
+            f"retry {rid} STEP`, or `upgrade rollback {rid} --accept-data-loss-since {since}`"
+        )
     if status == "paused":
         return (
             f"paused: `crmcluster upgrade resume {rid}`, `upgrade retry {rid} STEP` "
@@ -218,19 +234,26 @@ def watch_run(
     fetch_interval: float = 0.25,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    accept: str | None = None,
 ) -> dict[str, Any]:
-    """Follow run ``run_id`` until it ends; return its last snapshot."""
+    """Follow run ``run_id`` until it ends; return its last snapshot. With ``accept`` (a note), the
+    acceptance hold is accepted as soon as the run reaches it (``--yes``), no row ticked."""
     model = RunProgress()
     notes: list[str] = model.absorb_run(client.get(f"/upgrades/{run_id}"))
     last_fetch = clock()
     view = ProgressView()
     hinted: set[str] = set()
+    accepted = False
 
     def refresh(force: bool = False) -> None:
-        nonlocal last_fetch
+        nonlocal last_fetch, accepted
         if force or clock() - last_fetch >= fetch_interval:
             last_fetch = clock()
             notes.extend(model.absorb_run(client.get(f"/upgrades/{run_id}")))
+        if accept is not None and not accepted and model.status == "awaiting_acceptance":
+            accepted = True
+            client.post(f"/upgrades/{run_id}/accept", {"rows": [], "note": accept})
+            notes.append(f"accepted the acceptance hold (--yes): {accept}")
 
     def stop() -> bool:
         if model.status not in TERMINAL:

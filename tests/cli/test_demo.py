@@ -87,12 +87,27 @@ def test_upgrade_plan_start_watch_and_checklist(demo: dict[str, Any], tmp_path: 
     assert planned["status"] == "planned" and planned["plan"]
     assert LICENSE not in plan.stdout and "demo-sql-password" not in plan.stdout
 
+    assert planned["options"]["require_acceptance"] is True  # the clean run asks for acceptance
     started = run(demo, "upgrade", "start", planned["id"], "--no-watch", "--json")
     assert started.returncode == 0, started.stderr
+    with api(demo) as client:
+        wait_for(
+            lambda: client.get(f"/upgrades/{planned['id']}").json()["status"] == "awaiting_acceptance",
+            what="the acceptance hold",
+            timeout=300,
+        )
+    shown = run(demo, "upgrade", "show", planned["id"])
+    assert "Testing a live upgrade" in shown.stdout and "Log on is successful" in shown.stdout
+    accepted = run(
+        demo, "upgrade", "accept", planned["id"], "--tick", "mail_merge=quote merged", "--note", "UAT"
+    )
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     watched = crmcluster("upgrade", "watch", planned["id"], "--demo", demo["data_dir"], timeout=300)
     assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr
     assert "phase database_server" in watched.stdout and "server crm1" in watched.stdout
     assert f"upgrade {planned['id']} ended succeeded" in watched.stdout
+    rollback = run(demo, "upgrade", "rollback", planned["id"])  # users are back: refused
+    assert rollback.returncode != 0 and "accept_data_loss_since" in rollback.stderr
 
     with api(demo) as client:
         versions = wait_for(

@@ -186,3 +186,46 @@ def test_a_replayed_event_never_moves_a_step_back_but_a_retry_does() -> None:
         SseEvent(id="10", event="step", data={"step": "s2", "status": "running", "attempt": 1})
     )
     assert model.steps["s2"]["status"] == "running" and model.steps["s2"]["attempt"] == 1
+
+
+def test_watch_yes_accepts_the_acceptance_hold_and_rollback_names_its_run() -> None:
+    held = run("awaiting_acceptance", plan("succeeded", "succeeded", "succeeded", "succeeded"))
+    done = run("succeeded", plan("succeeded", "succeeded", "succeeded", "succeeded"))
+    state = {"accepted": False}
+
+    def get(_r: httpx.Request) -> dict[str, Any]:
+        return done if state["accepted"] else held
+
+    def accept(_r: httpx.Request) -> dict[str, Any]:
+        state["accepted"] = True
+        return done
+
+    fake = FakeController(
+        {
+            ("GET", "/api/v1/upgrades/r1"): get,
+            ("POST", "/api/v1/upgrades/r1/accept"): accept,
+            ("GET", "/api/v1/upgrades/r1/events"): lambda _r: httpx.Response(
+                200, content=b"", headers={"content-type": "text/event-stream"}
+            ),
+        }
+    )
+    result = invoke(fake, "upgrade", "watch", "r1", "--yes")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert fake.bodies("POST", "/api/v1/upgrades/r1/accept") == [
+        {"rows": [], "note": "accepted from the command line (--yes): no test ticked"}
+    ]
+    assert "ended succeeded" in result.stdout
+
+    missing = invoke(fake, "upgrade", "rollback")  # never the newest run by default
+    assert missing.exit_code == 2
+
+
+def test_accept_sends_the_ticked_rows_and_the_note() -> None:
+    fake = FakeController({("POST", "/api/v1/upgrades/r1/accept"): run("running", [])})
+    result = invoke(
+        fake, "upgrade", "accept", "r1", "--tick", "mail_merge", "--tick", "reports=PDF ok", "--note", "UAT"
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert fake.bodies("POST", "/api/v1/upgrades/r1/accept") == [
+        {"rows": ["mail_merge", {"id": "reports", "note": "PDF ok"}], "note": "UAT"}
+    ]

@@ -128,7 +128,22 @@ def test_an_upgrade_progresses_on_the_timeline(page: Any, demo: dict[str, Any]) 
         seen.add((status, done, total))
         return status in ("succeeded", "failed", "restored", "aborted")
 
+    def held() -> bool:
+        progressed()
+        return page.locator("#upgrade form.acceptance").count() == 1
+
+    # The acceptance hold, accepted on the page: a row ticked, a note, the button.
+    wait_for(held, timeout=240, interval=0.1, what="the acceptance hold on the page")
+    assert page.get_attribute("#upgrade .run", "data-status") == "awaiting_acceptance"
+    assert page.locator("#upgrade tr[data-row='logon'].status-passed").count() == 1
+    page.check("#upgrade tr[data-row='mail_merge'] input[name='rows']")
+    page.fill("#upgrade form.acceptance input[name='note']", "tested in the browser")
+    page.click("#upgrade form.acceptance button[data-action='accept']")
     wait_for(progressed, timeout=240, interval=0.1, what="the upgrade to end on the page")
+    with api(demo) as client:
+        ended = client.get(f"/upgrades/{run['id']}").json()
+    rows = {r["id"]: r for r in ended["acceptance"]["table"]}
+    assert rows["mail_merge"]["status"] == "ticked" and ended["acceptance"]["note"] == "tested in the browser"
     assert page.get_attribute("#upgrade .run", "data-status") == "succeeded", seen
     # The page showed the run under way, part done, before it showed it ended.
     assert any(st == "running" and 0 < done < total for st, done, total in seen), seen

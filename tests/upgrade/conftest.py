@@ -38,14 +38,18 @@ class Harness:
             "target_version": "2017 R1",
             "license_key": LICENSE,
             "database": {"server": "sql01", "user": "crmsql", "password": DB_PASSWORD},
+            # The acceptance hold (default true) has tests of its own (test_acceptance.py).
+            "require_acceptance": False,
         }
         payload.update(body)
         resp = await self.client.post("/api/v1/upgrades", json=payload)
         assert resp.status_code == 201, resp.text
         return dict(resp.json())
 
-    async def command(self, run_id: str, what: str, expect: int = 200) -> dict[str, Any]:
-        resp = await self.client.post(f"/api/v1/upgrades/{run_id}/{what}")
+    async def command(
+        self, run_id: str, what: str, expect: int = 200, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        resp = await self.client.post(f"/api/v1/upgrades/{run_id}/{what}", json=body)
         assert resp.status_code == expect, resp.text
         return dict(resp.json())
 

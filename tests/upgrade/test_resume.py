@@ -247,6 +247,7 @@ async def test_controller_process_killed_mid_run_finishes_after_restart(
                 "license_key": LICENSE,
                 "database": DATABASE,
                 "batch_size": 1,
+                "require_acceptance": False,
             },
         )
         assert resp.status_code == 201, resp.text

@@ -192,9 +192,21 @@ async def test_rollback_after_success_restores_old_version(harness: Harness) -> 
     h = harness
     run = await h.plan(batch_size=2)
     await h.command(run["id"], "start")
-    assert (await h.wait(run["id"], "succeeded", "restored", "failed"))["status"] == "succeeded"
-    await h.command(run["id"], "rollback")
+    succeeded = await h.wait(run["id"], "succeeded", "restored", "failed")
+    assert succeeded["status"] == "succeeded"
+    returned_at = succeeded["returned_at"]
+    # Users are back: a rollback loses what they wrote since; refused until that is accepted.
+    refused = await h.client.post(f"/api/v1/upgrades/{run['id']}/rollback")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "data_loss"
+    assert refused.json()["error"]["details"]["window"]["since"] == returned_at
+    wrong = await h.client.post(
+        f"/api/v1/upgrades/{run['id']}/rollback", json={"accept_data_loss_since": "2020-01-01T00:00:00Z"}
+    )
+    assert wrong.status_code == 409
+    assert (await h.run(run["id"]))["status"] == "succeeded"
+    await h.command(run["id"], "rollback", body={"accept_data_loss_since": returned_at})
     done = await h.wait(run["id"], "restored", "failed")
+    assert done["data_loss_accepted"]["since"] == returned_at and done["data_loss_accepted"]["by"]
     assert done["status"] == "restored", done["message"]
     assert {n.version for n in h.cluster.nodes.values()} == {"7.3"}
     assert h.cluster.schema_version == "7.3"

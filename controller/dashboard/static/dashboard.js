@@ -16,7 +16,9 @@
     var sections = (payload && payload.sections) || {};
     Object.keys(sections).forEach(function (id) {
       var el = document.getElementById(id);
-      if (el) { el.innerHTML = sections[id]; }
+      // A form being filled in (the acceptance hold) is not swapped away under the operator.
+      var form = el && el.querySelector("form[data-dirty='1']");
+      if (el && !form) { el.innerHTML = sections[id]; }
     });
     document.body.setAttribute("data-updated", String(Date.now()));
   }
@@ -66,8 +68,19 @@
     if (!button) { return; }
     var headers = { "Accept": "application/json" };
     headers[csrfHeader] = "1";
+    var url = button.getAttribute("data-url");
+    var init = { method: "POST", credentials: "same-origin", headers: headers };
+    var form = button.getAttribute("data-form") ? button.closest("form") : null;
+    if (form) {
+      // The acceptance hold: the ticked rows and the note, as POST /upgrades/{id}/accept's body.
+      var rows = [];
+      form.querySelectorAll("input[name='rows']:checked").forEach(function (c) { rows.push(c.value); });
+      url = form.getAttribute("data-accept-url");
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify({ rows: rows, note: form.querySelector("input[name='note']").value });
+    }
     button.disabled = true;
-    fetch(button.getAttribute("data-url"), { method: "POST", credentials: "same-origin", headers: headers })
+    fetch(url, init)
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
           if (!r.ok) {
@@ -79,7 +92,11 @@
         });
       })
       .catch(function (err) { say(String(err), true); })
-      .then(function () { button.disabled = false; return refreshNow(); })
+      .then(function () {
+        button.disabled = false;
+        if (form) { form.removeAttribute("data-dirty"); }
+        return refreshNow();
+      })
       .catch(function () {});
   });
 
@@ -95,6 +112,11 @@
         .then(function () { window.location.assign("/"); });
     });
   }
+
+  document.addEventListener("input", function (e) {
+    var form = e.target.closest ? e.target.closest("form.acceptance") : null;
+    if (form) { form.setAttribute("data-dirty", "1"); }
+  });
 
   connect();
 })();
