@@ -150,7 +150,10 @@ def main() -> None:
             },
         ).json()
         page.wait_for_selector(f"#upgrade .run[data-run='{run['id']}']")
-        command = f"{sys.executable} -m crmcluster upgrade start {run['id']} --yes --demo {opts.demo_dir}; sleep 600"
+        command = (
+            f"{sys.executable} -m crmcluster upgrade start {run['id']} --yes "
+            f"--demo {opts.demo_dir}; sleep 600"
+        )
         subprocess.run([*TMUX, "kill-server"], capture_output=True, check=False)
         subprocess.run(
             [*TMUX, "new-session", "-d", "-s", "tour", "-x", str(COLS), "-y", str(ROWS), command],

@@ -130,7 +130,7 @@ def test_an_upgrade_progresses_on_the_timeline(page: Any, demo: dict[str, Any]) 
 
     def held() -> bool:
         progressed()
-        return page.locator("#upgrade form.acceptance").count() == 1
+        return bool(page.locator("#upgrade form.acceptance").count() == 1)
 
     # The acceptance hold, accepted on the page: a row ticked, a note, the button.
     wait_for(held, timeout=240, interval=0.1, what="the acceptance hold on the page")
