@@ -19,6 +19,7 @@ from jinja2 import Environment
 
 from config.secrets import redact_mapping
 from controller.upgrade import acceptance
+from controller.upgrade.estimate import measured_downtime
 from controller.upgrade.model import TERMINAL, Phase, Run, Step, StepStatus, iso
 
 DONE, FAILED, NA, PENDING, NOT_DONE = "done", "failed", "not applicable", "pending", "not done"
@@ -92,6 +93,46 @@ def _testing(run: Run, steps: list[Step], *, finished: bool) -> list[dict[str, A
     return lines
 
 
+def _estimate_line(
+    run: Run, steps: list[Step], warnings: list[dict[str, Any]], *, finished: bool
+) -> dict[str, Any]:
+    """The plan's downtime estimate (and where its durations came from), the risks, and once users
+    are back the downtime measured; not done without an estimate."""
+    text = "Estimate downtime for production system and document risks to client"
+    est = run.context.get("estimate")
+    if not est:
+        return _line(text, NOT_DONE if finished else PENDING, None, "no estimate was made for this run")
+    risks = [
+        {
+            "finding": f["name"],
+            "status": f["status"],
+            "message": f["message"],
+            "overridden": f.get("overridden", False),
+        }
+        for f in warnings
+    ]
+    measured = measured_downtime(run.context, steps)
+    evidence = {
+        "estimated_downtime_seconds": est.get("downtime_seconds"),
+        "source": est.get("source"),
+        "measured": measured,
+        "servers": len(run.nodes),
+        "risks": risks,
+    }
+    note = f"estimated {_hms(est.get('downtime_seconds'))} of downtime, from {est.get('source')}"
+    if measured:
+        note += (
+            f"; measured {_hms(measured['without_hold_seconds'])} "
+            f"(+ {_hms(measured['acceptance_hold_seconds'])} acceptance hold)"
+        )
+    return _line(text, DONE, evidence, note)
+
+
+def _hms(seconds: Any) -> str:
+    s = round(float(seconds or 0))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+
+
 def _data_loss(run: Run) -> list[dict[str, Any]]:
     accepted = run.context.get("data_loss_accepted")
     if not run.context.get("returned_at"):
@@ -114,7 +155,11 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
         return {"action": text, "status": status, "evidence": redact_mapping(evidence), "note": note}
 
     def from_steps(text: str, picked: list[Step], note: str | None = None) -> dict[str, Any]:
-        return line(text, _judge(picked, finished=finished), _ev(picked), note)
+        status = _judge(picked, finished=finished)
+        if status == DONE and any(s.result is None and not s.message for s in picked):
+            # No row is marked done without its evidence.
+            status, note = (NOT_DONE if finished else PENDING), "a step left no evidence"
+        return line(text, status, _ev(picked), note)
 
     def test(title: str, lines: list[str]) -> None:
         sections.append({"title": title, "lines": [line(t, NA, None, _TEST) for t in lines]})
@@ -156,24 +201,7 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
         {
             "title": "Freeze live system",
             "lines": [
-                line(
-                    "Estimate downtime for production system and document risks to client",
-                    DONE,
-                    {
-                        "steps": len([s for s in steps if s.phase != Phase.RESTORE.value]),
-                        "servers": len(run.nodes),
-                        "risks": [
-                            {
-                                "finding": f["name"],
-                                "status": f["status"],
-                                "message": f["message"],
-                                "overridden": f.get("overridden", False),
-                            }
-                            for f in warnings
-                        ],
-                    },
-                    "the plan and the preflight findings that are not a pass",
-                ),
+                _estimate_line(run, steps, warnings, finished=finished),
                 from_steps(
                     "Obtain client sign off to move forward with live upgrade",
                     signoff,
@@ -236,7 +264,7 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
                     (FAILED if log_errors else DONE)
                     if logs and any(s.status.done or s.status == StepStatus.FAILED for s in logs)
                     else _judge(logs, finished=finished),
-                    _ev(log_errors) if log_errors else "no errors found in the upgrade logs",
+                    _ev(log_errors) if log_errors else _ev(logs),
                 ),
                 line(
                     "Complete resolutions for each error",

@@ -29,6 +29,7 @@ from config.state_schema import utcnow
 from controller.agents.client import AgentPool
 from controller.agents.follow import Polling
 from controller.upgrade import acceptance
+from controller.upgrade.estimate import estimate_downtime, measured_downtime
 from controller.upgrade.executor import RunExecutor
 from controller.upgrade.lease import LeaderLease
 from controller.upgrade.model import (
@@ -39,6 +40,7 @@ from controller.upgrade.model import (
     Phase,
     Run,
     RunStatus,
+    Step,
     StepStatus,
     UpgradeRequest,
 )
@@ -227,6 +229,7 @@ class Orchestrator:
             context={
                 "install_name": self.settings.install_name,
                 "default_timeout": default_timeout,
+                "estimate": estimate_downtime(steps, history=await self._history()),
             },
             secrets=seal(self.box, secrets),
             created_by=actor,
@@ -234,6 +237,13 @@ class Orchestrator:
         await self.store.create_run(run, steps)
         await self.store.event(run_id, "preflight", {"findings": result.findings, "blocking": run.blocking})
         return await self.get(run_id)
+
+    async def _history(self) -> list[tuple[str, list[Step]]]:
+        """Earlier runs' steps (the newest few that ended), for the downtime estimate."""
+        ended = [RunStatus.SUCCEEDED, RunStatus.RESTORED, RunStatus.FAILED, RunStatus.ABORTED]
+        return [
+            (r.id, await self.store.steps(r.id)) for r in await self.store.list_runs(statuses=ended, limit=5)
+        ]
 
     async def start(self, run_id: str) -> Run:
         run = await self.get(run_id)
@@ -433,7 +443,13 @@ class Orchestrator:
 
     async def view(self, run_id: str) -> dict[str, Any]:
         run = await self.get(run_id)
-        return run_view(run, [s.public() for s in await self.store.steps(run_id)])
+        steps = await self.store.steps(run_id)
+        body = run_view(run, [s.public() for s in steps])
+        body["downtime"] = {
+            "estimate": run.context.get("estimate"),
+            "measured": measured_downtime(run.context, steps),
+        }
+        return body
 
 
 def run_view(run: Run, plan: list[dict[str, Any]] | None) -> dict[str, Any]:

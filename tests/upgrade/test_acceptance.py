@@ -93,6 +93,26 @@ async def test_users_return_last_after_the_acceptance_hold(
         )
         assert by_action["Outlook and Exchange Integration functioning as expected"]["status"] == "not done"
 
+        # Item 7: the estimate carries its source; after the run, the downtime measured.
+        assert run["downtime"]["estimate"]["source"].startswith("the step time-outs")
+        lines = {ln["action"]: ln for sec in checklist["sections"] for ln in sec["lines"]}
+        est = lines["Estimate downtime for production system and document risks to client"]
+        assert est["status"] == "done" and "time-outs" in est["evidence"]["source"]
+        measured = est["evidence"]["measured"]
+        assert measured["locked_out_seconds"] >= measured["acceptance_hold_seconds"] > 0
+        assert "measured" in est["note"] and "acceptance hold" in est["note"]
+        assert done["downtime"]["measured"] == measured
+        again = await h.plan()  # the next plan's estimate comes from this run's durations
+        assert again["downtime"]["estimate"]["source"] == f"measured on {run['id']}"
+        assert (
+            again["downtime"]["estimate"]["downtime_seconds"]
+            < run["downtime"]["estimate"]["downtime_seconds"]
+        )
+        assert again["downtime"]["measured"] is None
+        await h.command(again["id"], "abort")
+        # No row is marked done without its evidence.
+        assert all(ln["evidence"] for ln in lines.values() if ln["status"] == "done")
+
 
 async def test_a_failure_once_users_are_back_pauses_and_alerts_never_restores(
     db_url: str, crm_db_url: str, tokens: dict[str, str], secret_key: str, tmp_path: Path
