@@ -532,6 +532,9 @@ class UpgradeLogResult(Result):
     failed_scripts: list[str] = Field(default_factory=list)
     must_fix: list[str] = Field(default_factory=list)
     error_files: list[str] = Field(default_factory=list)
+    #: Each script's own log (CRM script logs, SQL script logs, the ``*`` error files): file name ->
+    #: its text, cut to a few thousand characters.
+    script_logs: dict[str, str] = Field(default_factory=dict)
     #: When the log was written (Windows: refused when older than the last installer run).
     written_at: datetime | None = None
 

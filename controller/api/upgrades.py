@@ -17,7 +17,13 @@ from controller.api.deps import AdminActor, Context, OperatorActor, ViewerActor
 from controller.sse import event_source
 from controller.upgrade.checklist import build_checklist, render_html
 from controller.upgrade.events import event_stream, parse_last_id
-from controller.upgrade.model import AcceptRequest, RollbackRequest, RunStatus, UpgradeRequest
+from controller.upgrade.model import (
+    AcceptRequest,
+    ResolveRequest,
+    RollbackRequest,
+    RunStatus,
+    UpgradeRequest,
+)
 from controller.upgrade.orchestrator import run_view
 from controller.upgrade.runtime import orchestrator_for
 
@@ -136,6 +142,20 @@ async def retry(run_id: str, step_id: str, ctx: Context, actor: AdminActor) -> d
     orch = orchestrator_for(ctx)
     async with ctx.audit.change(actor, "upgrades.retry", target=f"{run_id}/{step_id}", details=None):
         await orch.retry(run_id, step_id)
+    return await orch.view(run_id)
+
+
+@router.post("/{run_id}/steps/{step_id}/resolve")
+async def resolve(
+    run_id: str, step_id: str, body: ResolveRequest, ctx: Context, actor: AdminActor
+) -> dict[str, Any]:
+    """Record how a step's findings ("NB must be fixed", a failed script) were fixed by hand;
+    ``resume`` then reads the log again and honours it."""
+    orch = orchestrator_for(ctx)
+    async with ctx.audit.change(
+        actor, "upgrades.resolve", target=f"{run_id}/{step_id}", details={"note": body.note}
+    ):
+        await orch.resolve(run_id, step_id, note=body.note, actor=actor)
     return await orch.view(run_id)
 
 

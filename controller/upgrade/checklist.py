@@ -93,6 +93,45 @@ def _testing(run: Run, steps: list[Step], *, finished: bool) -> list[dict[str, A
     return lines
 
 
+def _log_lines(
+    run: Run, logs: list[Step], line: Any, from_steps: Any, finished: bool
+) -> list[dict[str, Any]]:
+    """The guide's "Upgrade logs" rows: the errors found, and how each was resolved by hand (the
+    notes recorded with ``resolve``), or that none needed it."""
+    failed = [s for s in logs if s.status == StepStatus.FAILED]
+    waiting = [s for s in logs if s.status == StepStatus.AWAITING_FIX]
+    resolutions = run.context.get("resolutions") or {}
+    resolved = [{"step": s.id, "node": s.node, **resolutions[s.id]} for s in logs if s.id in resolutions]
+    notes = "; ".join(f"{r['node']}: {r['note']} ({r['by']})" for r in resolved) or None
+    all_done = bool(logs) and all(s.status.done for s in logs)
+    investigate = "Investigate each error and document resolution or outcome"
+    complete = "Complete resolutions for each error"
+    rows = [from_steps("Review upgrade logs for errors", logs)]
+    if failed:
+        rows += [
+            line(investigate, FAILED, _ev(failed)),
+            line(complete, FAILED, _ev(failed), "the run failed"),
+        ]
+    elif waiting:
+        ev = [{"step": s.id, "node": s.node, "to_fix": (s.result or {}).get("unresolved")} for s in waiting]
+        note = "awaiting a fix by hand: resolve each step, then resume"
+        rows += [
+            line(investigate, PENDING, ev + resolved, notes or note),
+            line(complete, PENDING, None, note),
+        ]
+    elif resolved and all_done:
+        rows += [line(investigate, DONE, resolved, notes), line(complete, DONE, resolved, notes)]
+    elif all_done:
+        rows += [
+            line(investigate, DONE, _ev(logs), "no errors found in the upgrade logs"),
+            line(complete, NA, None, "no error to resolve"),
+        ]
+    else:
+        status = _judge(logs, finished=finished)
+        rows += [line(investigate, status, None), line(complete, status, None)]
+    return rows
+
+
 def _estimate_line(
     run: Run, steps: list[Step], warnings: list[dict[str, Any]], *, finished: bool
 ) -> dict[str, Any]:
@@ -234,7 +273,6 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
     )
     installers = _pick(steps, action="run_installer")
     logs = _pick(steps, action="read_upgrade_log")
-    log_errors = [s for s in logs if s.status == StepStatus.FAILED]
     sections.append(
         {
             "title": "Live upgrade",
@@ -254,31 +292,7 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
             ],
         }
     )
-    sections.append(
-        {
-            "title": "Upgrade logs",
-            "lines": [
-                from_steps("Review upgrade logs for errors", logs),
-                line(
-                    "Investigate each error and document resolution or outcome",
-                    (FAILED if log_errors else DONE)
-                    if logs and any(s.status.done or s.status == StepStatus.FAILED for s in logs)
-                    else _judge(logs, finished=finished),
-                    _ev(log_errors) if log_errors else _ev(logs),
-                ),
-                line(
-                    "Complete resolutions for each error",
-                    FAILED
-                    if log_errors
-                    else (
-                        NA if logs and all(s.status.done for s in logs) else _judge(logs, finished=finished)
-                    ),
-                    _ev(log_errors) if log_errors else None,
-                    "errors stop the run until resolved" if log_errors else "no error to resolve",
-                ),
-            ],
-        }
-    )
+    sections.append({"title": "Upgrade logs", "lines": _log_lines(run, logs, line, from_steps, finished)})
     after = Phase.AFTER.value
     sections.append(
         {

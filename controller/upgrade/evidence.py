@@ -54,14 +54,24 @@ def upgrade_log_findings(result: UpgradeLogResult) -> tuple[dict[str, Any], list
         "from_version": result.from_version,
         "to_version": result.to_version,
     }
-    problems = [f"script {s} failed" for s in failed]
-    problems += [f"NB must be fixed: {line}" for line in result.must_fix]
-    problems += [f"errors in {f}" for f in result.error_files]
+    problems = to_fix(result)
+    if result.script_logs:
+        ev["script_logs"] = dict(result.script_logs)
     if not result.scripts:
         problems.append("the upgrade log lists no scripts")
     if not result.completed:
         problems.append("the upgrade did not complete")
     return ev, problems
+
+
+def to_fix(result: UpgradeLogResult) -> list[str]:
+    """What the guide says to correct by hand: failed scripts, "NB must be fixed" lines, ``*`` files."""
+    failed = list(result.failed_scripts)
+    failed += [sc.name for sc in result.scripts if not sc.success and sc.name not in failed]
+    problems = [f"script {s} failed" for s in failed]
+    problems += [f"NB must be fixed: {line}" for line in result.must_fix]
+    problems += [f"errors in {f}" for f in result.error_files]
+    return problems
 
 
 def sessions_by_host(result: DatabaseSessionsResult) -> dict[str, int]:

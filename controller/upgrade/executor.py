@@ -7,6 +7,7 @@ wave with a step not yet succeeded, and acts on what it finds —
   what runs and restore the live environment);
 - a failed step → the failure policy (``restore``: restore now; ``pause``: wait for a retry or a
   rollback); a failed *restore* step → ``failed``, waiting for a retry;
+- a step with findings to fix by hand ("NB must be fixed", a failed script) → ``awaiting_fix``;
 - a sign-off gate → ``awaiting_approval``; the acceptance hold → ``awaiting_acceptance``;
 - otherwise it runs the wave, one lane per node, lanes side by side.
 
@@ -36,6 +37,7 @@ from controller.upgrade.evidence import (
     baseline_ids,
     baseline_of,
     compare_fingerprints,
+    to_fix,
     upgrade_log_findings,
 )
 from controller.upgrade.model import (
@@ -66,6 +68,12 @@ from node_agent.protocol import (
 log = logging.getLogger("crmcluster.upgrade")
 #: Phases whose changes do not make a node *touched* (nothing of the install changed yet).
 _UNTOUCHING = frozenset({Phase.FREEZE.value, Phase.BACKUP.value, Phase.BASELINE.value, Phase.RESTORE.value})
+
+
+class NeedsFix(StepFailed):
+    """The step found what a person must fix by hand: the step waits as ``awaiting_fix``."""
+
+
 #: Gate steps: the status the run waits in, the step's message, the run's message.
 GATES = {
     Local.SIGNOFF.value: (
@@ -197,11 +205,34 @@ class RunExecutor:
                 if not await self.on_failure(failed[0], restoring=restoring):
                     return
                 continue
+            to_fix = [s for s in wave_steps if s.status == StepStatus.AWAITING_FIX]
+            if to_fix:
+                await self.await_fix(to_fix)
+                return
             gate = next((s for s in wave_steps if s.action in GATES), None)
             if gate is not None:
                 await self.hold(gate)
                 return
             await self.run_wave(wave_steps)
+
+    async def await_fix(self, steps: list[Step]) -> None:
+        """Findings to fix by hand: the run waits (whatever the failure policy) for each step's
+        resolution (``resolve``), then ``resume`` reads again; or the operator rolls back."""
+        what = "; ".join(f"{s.id} on {s.node}: {s.message}" for s in steps)
+        await self.emit(
+            "decision",
+            {
+                "decision": "awaiting_fix",
+                "steps": [s.id for s in steps],
+                "findings": {s.id: (s.result or {}).get("unresolved") for s in steps},
+            },
+        )
+        await self.store.transition(
+            self.run_id,
+            expect=[RunStatus.RUNNING],
+            status=RunStatus.AWAITING_FIX,
+            message=f"{what}; fix by hand, record each resolution (resolve), then resume — or roll back",
+        )
 
     async def hold(self, gate: Step) -> None:
         """Wait for a person: the client's sign-off, or the acceptance of the upgraded cluster."""
@@ -473,7 +504,7 @@ class RunExecutor:
             try:
                 outcome = work.result()
             except StepFailed as exc:
-                step.status = StepStatus.FAILED
+                step.status = StepStatus.AWAITING_FIX if isinstance(exc, NeedsFix) else StepStatus.FAILED
                 step.message = exc.message
                 if exc.evidence is not None:
                     step.result = exc.evidence
@@ -606,8 +637,26 @@ class RunExecutor:
             return ev, f"{result.size} bytes, {checksum}"  # the step keeps it
         if isinstance(result, UpgradeLogResult):
             ev, problems = upgrade_log_findings(result)
-            if problems:
+            fixable = to_fix(result)
+            fatal = [p for p in problems if p not in fixable]
+            if fatal:
                 raise StepFailed(f"upgrade log of {node}: " + "; ".join(problems[:10]), evidence=ev)
+            # "Manually correct any problems with a NB must be fixed message": a person fixes them
+            # and records how (resolve); the re-read on resume honours what was resolved.
+            resolution = (self.run.context.get("resolutions") or {}).get(step.id) or {}
+            resolved = set(resolution.get("findings") or [])
+            left = [p for p in fixable if p not in resolved]
+            ev["to_fix"] = fixable
+            if resolution:
+                ev["resolution"] = resolution
+            if left:
+                ev["unresolved"] = left
+                raise NeedsFix(f"upgrade log of {node}: fix by hand: " + "; ".join(left[:10]), evidence=ev)
+            if fixable:
+                return ev, (
+                    f"{ev['scripts']} scripts; {len(fixable)} finding(s) resolved by hand "
+                    f"({resolution.get('by')}): {resolution.get('note')}"
+                )
             return ev, f"{ev['scripts']} scripts succeeded, nothing must be fixed"
         if isinstance(result, DatabaseRestoreResult) and self.shared_state_database:
             # The embedded default keeps crmcluster's tables in the CRM database: the restore has

@@ -231,6 +231,14 @@ class AcceptRequest(BaseModel):
         return out
 
 
+class ResolveRequest(BaseModel):
+    """Body of ``POST /api/v1/upgrades/{id}/steps/{step_id}/resolve``: how it was fixed by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=4000)
+
+
 class RollbackRequest(BaseModel):
     """Body of ``POST /api/v1/upgrades/{id}/rollback`` (optional): on a run whose users were back,
     ``accept_data_loss_since`` must equal its ``returned_at``: what users wrote since is lost."""

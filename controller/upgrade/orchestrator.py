@@ -284,8 +284,35 @@ class Orchestrator:
         self.wake(run_id)
         return await self.get(run_id)
 
+    async def resolve(self, run_id: str, step_id: str, *, note: str, actor: str) -> Run:
+        """Record how a person fixed a step's findings ("NB must be fixed", a failed script)."""
+        run = await self.get(run_id)
+        step = next((s for s in await self.store.steps(run_id) if s.id == step_id), None)
+        if step is None:
+            raise NotFound(f"run {run_id} has no step {step_id!r}")
+        if run.status != RunStatus.AWAITING_FIX or step.status != StepStatus.AWAITING_FIX:
+            raise Conflict(
+                f"step {step_id} is {step.status.value} (the run is {run.status.value}); only a step "
+                "awaiting a fix is resolved"
+            )
+        findings = list((step.result or {}).get("to_fix") or [])
+        resolution = {
+            "findings": findings,
+            "note": note,
+            "by": actor,
+            "at": self.clock().isoformat() + "Z",
+            "attempt": step.attempt,
+        }
+        context = {**run.context}
+        context["resolutions"] = {**(context.get("resolutions") or {}), step_id: resolution}
+        await self.store.update_run(run_id, context=context)
+        await self.store.event(run_id, "decision", {"decision": "resolved", "step": step_id, **resolution})
+        return await self.get(run_id)
+
     async def resume(self, run_id: str) -> Run:
         run = await self.get(run_id)
+        if run.status == RunStatus.AWAITING_FIX:
+            return await self._resume_after_fix(run)
         if run.status == RunStatus.RUNNING and run.requested == "pause":
             await self.store.request(run_id, None, expect=[RunStatus.RUNNING])
             return await self.get(run_id)
@@ -304,6 +331,30 @@ class Orchestrator:
         )
         self.wake(run_id)
         return await self.get(run_id)
+
+    async def _resume_after_fix(self, run: Run) -> Run:
+        waiting = [s for s in await self.store.steps(run.id) if s.status == StepStatus.AWAITING_FIX]
+        resolutions = run.context.get("resolutions") or {}
+        unresolved = [s.id for s in waiting if s.id not in resolutions]
+        if unresolved:
+            raise Conflict(
+                f"step {unresolved[0]} awaits a fix: record its resolution first "
+                f"(POST /upgrades/{run.id}/steps/{unresolved[0]}/resolve), or roll back",
+                details={"unresolved_steps": unresolved},
+            )
+        for step in waiting:  # read again: the re-read honours the recorded resolutions
+            step.attempt += 1
+            step.status = StepStatus.PENDING
+            step.message = (
+                f"resolved by {resolutions[step.id].get('by')}; reading again (attempt {step.attempt})"
+            )
+            step.finished_at = None
+            await self.store.save_step(step)
+        await self.store.transition(
+            run.id, expect=[RunStatus.AWAITING_FIX], status=RunStatus.RUNNING, message="resumed after the fix"
+        )
+        self.wake(run.id)
+        return await self.get(run.id)
 
     async def approve(self, run_id: str, *, actor: str) -> Run:
         run = await self.get(run_id)

@@ -454,6 +454,23 @@ def upgrade_retry(
     emit(ctx, json_, answer, human)
 
 
+@upgrade_app.command("resolve")
+def upgrade_resolve(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run awaiting a fix.")],
+    step_id: Annotated[str, typer.Argument(help="The step whose findings you fixed by hand.")],
+    note: Annotated[str, typer.Option("--note", help="How it was fixed (goes into the checklist).")],
+    json_: JsonOpt = False,
+    demo: DemoOpt = None,
+) -> None:
+    """Record how a step's "NB must be fixed" lines or failed scripts were fixed; then `resume`."""
+    with client_for(ctx, demo) as client:
+        answer = client.post(f"/upgrades/{run_id}/steps/{step_id}/resolve", {"note": note})
+    emit(ctx, json_, answer, run_header(answer) if isinstance(answer, Mapping) else None)
+    if not json_:
+        console_of(ctx).print(Text(f"resolved; go on with: crmcluster upgrade resume {run_id}", "yellow"))
+
+
 @upgrade_app.command("checklist")
 def upgrade_checklist(
     ctx: typer.Context,

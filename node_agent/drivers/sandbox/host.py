@@ -570,7 +570,14 @@ class SandboxDriver(HostDriver):
                 f"Setup/upgradelog.html was written {written:%Y-%m-%d %H:%M:%S} UTC, before the last "
                 "installer run: it is a stale log of an earlier upgrade"
             )
-        return {**parse_upgrade_log(path.read_text(encoding="utf-8")).as_result(), "written_at": written}
+        logs: dict[str, str] = {}
+        folder = self.tree.setup / "logs"
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                if f.is_file():
+                    logs[f.name] = f.read_text(encoding="utf-8", errors="replace")[:4000]
+        parsed = parse_upgrade_log(path.read_text(encoding="utf-8")).as_result()
+        return {**parsed, "written_at": written, "script_logs": logs}
 
     # Database switches ---------------------------------------------------------------------------------
     async def disable_triggers(self, params: NoParams, ctx: OperationContext) -> dict[str, Any]:
