@@ -119,6 +119,24 @@ def parse_upgrade_log(document: str) -> UpgradeLog:
     return log
 
 
+_LINK = re.compile(r"""href\s*=\s*["']?([^"'>\s]+\.(?:html?|log|txt))""", re.I)
+#: How much of one script's log a result carries.
+SCRIPT_LOG_CHARS = 4000
+
+
+def linked_logs(document: str) -> list[str]:
+    """The per-script logs the upgrade log links (CRM script logs, SQL script logs, ``*`` files):
+    relative file names only, never a URL or a path out of the Setup folder."""
+    out: list[str] = []
+    for link in _LINK.findall(document):
+        name = html.unescape(link)
+        if "://" in name or name.startswith(("/", "\\")) or ".." in name or ":" in name:
+            continue
+        if name not in out:
+            out.append(name)
+    return out
+
+
 def render_upgrade_log(
     *,
     install_name: str,

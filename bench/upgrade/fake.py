@@ -100,26 +100,66 @@ class SimulatedCluster:
         }
 
     def perform(self, op: dict[str, Any]) -> dict[str, Any]:
+        """Results that fit the typed models (``node_agent.protocol``), as the sandbox answers."""
         a, node, p = op["action"], op["node"], op["params"]
         if a.startswith("backup_"):
-            return {"path": f"{a}/{op['op_id']}", "bytes": 1 << 20, "sha256": "0" * 64}
+            return {
+                "path": f"{a}/{op['op_id']}",
+                "bytes": 1 << 20,
+                "sha256": "0" * 64,
+                "verified": True,
+                "finished_at": _iso(time.time()) + "Z",
+            }
         if a == "run_installer":
             self.version[node] = p["version"]
+            self.web[node] = "stopped"  # the wizard stops IIS
             if node == self.names[0]:
                 self.schema_version = p["version"]
-            return {"version": p["version"], "registered": bool(p.get("register"))}
+            return {"mode": p["mode"], "version": p["version"], "registered": bool(p.get("register"))}
         if a == "read_upgrade_log":
-            return {"scripts": SCRIPTS, "must_fix": [], "completed": True}
+            return {
+                "ok": True,
+                "completed": True,
+                "scripts": SCRIPTS,
+                "failed_scripts": [],
+                "must_fix": [],
+                "to_version": self.version[node],
+            }
         if a == "fingerprint_records":
             return {"records": RECORDS, "schema": self.schema_version, "schema_version": self.schema_version}
         if a == "database_sessions":
-            return {"hosts": {self.names[0]: 3}}
+            # Every server's IIS holds a connection while it runs (the upgrade's own is left out).
+            hosts = {n: 1 for n in self.names if self.web[n] == "running"}
+            programs = {n: {"eware.dll": 1} for n in hosts}
+            return {"hosts": hosts, "programs": programs, "total": sum(hosts.values())}
         if a == "check_license":
-            return {"valid": True, "version": "2017 R1"}
+            return {"valid": True, "checked": "format only", "key_hash": "sha256:" + "0" * 64}
         if a == "probe_library":
-            return {"reachable": True}
+            return {"reachable": True, "writable": True, "path": "\\\\files\\crm\\library"}
         if a == "list_dta_objects":
-            return {"objects": []}
+            return {"objects": [], "count": 0}
+        if a == "check_database_rights":
+            rights = ("view_server_state", "backup_database", "alter_database", "create_any_database")
+            return {
+                "login": "crmsql",
+                **dict.fromkeys(rights, True),
+                "sysadmin": False,
+                "missing": [],
+                "ok": True,
+            }
         if a in ("stop_web", "start_web"):
             self.web[node] = "running" if a == "start_web" else "stopped"
+            return {"web": self.web[node]}
+        if a in ("stop_tomcat", "start_tomcat"):
+            return {"service": "CRMTomcat7", "state": "running" if a == "start_tomcat" else "stopped"}
+        if a in ("stop_service", "start_service"):
+            return {"service": p["service"], "state": "running" if a == "start_service" else "stopped"}
+        if a == "reload_metadata":
+            return {"reloaded_at": _iso(time.time()) + "Z"}
+        if a == "warmup_logon":
+            return {"logged_on": True, "status": 200, "sid": "1", "logged_off": 1}
+        if a == "remove_replication_engine":
+            return {"replication_engine": False, "removed": False}
+        if a in ("disable_triggers", "enable_triggers"):
+            return {"triggers": "enabled" if a == "enable_triggers" else "disabled"}
         return {}

@@ -117,6 +117,13 @@ PolicyOpt = Annotated[
     str, typer.Option("--failure-policy", help="restore (put the live environment back) or pause.")
 ]
 SignoffOpt = Annotated[bool, typer.Option("--require-signoff", help="Wait for `upgrade approve` first.")]
+AcceptanceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--require-acceptance/--no-require-acceptance",
+        help="Hold the upgraded cluster, users still out, until `upgrade accept` (default: hold).",
+    ),
+]
 BackupOpt = Annotated[str | None, typer.Option("--backup-location", help="Where the backups go.")]
 SqlServerOpt = Annotated[
     str | None, typer.Option("--sql-server", help="Database server name for the installer (wizard step 4).")
@@ -193,6 +200,7 @@ def _plan_body(
     sql: SqlLogin,
     disable_triggers: bool,
     drain_grace: float,
+    require_acceptance: bool = True,
 ) -> dict[str, Any]:
     if failure_policy not in ("restore", "pause"):
         raise BadArgument(f"--failure-policy: {failure_policy!r} is not restore or pause")
@@ -202,6 +210,7 @@ def _plan_body(
         "batch_size": batch_size,
         "failure_policy": failure_policy,
         "require_signoff": require_signoff,
+        "require_acceptance": require_acceptance,
         "overrides": override or [],
     }
     if backup_location:
@@ -224,6 +233,7 @@ def upgrade_plan(
     batch_size: BatchOpt = 1,
     failure_policy: PolicyOpt = "restore",
     require_signoff: SignoffOpt = False,
+    require_acceptance: AcceptanceOpt = True,
     backup_location: BackupOpt = None,
     override: OverrideOpt = None,
     sql_server: SqlServerOpt = None,
@@ -248,6 +258,7 @@ def upgrade_plan(
             sql=SqlLogin(sql_server, sql_port, sql_user, sql_password),
             disable_triggers=disable_triggers,
             drain_grace=drain_grace,
+            require_acceptance=require_acceptance,
         )
         run = client.post("/upgrades", body)
     emit(ctx, json_, run, render_run(run))
@@ -260,6 +271,11 @@ def upgrade_plan(
         raise SystemExit(1)
     if not json_:
         console_of(ctx).print(f"start it with: crmcluster upgrade start {run.get('id')}")
+        if (run.get("options") or {}).get("require_acceptance", True):
+            console_of(ctx).print(
+                "it holds before users return: test, then "
+                f'crmcluster upgrade accept {run.get("id")} --tick ROW --note "…" (or start it with --yes)'
+            )
 
 
 @upgrade_app.command("start")
@@ -271,6 +287,7 @@ def upgrade_start(
     batch_size: BatchOpt = 1,
     failure_policy: PolicyOpt = "restore",
     require_signoff: SignoffOpt = False,
+    require_acceptance: AcceptanceOpt = True,
     backup_location: BackupOpt = None,
     override: OverrideOpt = None,
     sql_server: SqlServerOpt = None,
@@ -299,6 +316,7 @@ def upgrade_start(
                 sql=SqlLogin(sql_server, sql_port, sql_user, sql_password),
                 disable_triggers=disable_triggers,
                 drain_grace=drain_grace,
+                require_acceptance=require_acceptance,
             )
             planned = client.post("/upgrades", body)
             run_id = str(planned["id"])

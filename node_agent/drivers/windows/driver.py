@@ -57,7 +57,7 @@ from node_agent.protocol import (
     ServiceStatus,
 )
 from node_agent.runner import CommandResult, CommandRunner
-from node_agent.upgrade_log import parse_upgrade_log
+from node_agent.upgrade_log import SCRIPT_LOG_CHARS, linked_logs, parse_upgrade_log
 from node_agent.warmup import warmup_logon
 
 CRM_SERVICES = ("indexer", "escalation", "email_manager", "integration", "quickfind")
@@ -407,8 +407,25 @@ class WindowsDriver(HostDriver):
             if info is None:
                 raise ActionFailed(f"no upgrade log at {self.installer.upgrade_log}")
             written = info.modified
-        parsed = parse_upgrade_log(await self.host.read_text(ctx, self.installer.upgrade_log)).as_result()
-        return {**parsed, "written_at": written.isoformat()}
+        document = await self.host.read_text(ctx, self.installer.upgrade_log)
+        parsed = parse_upgrade_log(document).as_result()
+        return {
+            **parsed,
+            "written_at": written.isoformat(),
+            "script_logs": await self._script_logs(ctx, document),
+        }
+
+    async def _script_logs(self, ctx: OperationContext, document: str) -> dict[str, str]:
+        """Each script log the upgrade log links, read from the Setup folder (or its logs folder)."""
+        setup = self.installer.upgrade_log.parent
+        out: dict[str, str] = {}
+        for name in linked_logs(document)[:50]:
+            for folder in (setup, setup / "logs"):
+                path = folder / PureWindowsPath(name)
+                if await self.host.files.exists(path):
+                    out[name] = (await self.host.read_text(ctx, path))[:SCRIPT_LOG_CHARS]
+                    break
+        return out
 
     # Database switches ---------------------------------------------------------------------------------
     @property
