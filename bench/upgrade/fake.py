@@ -147,6 +147,15 @@ class SimulatedCluster:
                 "missing": [],
                 "ok": True,
             }
+        if a == "check_prerequisites":
+            return {
+                "role_services": {"Web-ASP": True, "Web-ISAPI-Ext": True, "Web-ISAPI-Filter": True},
+                "parent_paths": True,
+                "crm_site": "Default Web Site",
+                "sites": ["Default Web Site"],
+                "memory_bytes": 16 << 30,
+                "free_disk_bytes": 50 << 30,
+            }
         if a in ("stop_web", "start_web"):
             self.web[node] = "running" if a == "start_web" else "stopped"
             return {"web": self.web[node]}
