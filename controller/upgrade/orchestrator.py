@@ -442,6 +442,9 @@ class Orchestrator:
         self, run: Run, what: str, *, accept_data_loss_since: str | None, actor: str | None
     ) -> None:
         returned_at = run.context.get("returned_at")
+        if not returned_at and run.status == RunStatus.SUCCEEDED:
+            # A run that ended before returned_at was recorded: its users came back at the lock-out's end.
+            returned_at = run.context.get("lockout_ended_at")
         if returned_at:
             # Users were back: restoring the pre-upgrade database loses what they wrote since.
             if accept_data_loss_since != returned_at:
