@@ -97,16 +97,21 @@ async def test_failure_on_a_later_node_restores_every_touched_node(harness: Harn
     assert await node_states(h) == {"crm1": "up", "crm2": "up", "crm3": "up"}
 
 
-async def test_upgrade_log_error_stops_the_run(harness: Harness) -> None:
+async def test_upgrade_log_error_waits_for_a_fix_or_a_restore(harness: Harness) -> None:
     h = harness
     h.cluster.faults[("crm1", "log_error")] = "yes"
-    run = await h.plan()
+    run = await h.plan()  # failure_policy restore: still no restore on its own for a fix by hand
     await h.command(run["id"], "start")
-    done = await h.wait(run["id"], "restored", "failed", "succeeded")
-    assert done["status"] == "restored"
-    log = next(s for s in done["plan"] if s["action"] == "read_upgrade_log" and s["node"] == "crm1")
-    assert log["status"] == "failed"
+    held = await h.wait(run["id"], "awaiting_fix", "restored", "failed", "succeeded")
+    assert held["status"] == "awaiting_fix"
+    log = next(s for s in held["plan"] if s["action"] == "read_upgrade_log" and s["node"] == "crm1")
+    assert log["status"] == "awaiting_fix"
     assert "NB must be fixed" in log["message"] and "views.es" in log["message"]
+    # The operator chooses restore instead of a fix.
+    await h.command(run["id"], "rollback")
+    done = await h.wait(run["id"], "restored", "failed")
+    assert done["status"] == "restored", done["message"]
+    assert {n.version for n in h.cluster.nodes.values()} == {"7.3"}
 
 
 async def test_policy_pause_then_retry_runs_the_step_again(harness: Harness) -> None:
