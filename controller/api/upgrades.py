@@ -1,7 +1,8 @@
 """The upgrade routes under ``/api/v1/upgrades`` (DESIGN.md "Controller contract").
 
-Reading needs a viewer; pausing, resuming and approving an operator; planning, starting,
-retrying, aborting and rolling back an admin. Every command is recorded in the audit trail (secrets redacted).
+Reading needs a viewer; pausing, resuming, approving, accepting (the acceptance hold) and
+resolving (a fix by hand) an operator; planning, starting, retrying, aborting and rolling back an
+admin. Every command is recorded in the audit trail (secrets redacted).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ async def approve(run_id: str, ctx: Context, actor: OperatorActor) -> dict[str, 
 
 
 @router.post("/{run_id}/accept")
-async def accept(run_id: str, body: AcceptRequest, ctx: Context, actor: AdminActor) -> dict[str, Any]:
+async def accept(run_id: str, body: AcceptRequest, ctx: Context, actor: OperatorActor) -> dict[str, Any]:
     """Accept the live upgrade at its hold: the "Testing a live upgrade" rows ticked, a note; then
     users return (``returned_at``)."""
     orch = orchestrator_for(ctx)
@@ -147,7 +148,7 @@ async def retry(run_id: str, step_id: str, ctx: Context, actor: AdminActor) -> d
 
 @router.post("/{run_id}/steps/{step_id}/resolve")
 async def resolve(
-    run_id: str, step_id: str, body: ResolveRequest, ctx: Context, actor: AdminActor
+    run_id: str, step_id: str, body: ResolveRequest, ctx: Context, actor: OperatorActor
 ) -> dict[str, Any]:
     """Record how a step's findings ("NB must be fixed", a failed script) were fixed by hand;
     ``resume`` then reads the log again and honours it."""
