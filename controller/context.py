@@ -28,6 +28,7 @@ from controller.audit import AuditTrail
 from controller.dashboard.session import DashboardSessions
 from controller.jobs.store import JobStore
 from controller.metrics import ControllerMetrics
+from controller.registry.heartbeat_writer import HeartbeatWriter
 from controller.registry.liveness_guard import LivenessGuard
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import SessionCounter
@@ -54,6 +55,8 @@ class ControllerContext:
     dashboard_sessions: DashboardSessions = field(init=False)
     jobs: JobStore = field(init=False)
     sessions: SessionCounter = field(init=False)
+    #: Writes heartbeats in groups, one transaction for all that arrived meanwhile.
+    heartbeat_writer: HeartbeatWriter = field(init=False)
     #: Holds "down for silence" decisions while the controller itself is behind, or in a storm.
     liveness_guard: LivenessGuard = field(init=False)
     #: Held while a change moves a role between nodes (Replication Engine, services, join, remove):
@@ -69,6 +72,7 @@ class ControllerContext:
 
     def __post_init__(self) -> None:
         self.registry = NodeRegistry(self.state_engine, clock=self.clock)
+        self.heartbeat_writer = HeartbeatWriter(self.registry)
         timeout = self.settings.heartbeat_timeout
         self.liveness_guard = LivenessGuard(
             lag_limit=self.settings.liveness_lag_limit or timeout / 3,

@@ -33,7 +33,7 @@ async def receive(ctx: ControllerContext, name: str, heartbeat: Heartbeat) -> No
         )
     # Never the heartbeat's agent_url: where the controller sends tokens is set by registration only.
     started = ctx.liveness_guard.monotonic()
-    rec = await ctx.registry.observe(name, heartbeat.status)
+    rec = await ctx.heartbeat_writer.observe(name, heartbeat.status)
     ctx.liveness_guard.note_lag(ctx.liveness_guard.monotonic() - started)  # the database behind
     ctx.metrics.heartbeats.labels(name).inc()
     if rec.fenced:

@@ -105,7 +105,7 @@ class NodeRecord:
         }
 
 
-def _record(row: Any) -> NodeRecord:
+def record_from_row(row: Any) -> NodeRecord:
     m = row._mapping
     return NodeRecord(
         name=m["name"],
@@ -154,12 +154,12 @@ class NodeRegistry:
     async def list_nodes(self) -> list[NodeRecord]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(select(nodes).order_by(nodes.c.name))
-            return [_record(r) for r in rows]
+            return [record_from_row(r) for r in rows]
 
     async def find(self, name: str) -> NodeRecord | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(nodes).where(nodes.c.name == name))).first()
-            return _record(row) if row is not None else None
+            return record_from_row(row) if row is not None else None
 
     async def get(self, name: str) -> NodeRecord:
         rec = await self.find(name)
@@ -252,23 +252,30 @@ class NodeRegistry:
     async def set_fenced(self, name: str, fenced: bool) -> NodeRecord:
         return await self._update(name, fenced=fenced)
 
-    async def observe(
-        self, name: str, status: NodeStatus, *, agent_url: str | None = None, heartbeat: bool = True
-    ) -> NodeRecord:
-        """Record what the agent reports: roles, version, observed status; liveness from a heartbeat."""
-        rec = await self.get(name)
+    def observed_values(self, rec: NodeRecord, status: NodeStatus, *, heartbeat: bool) -> dict[str, Any]:
+        """The columns an agent's report sets on its row (liveness state apart)."""
         values: dict[str, Any] = {
             "observed": status.model_dump(mode="json"),
             "version": status.version,
             "roles": roles_from_status(rec.roles, status),
         }
-        if agent_url and agent_url != rec.agent_url:
-            values["agent_url"] = agent_url
         if rec.fqdn is None:
             values["fqdn"] = fqdn_from_web_url(status.web_url)
         if heartbeat:
             values["last_heartbeat"] = self.clock()
         values["updated_at"] = self.clock()
+        return values
+
+    async def observe(
+        self, name: str, status: NodeStatus, *, agent_url: str | None = None, heartbeat: bool = True
+    ) -> NodeRecord:
+        """Record what the agent reports: roles, version, observed status; liveness from a heartbeat.
+        (Heartbeats themselves go through :class:`~controller.registry.heartbeat_writer.HeartbeatWriter`,
+        which writes many in one transaction.)"""
+        rec = await self.get(name)
+        values = self.observed_values(rec, status, heartbeat=heartbeat)
+        if agent_url and agent_url != rec.agent_url:
+            values["agent_url"] = agent_url
         alive = NodeState.UP if status.web == ServiceStatus.RUNNING else NodeState.DOWN
         async with self.engine.begin() as conn:
             result = await conn.execute(update(nodes).where(nodes.c.name == name).values(**values))

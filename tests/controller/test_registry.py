@@ -3,10 +3,11 @@ the balancer reads."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from config.state_schema import nodes
 from controller.registry import heartbeats
@@ -178,3 +179,30 @@ async def test_the_watch_checks_invariants_continuously(
     await controller.heartbeat(node_status("crm2"))
     await heartbeats.sweep(controller.ctx)
     assert any("restored: replication_engine_count" in r.getMessage() for r in caplog.records)
+
+
+async def test_concurrent_heartbeats_are_written_in_groups(controller: Harness) -> None:
+    """Group commit: 40 agents heartbeating at once take fewer transactions than heartbeats, and
+    each still gets its own node's state; a held state survives a heartbeat in the same group."""
+    names = [f"crm{i}" for i in range(40)]
+    for name in names:
+        await controller.register(name)
+    await controller.ctx.registry.set_state("crm7", "draining")
+    updates: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE NODES"):
+            updates.append(statement)
+
+    engine = controller.ctx.state_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        answers = await asyncio.gather(*(controller.heartbeat(node_status(n)) for n in names))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [a.status_code for a in answers] == [200] * 40
+    states = {n: a.json()["state"] for n, a in zip(names, answers, strict=True)}
+    assert states["crm7"] == "draining" and {s for n, s in states.items() if n != "crm7"} == {"up"}
+    assert await state_row(controller, "crm7") == "draining"
+    groups = controller.ctx.heartbeat_writer.groups
+    assert sum(groups[-len(updates) :]) == 40 and len(updates) < 40, (groups, len(updates))
