@@ -1,0 +1,1 @@
+"""Benchmark of the controller's heartbeat writes (not a test)."""
