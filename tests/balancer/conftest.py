@@ -217,6 +217,8 @@ def make_balancer(crm: Crm, db_url: str, clock: FakeClock) -> Callable[..., Any]
             "state_db_url": db_url,
             "install_name": INSTALL,
             "slow_start": 0.0,
+            # A loaded test machine is slower than the production 2 s bound on a database pass.
+            "db_timeout": 15.0,
         } | overrides
         settings = BalancerSettings(**values)
         app = create_app(
