@@ -109,6 +109,15 @@ class CommonSettings(BaseSettings):
     auth_failure_window: float = Field(60.0, gt=0, le=24 * 3600)
     auth_block_seconds: float = Field(60.0, gt=0, le=24 * 3600)
 
+    # TLS (config/tls.py) --------------------------------------------------------------------------
+    #: The service serves HTTPS with this certificate (PEM) and key; ``crmcluster tls new-cert``
+    #: makes a self-signed pair and prints its fingerprint.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Plain HTTP on an address other machines reach (behind a TLS proxy): a warning at every
+    #: start. Off: such a service refuses to start without a certificate.
+    allow_plain_http: bool = False
+
     @field_validator("install_name")
     @classmethod
     def _install_name(cls, v: str) -> str:
@@ -245,6 +254,9 @@ class ControllerSettings(CommonSettings):
     #: Agents may be registered at link-local addresses (169.254.x.x, fe80::) and cloud metadata
     #: addresses. Off: the controller never sends a token or a license key there.
     allow_link_local_agents: bool = False
+    #: The CA that issued the agents' certificates (PEM). Unset: each https agent's certificate is
+    #: pinned when it is registered (checked against the fingerprint given, if one is).
+    agent_ca_file: Path | None = None
     #: The file shares (``\\server\share``) the library (DocStore, DocTemplates) may be on. Empty:
     #: the share the library is on now (any share that is not an administrative one, before the
     #: first is set).
@@ -283,6 +295,11 @@ class AgentSettings(CommonSettings):
     #: ``--host``/``--port`` instead); the firewall rule admits only the controller's address.
     listen_host: str = "0.0.0.0"  # noqa: S104
     listen_port: int = Field(8701, ge=1, le=65535)
+    #: How the agent verifies an https controller: the CA that issued its certificate (PEM), or
+    #: the certificate's SHA-256 fingerprint (``crmcluster tls new-cert`` printed it). Neither:
+    #: the system's trusted CAs.
+    controller_ca_file: Path | None = None
+    controller_fingerprint: str | None = None
     #: The URL the agent advertises in heartbeats (``http://127.0.0.1:8701``).
     agent_url: str | None = None
     #: Where backups go; relative ``destination``/``source`` params resolve under it.
@@ -421,6 +438,13 @@ class AgentSettings(CommonSettings):
         if v is not None and not re.match(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$", v):
             raise ValueError("must be a server name: letters, digits, - and _ (63 at most)")
         return v
+
+    @field_validator("controller_fingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        from config.tls import normal_fingerprint
+
+        return normal_fingerprint(v) if v else None
 
     @model_validator(mode="after")
     def _one_mode(self) -> AgentSettings:

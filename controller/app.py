@@ -29,6 +29,7 @@ from config.settings import ControllerSettings
 from config.state_schema import utcnow
 from config.sysparams import SysParamsStore
 from controller.access import authn
+from controller.access.agent_tls import agent_verifier
 from controller.access.node_tokens import NodeTokens
 from controller.agents.client import AgentPool
 from controller.api import cluster as cluster_api
@@ -110,6 +111,7 @@ def create_app(
                 token_of_node=node_tokens.token_for_node,
                 transport_for=agent_transport_for,
                 timeout=settings.agent_request_timeout,
+                verify_for=agent_verifier(node_tokens, settings.agent_ca_file),
             ),
             box=SecretBox(settings.secret_key),  # type: ignore[arg-type]  # required by ControllerSettings
             clock=clock or utcnow,

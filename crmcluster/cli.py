@@ -86,7 +86,14 @@ def controller(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()]
 
     settings = load_settings(ControllerSettings)
     setup_logging(settings, service="controller")
-    serve(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    serve(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        settings=settings,
+        service="controller",
+    )
 
 
 @app.command()
@@ -103,6 +110,8 @@ def balancer(host: HostOpt = "127.0.0.1", port: Annotated[int, typer.Option()] =
         port=port,
         access_log=settings.access_log,
         log_level=settings.log_level,
+        settings=settings,
+        service="balancer",
     )
 
 
@@ -150,7 +159,14 @@ def agent(
     if not settings.name:
         raise fail("CRMCLUSTER_NAME: required (or --name), not set", 2)
     setup_logging(settings, service="agent", node=settings.name)
-    serve(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    serve(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        settings=settings,
+        service=f"agent {settings.name}",
+    )
 
 
 @agent_app.command("install-service")
@@ -204,7 +220,12 @@ def _register_optional() -> None:
     """Commands that live in their own modules (demo, client commands)."""
     import importlib
 
-    for module in ("crmcluster.demo", "crmcluster.client_commands", "crmcluster.advise"):
+    for module in (
+        "crmcluster.demo",
+        "crmcluster.client_commands",
+        "crmcluster.advise",
+        "crmcluster.tls_commands",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:  # pragma: no cover - while the module is being built

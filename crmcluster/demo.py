@@ -281,6 +281,8 @@ def _base_env(plan: DemoPlan) -> dict[str, str]:
             "CRMCLUSTER_CRM_DB_URL": plan.crm_db_url,
             "CRMCLUSTER_INSTALL_NAME": INSTALL_NAME,
             "CRMCLUSTER_SECRET_KEY": plan.secret_key,
+            # The demo speaks plain HTTP (on loopback by default; elsewhere each service warns).
+            "CRMCLUSTER_ALLOW_PLAIN_HTTP": "true",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -15,12 +15,14 @@ import errno
 import logging
 import socket
 import sys
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from config import logs
 from config.settings import CommonSettings
+from config.tls import check_listen, server_ssl
 from crmcluster.collector import tame_after_startup
 
 log = logging.getLogger("crmcluster")
@@ -80,8 +82,22 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
 
 
-def serve(app: FastAPI, *, host: str, port: int, access_log: bool = False, log_level: str = "info") -> None:
-    """Serve ``app`` until SIGINT/SIGTERM (uvicorn's graceful shutdown: stop accepting, drain, stop)."""
+def serve(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    access_log: bool = False,
+    log_level: str = "info",
+    settings: Any = None,
+    service: str = "service",
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (uvicorn's graceful shutdown: stop accepting, drain, stop).
+    With ``settings``: HTTPS given its certificate and key; plain HTTP off loopback only if allowed."""
+    tls: dict[str, str] = {}
+    if settings is not None:
+        check_listen(settings, host, service=service)
+        tls = server_ssl(settings)
     check_port_free(host, port)
     config = uvicorn.Config(
         app,
@@ -94,6 +110,7 @@ def serve(app: FastAPI, *, host: str, port: int, access_log: bool = False, log_l
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        **tls,  # type: ignore[arg-type]
     )
     server = _Server(config)
     server.run()

@@ -150,6 +150,7 @@ def _service_class() -> Any:  # pragma: no cover - runs inside the Service Contr
             import uvicorn
 
             from config.settings import AgentSettings, load_settings
+            from config.tls import check_listen, server_ssl
             from node_agent.app import create_app
 
             defn = ServiceDefinition()
@@ -160,8 +161,13 @@ def _service_class() -> Any:  # pragma: no cover - runs inside the Service Contr
                 root.addHandler(h)
             servicemanager.LogInfoMsg(f"{SERVICE_NAME} starting")
             settings = load_settings(AgentSettings)
+            check_listen(settings, settings.listen_host, service=f"agent {settings.name}")
             config = uvicorn.Config(
-                create_app(settings), host=settings.listen_host, port=settings.listen_port, log_config=None
+                create_app(settings),
+                host=settings.listen_host,
+                port=settings.listen_port,
+                log_config=None,
+                **server_ssl(settings),  # type: ignore[arg-type]
             )
             self.server = uvicorn.Server(config)
             self.server.run()

@@ -47,6 +47,7 @@ from config.logs import RequestContext
 from config.request_guard import OPEN, Refused, Scope, bearer_token, install_guard, is_loopback
 from config.secrets import register_secret
 from config.settings import AgentSettings
+from config.tls import PeerTrust
 from node_agent.agent_check import AgentCheck, AgentCheckServer, WebHealth
 from node_agent.assignment import AssignmentKeeper, AssignmentPoller
 from node_agent.drivers.base import HostDriver
@@ -128,6 +129,16 @@ def create_app(
     )
     supervisor = TaskSupervisor(f"agent {settings.name}")
     keeper = AssignmentKeeper(settings.data_dir / "agent" / "assignment.json", clock=now)
+    # How the agent verifies an https controller (its CA, or its certificate's fingerprint).
+    trust = (
+        PeerTrust(
+            settings.controller_url,
+            ca_file=settings.controller_ca_file,
+            fingerprint=settings.controller_fingerprint,
+        )
+        if settings.controller_url
+        else None
+    )
     agent_check: AgentCheckServer | None = None
     poller: AssignmentPoller | None = None
     if settings.agent_check_port is not None:
@@ -150,6 +161,7 @@ def create_app(
                 max_backoff=settings.heartbeat_max_backoff,
                 transport=controller_transport,
                 sleep=sleep or asyncio.sleep,
+                trust=trust,
             )
     if agent_check is not None:
         metrics.check = agent_check.check
@@ -168,6 +180,7 @@ def create_app(
             transport=controller_transport,
             on_answer=keeper.heard,
             sleep=sleep or asyncio.sleep,
+            trust=trust,
         )
 
     @contextlib.asynccontextmanager

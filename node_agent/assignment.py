@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_result, stop_never
 
 from config.backoff import backoff
+from config.tls import PeerTrust, trusted
 from node_agent.protocol import NodeAssignment
 
 log = logging.getLogger("crmcluster.agent.assignment")
@@ -106,6 +107,7 @@ class AssignmentPoller:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         jitter: float | None = None,
+        trust: PeerTrust | None = None,
     ) -> None:
         self.url = f"{controller_url.rstrip('/')}/api/v1/agents/{name}/state"
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -113,6 +115,7 @@ class AssignmentPoller:
         self.interval = interval
         self.max_backoff = max_backoff
         self._transport = transport
+        self._trust = trust
         self._sleep = sleep
         self.failures = 0
         self._retrying = AsyncRetrying(
@@ -149,7 +152,10 @@ class AssignmentPoller:
         return f"the last state heard ({current.state})" if current else "no state (own health only)"
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(transport=self._transport, timeout=max(2.0, self.interval)) as client:
+        verify = await trusted(self._trust, self._sleep, self.interval, "assignment")
+        async with httpx.AsyncClient(
+            transport=self._transport, timeout=max(2.0, self.interval), verify=verify
+        ) as client:
             while True:
                 await self._retrying(self.poll_once, client)
                 await self._sleep(self.interval)

@@ -20,6 +20,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_never
 
 from config.backoff import backoff
+from config.tls import PeerTrust, trusted
 from node_agent.protocol import Heartbeat, NodeStatus
 
 log = logging.getLogger("crmcluster.agent.heartbeat")
@@ -43,7 +44,9 @@ class HeartbeatSender:
         sleep: Sleep = asyncio.sleep,
         on_answer: Callable[[object], object] | None = None,
         jitter: float | None = None,
+        trust: PeerTrust | None = None,
     ) -> None:
+        self._trust = trust
         self.url = f"{controller_url.rstrip('/')}/api/v1/agents/{name}/heartbeat"
         self._token = token
         self._status = status
@@ -108,7 +111,8 @@ class HeartbeatSender:
 
     async def run(self) -> None:
         """Heartbeats until cancelled: each one retried with back-off until the controller takes it."""
-        async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:
+        verify = await trusted(self._trust, self._sleep, self.interval, "heartbeat")
+        async with httpx.AsyncClient(transport=self._transport, timeout=10.0, verify=verify) as client:
             while True:
                 await self._retrying(self.send_once, client)
                 await self._sleep(self.interval)

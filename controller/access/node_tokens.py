@@ -119,6 +119,30 @@ class NodeTokens:
             ).first()
         return self.derive(node, row[0]) if row is not None else None
 
+    async def pin(self, node: str, cert_pem: str | None) -> None:
+        """Keep ``cert_pem`` as the one certificate ``node``'s agent may present (None: forget it)."""
+        from config.tls import fingerprint
+
+        values = {"tls_certificate": cert_pem, "tls_fingerprint": fingerprint(cert_pem) if cert_pem else None}
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(node_credentials).where(node_credentials.c.node == node).values(**values)
+            )
+        self._forget_cache()
+
+    async def pinned(self, *, node: str | None = None, agent_url: str | None = None) -> str | None:
+        """The certificate pinned for ``node`` (or the node registered at ``agent_url``), as PEM."""
+        query = select(node_credentials.c.tls_certificate)
+        if node is not None:
+            query = query.where(node_credentials.c.node == node)
+        else:
+            query = query.join(nodes, nodes.c.name == node_credentials.c.node).where(
+                nodes.c.agent_url == agent_url
+            )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return rows[0][0] if len(rows) == 1 else None
+
     async def token_for_url(self, agent_url: str) -> str | None:
         """The token of the node registered at ``agent_url`` (what the controller sends there)."""
         now = self._monotonic()

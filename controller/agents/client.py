@@ -21,6 +21,7 @@ Every request carries the ids bound to the calling task (request, upgrade run, o
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +41,9 @@ from node_agent.protocol import (
 
 #: Gives the token to send, per request (it changes when the node's token is rotated).
 TokenSource = Callable[[], Awaitable[str | None]]
+#: Gives the TLS context that verifies the agent (its pinned certificate, or the agents' CA);
+#: None for plain HTTP. Raises :class:`AgentUnreachable` when an https agent cannot be verified.
+VerifySource = Callable[[], Awaitable[ssl.SSLContext | None]]
 
 #: Context fields (:mod:`config.logs`) sent to the agent with every request, and their headers.
 CONTEXT_HEADERS = {"request_id": REQUEST_ID_HEADER, "run_id": RUN_ID_HEADER, "op_id": OPERATION_ID_HEADER}
@@ -76,10 +80,32 @@ class AgentClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
+        verify: ssl.SSLContext | VerifySource | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
-        self._client = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
+        self._transport = transport
+        self._timeout = timeout
+        self._verify = verify
+        self._client: httpx.AsyncClient | None = None
+
+    async def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, made at first use with the context that verifies this agent."""
+        if self._client is None:
+            verify: ssl.SSLContext | bool = True
+            if self._transport is None and self.base_url.startswith("https://"):
+                given = (
+                    self._verify
+                    if isinstance(self._verify, ssl.SSLContext) or self._verify is None
+                    else await self._verify()
+                )
+                if given is None:
+                    raise AgentUnreachable(f"agent {self.base_url}: no certificate to verify it against")
+                verify = given
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, transport=self._transport, timeout=self._timeout, verify=verify
+            )
+        return self._client
 
     async def _headers(self) -> dict[str, str]:
         """This agent's own token; none when the node has no token yet (the agent answers 401)."""
@@ -87,12 +113,15 @@ class AgentClient:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def _request(self, method: str, path: str, **kw: Any) -> Any:
         try:
+            client = await self._http()
             headers = {**context_headers(), **await self._headers()}
-            resp = await self._client.request(method, path, headers=headers, **kw)
+            resp = await client.request(method, path, headers=headers, **kw)
         except (httpx.TransportError, OSError) as exc:
             raise AgentUnreachable(f"agent {self.base_url} unreachable: {type(exc).__name__}") from exc
         if resp.status_code >= 500:
@@ -148,7 +177,9 @@ class AgentPool:
         token_of_node: Callable[[str], Awaitable[str | None]] | None = None,
         transport_for: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
         timeout: float = 10.0,
+        verify_for: Callable[[str, str | None], Awaitable[ssl.SSLContext | None]] | None = None,
     ) -> None:
+        self._verify_for = verify_for
         self._token_for = token_for
         self._token_of_node = token_of_node
         self._transport_for = transport_for or (lambda _url: None)
@@ -168,9 +199,31 @@ class AgentPool:
                 token = functools.partial(self._token_of_node, node)
             else:
                 token = functools.partial(self._token_for, agent_url)
-            c = AgentClient(agent_url, token, transport=self._transport_for(agent_url), timeout=self._timeout)
+            verify = functools.partial(self._verify_for, agent_url, node) if self._verify_for else None
+            c = AgentClient(
+                agent_url,
+                token,
+                transport=self._transport_for(agent_url),
+                timeout=self._timeout,
+                verify=verify,
+            )
             self._clients[key] = c
         return c
+
+    def injected(self, agent_url: str) -> bool:
+        """True when tests reach ``agent_url`` in-process (no socket, so no TLS to verify)."""
+        return self._transport_for(agent_url) is not None
+
+    def one_off(self, agent_url: str, *, node: str, verify: ssl.SSLContext) -> AgentClient:
+        """A client that verifies the agent with ``verify`` (a certificate not pinned yet); close it."""
+        token = functools.partial(self._token_of_node, node) if self._token_of_node else self._token_for
+        assert not isinstance(token, str) or isinstance(self._token_for, str)
+        return AgentClient(agent_url, token, timeout=self._timeout, verify=verify)  # type: ignore[arg-type]
+
+    async def forget(self, agent_url: str) -> None:
+        """Close the clients of ``agent_url`` (its certificate changed: the next ones verify anew)."""
+        for key in [k for k in self._clients if k.split("\0", 1)[0] == agent_url]:
+            await self._clients.pop(key).aclose()
 
     async def aclose(self) -> None:
         for c in self._clients.values():

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from config.api_errors import API_ERROR_RESPONSES
 from config.input_types import Bool
 from config.service_url import parse_service_url
+from config.tls import normal_fingerprint
 from config.vocabulary import Role
 from controller.api.deps import AdminActor, Context, OperatorActor, ViewerActor
 from controller.cluster_ops import drain, membership
@@ -34,6 +35,15 @@ class NodeRegistration(BaseModel):
     join: Bool = False
     license_key: SecretStr | None = None
     version: Version | None = None
+    #: The SHA-256 fingerprint of an https agent's certificate (``crmcluster tls new-cert`` prints
+    #: it): the certificate the agent presents must have it, and is pinned. Unset: pinned as
+    #: presented (trust on first use), unless the controller has CRMCLUSTER_AGENT_CA_FILE.
+    tls_fingerprint: str | None = Field(None, max_length=200)
+
+    @field_validator("tls_fingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        return normal_fingerprint(v) if v else None
 
     @field_validator("agent_url")
     @classmethod
@@ -69,10 +79,16 @@ async def add_node(
     details = body.model_dump(mode="json", exclude={"license_key"})
     if not body.join:
         async with ctx.audit.change(actor, "nodes.register", target=body.name, details=details) as entry:
-            rec, created = await membership.register_existing(
-                ctx, name=body.name, agent_url=body.agent_url, fqdn=body.fqdn, roles=roles
+            rec, created, pem = await membership.register_existing(
+                ctx,
+                name=body.name,
+                agent_url=body.agent_url,
+                fqdn=body.fqdn,
+                roles=roles,
+                tls_fingerprint=body.tls_fingerprint,
             )
             token = await membership.issue_token_if_new(ctx, body.name)
+            await membership.pin_certificate(ctx, body.name, body.agent_url, pem)
             entry.message = ("registered" if created else "registration updated") + (
                 "; agent token issued" if token else ""
             )

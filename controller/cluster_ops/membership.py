@@ -38,7 +38,9 @@ from pydantic import SecretStr
 
 from config.service_url import BadServiceUrl, check_destination, parse_service_url
 from config.sysparams import ClusterConfig
+from config.tls import pinned_context
 from config.vocabulary import CRM_SERVICES, NodeState, Role
+from controller.access.agent_tls import certificate_to_pin
 from controller.agents.client import AgentError, AgentRejected
 from controller.cluster_ops.drain import DRAIN_STEP, drain_step
 from controller.context import ControllerContext
@@ -88,17 +90,43 @@ def _check_fqdn(name: str, fqdn: str) -> None:
 
 
 async def register_existing(
-    ctx: ControllerContext, *, name: str, agent_url: str, fqdn: str | None, roles: list[str]
-) -> tuple[NodeRecord, bool]:
-    """Register an installed web server as it is (or update its registration); ``(node, created)``.
+    ctx: ControllerContext,
+    *,
+    name: str,
+    agent_url: str,
+    fqdn: str | None,
+    roles: list[str],
+    tls_fingerprint: str | None = None,
+) -> tuple[NodeRecord, bool, str | None]:
+    """Register an installed web server as it is (or update its registration);
+    ``(node, created, certificate to pin)``.
 
     The agent is asked for its status when it answers: it must report the same name, and its
-    observations (roles, version, web server address) are taken as a first heartbeat.
+    observations (roles, version, web server address) are taken as a first heartbeat. An https
+    agent's certificate is read first (and compared with ``tls_fingerprint``, when given): the
+    status is asked over a connection that trusts that certificate only, and the caller pins it
+    (:func:`pin_certificate`) once the node has its credentials.
     """
     check_agent_url(ctx, agent_url)
     if fqdn is not None:
         _check_fqdn(name, fqdn)
-    status = await agent_status(ctx, agent_url, node=name)
+    pem: str | None = None
+    if (
+        agent_url.startswith("https://")
+        and ctx.settings.agent_ca_file is None
+        and not ctx.agents.injected(agent_url)
+    ):
+        pem = await certificate_to_pin(agent_url, tls_fingerprint, timeout=ctx.settings.agent_request_timeout)
+        client = ctx.agents.one_off(agent_url, node=name, verify=pinned_context(pem))
+        try:
+            status: NodeStatus | None = await client.status()
+        except AgentError as exc:
+            log.info("agent %s: %s", agent_url, exc)
+            status = None
+        finally:
+            await client.aclose()
+    else:
+        status = await agent_status(ctx, agent_url, node=name)
     if status is not None and status.name.lower() != name.lower():
         raise InvalidChange(
             f"the agent at {agent_url} is {status.name!r}, not {name!r}",
@@ -113,7 +141,16 @@ async def register_existing(
     rec, created = await ctx.registry.register(name=name, agent_url=agent_url, fqdn=fqdn, roles=roles)
     if status is not None:
         rec = await ctx.registry.observe(name, status, agent_url=agent_url)
-    return rec, created
+    return rec, created, pem
+
+
+async def pin_certificate(ctx: ControllerContext, name: str, agent_url: str, pem: str | None) -> None:
+    """Pin the agent's certificate (after its credentials exist); its clients verify anew."""
+    if pem is None and not agent_url.startswith("https://"):
+        await ctx.node_tokens.pin(name, None)
+    elif pem is not None:
+        await ctx.node_tokens.pin(name, pem)
+    await ctx.agents.forget(agent_url)
 
 
 async def refuse_shared_url(ctx: ControllerContext, name: str, agent_url: str) -> None:

@@ -11,7 +11,6 @@ through a transport that refuses every connection, the agent is a sandbox in a t
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -32,6 +30,7 @@ from balancer.app import create_app as balancer_app
 from config.settings import AgentSettings, BalancerSettings, ControllerSettings
 from controller.app import create_app as controller_app
 from node_agent.app import create_app as agent_app
+from tests.security.served import Served
 
 pytestmark = pytest.mark.slow
 
@@ -70,29 +69,6 @@ RULES_BEYOND_SCHEMA = {
         }
     }
 }
-
-
-class Served:
-    """An ASGI app served by uvicorn in a thread of its own (its own event loop), on a free port."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        )
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 def fuzz(
