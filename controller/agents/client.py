@@ -94,14 +94,13 @@ class AgentClient:
         if self._client is None:
             verify: ssl.SSLContext | bool = True
             if self._transport is None and self.base_url.startswith("https://"):
-                given = (
-                    self._verify
-                    if isinstance(self._verify, ssl.SSLContext) or self._verify is None
-                    else await self._verify()
-                )
-                if given is None:
-                    raise AgentUnreachable(f"agent {self.base_url}: no certificate to verify it against")
-                verify = given
+                if isinstance(self._verify, ssl.SSLContext):
+                    verify = self._verify
+                elif self._verify is not None:  # the pool's: the pinned certificate or the CA
+                    given = await self._verify()
+                    if given is None:
+                        raise AgentUnreachable(f"agent {self.base_url}: no certificate to verify it against")
+                    verify = given
             self._client = httpx.AsyncClient(
                 base_url=self.base_url, transport=self._transport, timeout=self._timeout, verify=verify
             )
