@@ -105,6 +105,13 @@ def nodes_add(
         typer.Option("--license-key", envvar="CRMCLUSTER_LICENSE_KEY", help="Needed with --join."),
     ] = None,
     version: Annotated[str | None, typer.Option(help="Version to install with --join.")] = None,
+    tls_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-fingerprint",
+            help="SHA-256 fingerprint of an https agent's certificate (crmcluster tls new-cert printed it).",
+        ),
+    ] = None,
     wait: WaitOpt = True,
     json_: JsonOpt = False,
     demo: DemoOpt = None,
@@ -117,6 +124,8 @@ def nodes_add(
         "roles": role or [],
         "join": join,
     }
+    if tls_fingerprint:
+        body["tls_fingerprint"] = tls_fingerprint
     if join:
         if not license_key:
             raise fail("--license-key (or CRMCLUSTER_LICENSE_KEY) is required with --join", 2)

@@ -48,3 +48,13 @@ def test_list_shows_names_and_roles_and_revoke_names_one() -> None:
     assert invoke(fake, "tokens", "revoke", "prometheus").exit_code == 0
     missing = invoke(fake, "tokens", "revoke", "nope")
     assert missing.exit_code == 1 and "no API token named 'nope'" in missing.stderr
+
+
+def test_nodes_add_sends_the_agents_certificate_fingerprint() -> None:
+    fp = ":".join(["AB"] * 32)
+    fake = FakeController({("POST", "/api/v1/nodes"): {"name": "crm4", "state": "up", "agent_token": "nt_x"}})
+    result = invoke(
+        fake, "nodes", "add", "crm4", "--agent-url", "https://crm4.example.com:8701", "--tls-fingerprint", fp
+    )
+    assert result.exit_code == 0, result.stderr
+    assert fake.bodies("POST", "/api/v1/nodes")[0]["tls_fingerprint"] == fp
