@@ -164,9 +164,20 @@ def allowed_methods(request: Request) -> list[str]:
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    """The error's message; a discriminated union's (the agent's ``action``) says what is unknown."""
+    ctx = error.get("ctx") or {}
+    name = str(ctx.get("discriminator", "")).strip("'")
+    if error.get("type") == "union_tag_invalid":
+        return f"unknown {name} {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if error.get("type") == "union_tag_not_found":
+        return f"{name}: required (unknown action or none given)"
+    return str(error.get("msg", ""))
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": _message(e), "type": e.get("type", "")}
         for e in exc.errors()
     ]
 

@@ -28,6 +28,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
     ValidationError,
@@ -947,7 +948,11 @@ SUBMISSIONS: dict[Action, type[BaseModel]] = {a: _submission(a, m) for a, m in A
 if TYPE_CHECKING:
     OperationSubmission = BaseModel
 else:
-    OperationSubmission = Annotated[Union[tuple(SUBMISSIONS.values())], Field(discriminator="action")]  # noqa: UP007
+    _ANY_SUBMISSION = Union[tuple(SUBMISSIONS.values())]  # noqa: UP007 - built from a tuple at run time
+    OperationSubmission = Annotated[
+        _ANY_SUBMISSION,
+        Discriminator("action"),
+    ]
 
 
 class OperationRecord(BaseModel):
