@@ -349,6 +349,10 @@ class AgentSettings(CommonSettings):
     #: The port of the sandbox IIS's HTTPS binding on the CRM website (0: none, as after a plain
     #: install). It is played: ``check_https_binding`` finds it, no TLS is served.
     sandbox_https_port: int = Field(0, ge=0, le=65535)
+    #: ``response_file``: the sandbox's setup replays the recorded response file (as the windows
+    #: driver does); ``manual``: ``run_installer`` waits for a person to run the wizard by hand
+    #: and confirm (``SandboxDriver.run_wizard_by_hand`` plays the person), then is verified.
+    sandbox_installer: Literal["response_file", "manual"] = "response_file"
 
     # Windows driver -----------------------------------------------------------------------------
     #: Run nothing: record every command the windows driver would run, against a modelled server.
@@ -475,7 +479,7 @@ class BalancerSettings(CommonSettings):
     pending_ttl: float = Field(30.0, gt=0, le=3600)
     slow_start: float = Field(30.0, ge=0, le=3600)
     retry_after: int = Field(5, ge=1, le=3600)
-    #: Largest logon form body read (to find User_Logon for sticky logons); larger ones get 413.
+    #: Largest logon form body read (to find EWARE_USERID / User_Logon for sticky logons); larger ones get 413.
     max_form_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     #: Time-out of one background database read; past it the pool is marked stale.
     db_timeout: float = Field(2.0, gt=0, le=60)

@@ -188,6 +188,7 @@ class OperationManager:
         update: dict[str, Any] = {"progress": op.ctx.fraction, "log_tail": list(op.ctx.lines)}
         if not op.record.state.finished:
             update["awaiting"] = op.ctx.awaiting
+            update["choices"] = list(op.ctx.choices)
         return op.record.model_copy(update=update)
 
     def _save(self, op: _Operation) -> None:

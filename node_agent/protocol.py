@@ -973,6 +973,9 @@ class OperationRecord(BaseModel):
     #: hand, then ``POST /v1/operations/{op_id}/confirm``); the controller shows the step
     #: ``awaiting_operator``.
     awaiting: Literal["operator"] | None = None
+    #: While ``awaiting``: what the person is asked to do, in order (the wizard's pages and the
+    #: choice the guide gives on each); empty otherwise.
+    choices: list[str] = Field(default_factory=list)
 
     def parsed_result(self) -> Result:
         """The result as its action's model; :class:`ResultError` when it does not fit."""

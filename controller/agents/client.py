@@ -163,6 +163,12 @@ class AgentClient:
     async def cancel(self, op_id: str) -> OperationRecord:
         return OperationRecord.model_validate(await self._request("POST", f"/v1/operations/{op_id}/cancel"))
 
+    async def confirm(self, op_id: str, note: str) -> OperationRecord:
+        """A person did what the waiting operation asked (the manual installer); 409 when it waits
+        for nobody."""
+        body = await self._request("POST", f"/v1/operations/{op_id}/confirm", json={"note": note})
+        return OperationRecord.model_validate(body)
+
 
 class AgentPool:
     """Clients by agent URL. Each sends the token of the node registered at its URL

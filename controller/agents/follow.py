@@ -108,6 +108,7 @@ async def carry_out(
     polling: Polling | None = None,
     clock: Callable[[], float] = time.time,
     on_log: Callable[[list[str]], Any] | None = None,
+    on_record: Callable[[OperationRecord], Any] | None = None,
     fresh: bool = False,
     unreachable_grace: float | None = None,
 ) -> OperationRecord:
@@ -117,9 +118,11 @@ async def carry_out(
     just persisted this op id for the first time, so no one can have sent it yet and the look-up
     is skipped (the agent would still answer a duplicate with the same operation).
     ``unreachable_grace``: seconds the agent may go unanswered in a row before the step fails
-    (None: until the deadline). Raises :class:`StepFailed` when the operation fails, is cancelled
-    or interrupted, is refused, its result does not fit its action's model, or it outlives the
-    deadline (it is then cancelled on the agent) or the grace.
+    (None: until the deadline). ``on_record`` is given every record read (sync or async), e.g. to
+    notice an operation that waits for an operator (``record.awaiting``). Raises
+    :class:`StepFailed` when the operation fails, is cancelled or interrupted, is refused, its
+    result does not fit its action's model, or it outlives the deadline (it is then cancelled on
+    the agent) or the grace.
     """
     polling = polling or Polling()
     start = clock()
@@ -146,6 +149,10 @@ async def carry_out(
                 seen.extend(lines)
                 seen[:] = seen[-200:]
                 res = on_log([redact(x) for x in lines])
+                if asyncio.iscoroutine(res):
+                    await res
+            if on_record is not None:
+                res = on_record(record)
                 if asyncio.iscoroutine(res):
                     await res
             if record.state.finished:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from config.api_errors import API_ERROR_RESPONSES
@@ -135,6 +136,29 @@ async def rollback(
     answers 409 ``data_loss`` naming the window, unless ``accept_data_loss_since`` equals it."""
     result: dict[str, Any] = await _restore(ctx, actor, run_id, "rollback", body)
     return result
+
+
+class ConfirmBody(BaseModel):
+    """What the person did (kept in the audit trail, the agent's record and the checklist)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000)
+
+
+@router.post("/{run_id}/steps/{step_id}/confirm")
+async def confirm_step(
+    run_id: str, step_id: str, ctx: Context, actor: OperatorActor, body: ConfirmBody | None = None
+) -> dict[str, Any]:
+    """Confirm a step that waits for an operator (``awaiting_operator``: the manual installer's
+    wizard run by hand with the choices the step lists); the agent then verifies it as usual."""
+    note = body.note if body is not None else ""
+    orch = orchestrator_for(ctx)
+    async with ctx.audit.change(
+        actor, "upgrades.confirm", target=f"{run_id}/{step_id}", details={"note": note}
+    ):
+        await orch.confirm(run_id, step_id, note=note, actor=actor)
+    return await orch.view(run_id)
 
 
 @router.post("/{run_id}/steps/{step_id}/retry")

@@ -150,7 +150,7 @@ def upgrade_view(run: Mapping[str, Any] | None) -> dict[str, Any]:
             entry["steps"].append(step)
             entry["done"] += status in STEP_DONE
             entry["failed"] += status in STEP_FAILED
-            if status == "running":
+            if status in ("running", "awaiting_operator"):
                 where = f" on {step['node']}" if bucket is phases and step.get("node") else ""
                 entry["running"] = f"{step.get('action', '')}{where}"
     for entry in (*phases.values(), *nodes.values()):
@@ -179,6 +179,7 @@ def upgrade_view(run: Mapping[str, Any] | None) -> dict[str, Any]:
         "done": done,
         "total": len(plan),
         "failed_steps": [s for s in plan if str(s.get("status")) in STEP_FAILED],
+        "awaiting": [w for w in run.get("awaiting_operator") or [] if isinstance(w, Mapping)],
         "recent_steps": finished[:6],
     }
 

@@ -272,16 +272,22 @@ def build_checklist(run: Run, steps: list[Step]) -> dict[str, Any]:
         }
     )
     installers = _pick(steps, action="run_installer")
+    by_hand = [s.node or "?" for s in installers if (s.result or {}).get("installer") == "manual"]
+    waiting = [s.node or "?" for s in installers if s.status == StepStatus.AWAITING_OPERATOR]
+    installer_note = "the database server first, then the others in batches"
+    if by_hand:
+        installer_note += (
+            f"; the wizard run by hand on {', '.join(by_hand)} (the manual installer), "
+            "confirmed by the operator with the note in each step's evidence, then verified"
+        )
+    if waiting:
+        installer_note += f"; waiting for an operator to run the wizard on {', '.join(waiting)}"
     logs = _pick(steps, action="read_upgrade_log")
     sections.append(
         {
             "title": "Live upgrade",
             "lines": [
-                from_steps(
-                    "Complete install shield upgrade to current version",
-                    installers,
-                    "the database server first, then the others in batches",
-                ),
+                from_steps("Complete install shield upgrade to current version", installers, installer_note),
                 line(
                     "Upgrade to latest service pack of Sage CRM",
                     NA,

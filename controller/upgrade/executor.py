@@ -9,6 +9,10 @@ wave with a step not yet succeeded, and acts on what it finds —
   rollback); a failed *restore* step → ``failed``, waiting for a retry;
 - a step with findings to fix by hand ("NB must be fixed", a failed script) → ``awaiting_fix``;
 - a sign-off gate → ``awaiting_approval``; the acceptance hold → ``awaiting_acceptance``;
+- an agent operation that waits for a person (the manual installer) → its step and the run
+  ``awaiting_operator``, with the wizard's choices on the step, until the operator confirms
+  (``POST /upgrades/{id}/steps/{step}/confirm``, forwarded to the agent); then ``running`` again,
+  and the step is verified as usual;
 - otherwise it runs the wave, one lane per node, lanes side by side.
 
 A step that already succeeded is never run again; a step found ``running`` after a restart is
@@ -54,6 +58,7 @@ from controller.upgrade.plan import SECRET, PlannedNode, database_server
 from controller.upgrade.run_state import WebTransportFor, epoch
 from controller.upgrade.store import UpgradeStore, unseal
 from node_agent.protocol import (
+    Action,
     BackupResult,
     DatabaseRestoreResult,
     FingerprintResult,
@@ -330,7 +335,12 @@ class RunExecutor:
             await self.emit("decision", {"decision": "nothing_to_restore", "reason": reason})
             await self.store.transition(
                 self.run_id,
-                expect=[RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.AWAITING_APPROVAL],
+                expect=[
+                    RunStatus.RUNNING,
+                    RunStatus.PAUSED,
+                    RunStatus.AWAITING_APPROVAL,
+                    RunStatus.AWAITING_OPERATOR,
+                ],
                 status=FINAL.get(final, RunStatus.RESTORED),
                 requested=None,
                 finished_at=self.now(),
@@ -433,9 +443,10 @@ class RunExecutor:
                 self._stop_new = True
                 return
             status, requested = fresh
-            if requested == "pause" and status == RunStatus.RUNNING:
+            going = status in (RunStatus.RUNNING, RunStatus.AWAITING_OPERATOR)
+            if requested == "pause" and going:
                 self._stop_new = True
-            if requested in ("abort", "rollback") and status == RunStatus.RUNNING:
+            if requested in ("abort", "rollback") and going:
                 self._stop_new = True
                 self.aborting.set()
                 return
@@ -518,6 +529,10 @@ class RunExecutor:
                 step.status = StepStatus.SUCCEEDED
                 step.result, step.message = outcome
         step.finished_at = self.now()
+        if any(s.status == StepStatus.AWAITING_OPERATOR for s in self.steps) or (
+            self.run.status == RunStatus.AWAITING_OPERATOR
+        ):
+            await self._sync_awaiting()
         self._step_ended(step)
 
     def _step_ended(self, step: Step) -> None:
@@ -613,6 +628,10 @@ class RunExecutor:
         async def on_log(lines: list[str]) -> None:
             await self.emit("log", {"step": step.id, "node": node, "action": action, "lines": lines})
 
+        async def on_record(record: OperationRecord) -> None:
+            if op_id == step.op_id:
+                await self._follow_awaiting(step, record)
+
         return await carry_out(
             client,
             op_id=op_id,
@@ -622,8 +641,75 @@ class RunExecutor:
             polling=self.polling,
             clock=self.epoch_now,
             on_log=on_log,
+            on_record=on_record,
             fresh=fresh,
         )
+
+    # A step that waits for a person -----------------------------------------------------------------
+    async def _follow_awaiting(self, step: Step, record: OperationRecord) -> None:
+        """The agent's operation waits for an operator (``record.awaiting``): the step reads
+        ``awaiting_operator`` with what to do; once confirmed it reads ``running`` again."""
+        waiting = record.awaiting == "operator" and not record.state.finished
+        if waiting == (step.status == StepStatus.AWAITING_OPERATOR):
+            return
+        if waiting:
+            choices = self._wizard_choices(step, list(record.choices))
+            step.status = StepStatus.AWAITING_OPERATOR
+            step.result = {"awaiting": "operator", "choices": choices, "since": self.now().isoformat() + "Z"}
+            step.message = f"waiting for an operator on {step.node}: do what the step lists, then confirm it"
+            await self.store.save_step(step)
+            await self.emit(
+                "awaiting_operator",
+                {
+                    "step": step.id,
+                    "node": step.node,
+                    "action": step.action,
+                    "choices": choices,
+                    "confirm": f"/api/v1/upgrades/{self.run_id}/steps/{step.id}/confirm",
+                },
+            )
+            log.warning("upgrade %s step %s waits for an operator on %s", self.run_id, step.id, step.node)
+        else:
+            step.status = StepStatus.RUNNING
+            step.result = None
+            step.message = "confirmed by the operator; verifying"
+            await self.store.save_step(step)
+        await self._sync_awaiting()
+
+    def _wizard_choices(self, step: Step, choices: list[str]) -> list[str]:
+        """The agent's list of the wizard's pages, with the one only the controller knows: the
+        triggers (the run may have disabled them itself before the database server's installer)."""
+        if step.action != Action.RUN_INSTALLER.value or step.phase != Phase.DATABASE_SERVER.value:
+            return choices
+        if self.run.options.get("disable_triggers"):
+            triggers = (
+                "leave 'Disable triggers' unticked: crmcluster disabled the triggers before this step "
+                "and enables them again after the other servers"
+            )
+        else:
+            triggers = "leave 'Disable triggers' unticked (the run was not asked to disable triggers)"
+        at = next((i for i, c in enumerate(choices) if "stop IIS" in c), max(0, len(choices) - 1))
+        return [*choices[:at], triggers, *choices[at:]]
+
+    async def _sync_awaiting(self) -> None:
+        """The run reads ``awaiting_operator`` while any of its steps does, ``running`` otherwise."""
+        waiting = [s for s in self.steps if s.status == StepStatus.AWAITING_OPERATOR]
+        if waiting:
+            where = ", ".join(f"{s.id} on {s.node}" for s in waiting)
+            if await self.store.transition(
+                self.run_id,
+                expect=[RunStatus.RUNNING],
+                status=RunStatus.AWAITING_OPERATOR,
+                message=f"waiting for an operator: {where}",
+            ):
+                self.run.status = RunStatus.AWAITING_OPERATOR
+        elif await self.store.transition(
+            self.run_id,
+            expect=[RunStatus.AWAITING_OPERATOR],
+            status=RunStatus.RUNNING,
+            message="the operator confirmed; going on",
+        ):
+            self.run.status = RunStatus.RUNNING
 
     async def after(self, step: Step, result: Result) -> tuple[dict[str, Any] | None, str | None]:
         """Judge an agent step's result; raise StepFailed when the guide says it is not good enough."""

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from config.api_errors import Conflict, InvalidInput, NotFound
+from config.api_errors import Conflict, InvalidInput, NotFound, Unavailable
 from config.secrets import SecretBox, redact
 from config.settings import ControllerSettings
 from config.state_schema import utcnow
-from controller.agents.client import AgentPool
+from controller.agents.client import AgentPool, AgentRejected, AgentUnreachable
 from controller.agents.follow import Polling
 from controller.upgrade import acceptance
 from controller.upgrade.estimate import estimate_downtime, measured_downtime
@@ -58,6 +58,7 @@ RESTORABLE = frozenset(
         RunStatus.AWAITING_APPROVAL,
         RunStatus.AWAITING_FIX,
         RunStatus.AWAITING_ACCEPTANCE,
+        RunStatus.AWAITING_OPERATOR,
         RunStatus.SUCCEEDED,
         RunStatus.FAILED,
     }
@@ -70,8 +71,11 @@ ABORTABLE = frozenset(
         RunStatus.AWAITING_APPROVAL,
         RunStatus.AWAITING_FIX,
         RunStatus.AWAITING_ACCEPTANCE,
+        RunStatus.AWAITING_OPERATOR,
     }
 )
+#: Statuses of a run whose steps go on (a step waiting for an operator does not stop the others).
+GOING = (RunStatus.RUNNING, RunStatus.AWAITING_OPERATOR)
 
 
 class Orchestrator:
@@ -275,9 +279,9 @@ class Orchestrator:
 
     async def pause(self, run_id: str) -> Run:
         run = await self.get(run_id)
-        if run.status != RunStatus.RUNNING:
+        if run.status not in GOING:
             raise Conflict(f"run {run_id} is {run.status.value}; only a running run pauses")
-        await self.store.request(run_id, "pause", expect=[RunStatus.RUNNING])
+        await self.store.request(run_id, "pause", expect=GOING)
         await self.store.event(
             run_id, "decision", {"decision": "pause_requested", "message": "pausing after the running steps"}
         )
@@ -313,8 +317,8 @@ class Orchestrator:
         run = await self.get(run_id)
         if run.status == RunStatus.AWAITING_FIX:
             return await self._resume_after_fix(run)
-        if run.status == RunStatus.RUNNING and run.requested == "pause":
-            await self.store.request(run_id, None, expect=[RunStatus.RUNNING])
+        if run.status in GOING and run.requested == "pause":
+            await self.store.request(run_id, None, expect=GOING)
             return await self.get(run_id)
         if run.status != RunStatus.PAUSED:
             raise Conflict(f"run {run_id} is {run.status.value}; only a paused run resumes")
@@ -464,6 +468,44 @@ class Orchestrator:
         await self.store.event(run.id, "decision", {"decision": f"{what}_requested"})
         self.wake(run.id)
 
+    async def confirm(self, run_id: str, step_id: str, *, note: str, actor: str) -> Run:
+        """A person did by hand what a step waits for (the manual installer: the wizard run with
+        the choices the step lists): forwarded to the step's agent, which then verifies the work
+        as usual. The note, with who gave it, is kept in the agent's record (the step's result,
+        the checklist) and in the run's events; the route records it in the audit trail."""
+        run = await self.get(run_id)
+        step = next((s for s in await self.store.steps(run_id) if s.id == step_id), None)
+        if step is None:
+            raise NotFound(f"run {run_id} has no step {step_id!r}")
+        if step.status != StepStatus.AWAITING_OPERATOR or step.node is None or step.op_id is None:
+            raise Conflict(
+                f"step {step_id} is {step.status.value}; only a step awaiting an operator is confirmed",
+                code="not_awaiting",
+            )
+        node = next((n for n in run.nodes if n["name"] == step.node), None)
+        if node is None:
+            raise Conflict(f"step {step_id}'s server {step.node} is not in the run")
+        said = f"{note.strip() or 'done as listed'} (confirmed by {actor})"
+        client = self.agents.client(node["agent_url"])
+        try:
+            await client.confirm(step.op_id, said)
+        except AgentRejected as exc:
+            if exc.status in (404, 409):
+                raise Conflict(
+                    f"the agent of {step.node} says operation {step.op_id} waits for nobody ({exc})",
+                    code="not_awaiting",
+                ) from exc
+            raise
+        except AgentUnreachable as exc:
+            raise Unavailable(f"the agent of {step.node} did not answer; confirm again: {exc}") from exc
+        await self.store.event(
+            run_id,
+            "operator_confirmed",
+            {"step": step_id, "node": step.node, "action": step.action, "by": actor, "note": said},
+        )
+        self.wake(run_id)
+        return await self.get(run_id)
+
     async def retry(self, run_id: str, step_id: str) -> Run:
         run = await self.get(run_id)
         steps = await self.store.steps(run_id)
@@ -538,4 +580,17 @@ def run_view(run: Run, plan: list[dict[str, Any]] | None) -> dict[str, Any]:
         body["acceptance"] = (
             {"status": gate["status"], **(gate.get("result") or {})} if gate is not None else None
         )
+        # Steps that wait for a person, with what to do and where to confirm it.
+        body["awaiting_operator"] = [
+            {
+                "step": s["id"],
+                "node": s["node"],
+                "action": s["action"],
+                "choices": (s.get("result") or {}).get("choices", []),
+                "since": (s.get("result") or {}).get("since"),
+                "confirm": f"/api/v1/upgrades/{run.id}/steps/{s['id']}/confirm",
+            }
+            for s in plan
+            if s["status"] == StepStatus.AWAITING_OPERATOR.value
+        ]
     return body

@@ -34,6 +34,7 @@ STATUS_STYLES = {
     "awaiting_approval": "yellow",
     "awaiting_fix": "yellow",
     "awaiting_acceptance": "yellow",
+    "awaiting_operator": "bold yellow",
     "warning": "yellow",
     "warn": "yellow",
     "overridden": "yellow",

@@ -366,6 +366,9 @@ def upgrade_show(
     with client_for(ctx, demo) as client:
         run = client.get(f"/upgrades/{_run_id(client, run_id)}")
     emit(ctx, json_, run, render_run(run))
+    hint = next_step_hint(run) if isinstance(run, Mapping) and not json_ else None
+    if hint:
+        console_of(ctx).print(Text(hint, style="yellow"))
 
 
 def _run_action(ctx: typer.Context, run_id: str | None, action: str, json_: bool, demo: Path | None) -> None:
@@ -487,6 +490,26 @@ def upgrade_resolve(
     emit(ctx, json_, answer, run_header(answer) if isinstance(answer, Mapping) else None)
     if not json_:
         console_of(ctx).print(Text(f"resolved; go on with: crmcluster upgrade resume {run_id}", "yellow"))
+
+
+@upgrade_app.command("confirm")
+def upgrade_confirm(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    step_id: Annotated[str, typer.Argument(help="The step awaiting an operator.")],
+    note: Annotated[str, typer.Option("--note", help="What you did (kept in the audit and checklist).")] = "",
+    json_: JsonOpt = False,
+    demo: DemoOpt = None,
+) -> None:
+    """Confirm a step awaiting an operator (the manual installer: you ran the wizard by hand
+    with the choices it lists); the agent then verifies it."""
+    with client_for(ctx, demo) as client:
+        answer = client.post(f"/upgrades/{run_id}/steps/{step_id}/confirm", {"note": note})
+    if isinstance(answer, Mapping) and isinstance(answer.get("plan"), list):
+        human: RenderableType = plan_table([s for s in answer["plan"] if str(s.get("id")) == step_id])
+    else:
+        human = render_value(answer)
+    emit(ctx, json_, answer, human)
 
 
 @upgrade_app.command("checklist")

@@ -32,7 +32,9 @@ from crmcluster.client.render import hhmmss, run_header, short, styled
 #: Run statuses after which nothing more happens.
 TERMINAL = frozenset({"succeeded", "failed", "restored", "aborted"})
 #: Run statuses that wait for an operator.
-WAITING = frozenset({"paused", "awaiting_approval", "awaiting_fix", "awaiting_acceptance"})
+WAITING = frozenset(
+    {"paused", "awaiting_approval", "awaiting_fix", "awaiting_acceptance", "awaiting_operator"}
+)
 #: Step statuses that count as finished for the bars.
 STEP_FINISHED = frozenset(
     {"succeeded", "skipped", "failed", "cancelled", "interrupted", "restored", "done", "ok"}
@@ -217,6 +219,13 @@ def next_step_hint(run: Mapping[str, Any]) -> str | None:
             f"ALERT: users are back since {since}; nothing is restored on its own: `crmcluster upgrade "
             f"retry {rid} STEP`, or `upgrade rollback {rid} --accept-data-loss-since {since}`"
         )
+    if status == "awaiting_operator":
+        lines = ["awaiting an operator:"]
+        for w in run.get("awaiting_operator") or []:
+            lines.append(f"  {w.get('node')} {w.get('action')} ({w.get('step')}), by hand:")
+            lines += [f"    {i}. {c}" for i, c in enumerate(w.get("choices") or [], 1)]
+            lines.append(f"    then `crmcluster upgrade confirm {rid} {w.get('step')} --note '…'`")
+        return "\n".join(lines)
     if status == "paused":
         return (
             f"paused: `crmcluster upgrade resume {rid}`, `upgrade retry {rid} STEP` "
@@ -274,8 +283,8 @@ def watch_run(
             out.print(note, highlight=False)
         notes.clear()
         hint = next_step_hint(model.run)
-        if hint and model.status not in hinted:
-            hinted.add(model.status)
+        if hint and hint not in hinted:
+            hinted.add(hint)
             out.print(Text(hint, style="yellow"))
         elif not hint:
             hinted.clear()

@@ -98,6 +98,8 @@ class OperationContext:
         self.commands: list[str] = []
         #: Set while the action waits for a person (``operator``); :meth:`confirm` ends the wait.
         self.awaiting: str | None = None
+        #: What the person is asked to do, in order, while :attr:`awaiting` (the record's ``choices``).
+        self.choices: list[str] = []
         self._confirmed: asyncio.Future[str] | None = None
         self._tail = tail
         self._on_change = on_change or (lambda: None)
@@ -119,17 +121,19 @@ class OperationContext:
         self.commands.append(redact(line))
         self._on_change()
 
-    async def wait_for_operator(self, what: str) -> str:
+    async def wait_for_operator(self, choices: list[str]) -> str:
         """Wait until a person confirms (``POST /v1/operations/{op_id}/confirm``); returns the
-        note they gave. The record reads ``awaiting: operator`` meanwhile."""
+        note they gave. The record reads ``awaiting: operator`` and lists ``choices`` meanwhile."""
         loop = asyncio.get_running_loop()
         self._confirmed = loop.create_future()
+        self.choices = list(choices)
         self.awaiting = "operator"
-        self.log("awaiting operator: " + what)
+        self.log("awaiting operator: " + "; ".join(choices))
         try:
             return await self._confirmed
         finally:
             self.awaiting = None
+            self.choices = []
             self._confirmed = None
             self._on_change()
 

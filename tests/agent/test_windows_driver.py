@@ -55,18 +55,17 @@ class Agent:
 
 
 def settings(tmp_path: Path, token: str, **extra: Any) -> AgentSettings:
-    return AgentSettings(
-        _env_file=None,
-        agent_token=token,
-        name="crm1",
-        driver="windows",
-        dry_run=True,
-        data_dir=tmp_path,
-        crm_db_url=DB_URL,
-        sandbox_roles="database,replication_engine,indexer",
-        warmup_password="Warm-Up-Pw7",
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "agent_token": token,
+        "name": "crm1",
+        "driver": "windows",
+        "dry_run": True,
+        "data_dir": tmp_path,
+        "crm_db_url": DB_URL,
+        "sandbox_roles": "database,replication_engine,indexer",
+        "warmup_password": "Warm-Up-Pw7",
+    }
+    return AgentSettings(_env_file=None, **{**values, **extra})
 
 
 @pytest.fixture
@@ -294,7 +293,13 @@ async def test_the_manual_installer_waits_for_an_operator(tmp_path: Path, tokens
                     break
                 await asyncio.sleep(0.01)
             assert rec["awaiting"] == "operator" and rec["state"] == "running"
-            assert any("Upgrade previous version of CRM" in line for line in rec["log_tail"])
+            # The guide's wizard pages and the choice on each, in the record and its log.
+            choices = rec["choices"]
+            assert any("'Upgrade Previous Version of CRM'" in c for c in choices), choices
+            assert any("sql01, port 1433, SQL Server user crmsql" in c for c in choices)
+            assert any("'Backup is not Required'" in c for c in choices)  # the step's backup: false
+            assert any("do not register" in c for c in choices) and "confirm" in choices[-1]
+            assert any(line.startswith("awaiting operator: ") for line in rec["log_tail"])
             assert (await client.post("/v1/operations/nope/confirm", json={})).status_code == 404
             # The person runs the wizard (the model plays it), then confirms.
             a.model._install("upgrade", "2017 R1")
@@ -303,6 +308,7 @@ async def test_the_manual_installer_waits_for_an_operator(tmp_path: Path, tokens
             await app.state.operations.wait("m1")
             rec = (await client.get("/v1/operations/m1")).json()
             assert rec["state"] == "succeeded" and rec["awaiting"] is None, rec["error"]
+            assert rec["choices"] == []
             assert rec["result"]["version"] == "2017 R1" and rec["result"]["installer"] == "manual"
             again = await client.post("/v1/operations/m1/confirm", json={})
             assert again.status_code == 409

@@ -281,3 +281,30 @@ def test_upgrade_plan_passes_the_sql_login_and_never_shows_its_password(fake: Fa
 
     result = invoke(fake, "upgrade", "plan", "--license-key", "K" * 10, "--sql-user", "crmupgrade")
     assert result.exit_code == 2 and "--sql-server and --sql-user go together" in result.stderr
+
+
+def test_a_step_awaiting_an_operator_is_shown_with_its_choices_and_confirmed(fake: FakeController) -> None:
+    waiting = step("21-run_installer-crm1", "database_server", "crm1", "run_installer", "awaiting_operator")
+    choices = [
+        "choose 'Upgrade Previous Version of CRM' and the install CRM",
+        "complete all fields on the Registration page",
+    ]
+    fake.routes[("GET", "/api/v1/upgrades/r1")] = run(
+        "awaiting_operator",
+        [waiting],
+        awaiting_operator=[
+            {"step": waiting["id"], "node": "crm1", "action": "run_installer", "choices": choices}
+        ],
+    )
+    shown = invoke(fake, "upgrade", "show", "r1")
+    assert shown.exit_code == 0, shown.stderr
+    for text in (*choices, "upgrade confirm r1 21-run_installer-crm1"):
+        assert text in shown.stdout
+    fake.routes[("POST", "/api/v1/upgrades/r1/steps/21-run_installer-crm1/confirm")] = run(
+        "running", [{**waiting, "status": "running"}]
+    )
+    done = invoke(fake, "upgrade", "confirm", "r1", "21-run_installer-crm1", "--note", "ran the wizard")
+    assert done.exit_code == 0, done.stderr
+    assert fake.bodies("POST", "/api/v1/upgrades/r1/steps/21-run_installer-crm1/confirm") == [
+        {"note": "ran the wizard"}
+    ]

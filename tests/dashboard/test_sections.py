@@ -28,6 +28,9 @@ RUN = {
 }
 
 
+RUN_STEPS: list[dict[str, Any]] = list(RUN["plan"])  # type: ignore[arg-type]
+
+
 def test_upgrade_view_is_a_timeline_of_phases_with_per_server_progress() -> None:
     view = upgrade_view(RUN)
     phases = {p["name"]: p for p in view["phases"]}
@@ -53,6 +56,29 @@ def test_upgrade_section_offers_pause_while_running_and_resume_while_paused() ->
     assert "/api/v1/upgrades/r7/pause" in html and "resume" not in html
     paused = render_sections(Snapshot(run=RUN | {"status": "paused"}), actor="operator")["upgrade"]
     assert "/api/v1/upgrades/r7/resume" in paused
+
+
+def test_a_step_awaiting_an_operator_shows_its_choices_and_a_confirm_with_a_note() -> None:
+    waiting = step("5", "database_server", "crm1", "run_installer", "awaiting_operator")
+    run = RUN | {
+        "status": "awaiting_operator",
+        "plan": [*RUN_STEPS[:4], waiting],
+        "awaiting_operator": [
+            {
+                "step": "5",
+                "node": "crm1",
+                "action": "run_installer",
+                "choices": ["select 'Backup Existing Copy <of> the database'", "then confirm this step"],
+            }
+        ],
+    }
+    view = upgrade_view(run)
+    assert {p["name"]: p for p in view["phases"]}["database_server"]["running"] == "run_installer on crm1"
+    html = render_sections(Snapshot(run=run), actor="operator")["upgrade"]
+    assert "<li>select &#39;Backup Existing Copy &lt;of&gt; the database&#39;</li>" in html
+    assert 'data-url="/api/v1/upgrades/r7/steps/5/confirm"' in html and 'data-note-from="note-5"' in html
+    assert 'id="note-5"' in html and "crmcluster upgrade confirm r7 5" in html
+    assert "/api/v1/upgrades/r7/pause" in html  # the other lanes go on: pausing stays possible
 
 
 def test_distribution_bars_are_proportional_and_show_pending_logons() -> None:

@@ -50,11 +50,11 @@ class SandboxHarness(Harness):
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://balancer") as c,
         ):
-            return await c.post("/crm/eware.dll/Logon", data={"User_Logon": user})
+            return await c.post("/crm/eware.dll/Logon", data={"EWARE_USERID": user})
 
     async def logon(self, node: str, user: str) -> int:
         async with httpx.AsyncClient() as c:
-            r = await c.post(self.agents[node].web_url + "/crm/eware.dll/Logon", data={"User_Logon": user})
+            r = await c.post(self.agents[node].web_url + "/crm/eware.dll/Logon", data={"EWARE_USERID": user})
         return r.status_code
 
 
@@ -82,6 +82,8 @@ async def sandbox_cluster(
     faults: dict[str, str] | None = None,
     agent_settings: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[SandboxHarness]:
+    """``agent_settings``: more AgentSettings fields per node (``{"crm1": {"sandbox_installer":
+    "manual"}}``)."""
     roles = roles or ROLES
     library = tmp_path / "library"
     library.mkdir(exist_ok=True)

@@ -71,6 +71,7 @@
     var url = button.getAttribute("data-url");
     var init = { method: "POST", credentials: "same-origin", headers: headers };
     var form = button.getAttribute("data-form") ? button.closest("form") : null;
+    var noteFrom = button.getAttribute("data-note-from");
     if (form) {
       // The acceptance hold: the ticked rows and the note, as POST /upgrades/{id}/accept's body.
       var rows = [];
@@ -78,6 +79,10 @@
       url = form.getAttribute("data-accept-url");
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify({ rows: rows, note: form.querySelector("input[name='note']").value });
+    } else if (noteFrom) {  // a confirmation carries the operator's note
+      var input = document.getElementById(noteFrom);
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify({ note: input ? input.value : "" });
     }
     button.disabled = true;
     fetch(url, init)

@@ -27,6 +27,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from node_agent.drivers.sandbox.setup_replay import SandboxSetup
 from node_agent.drivers.sandbox.sql_agent import SandboxSqlAgent
 from node_agent.drivers.sandbox.uninstall import SandboxUninstall
 from node_agent.drivers.sandbox.web import StandInWebServer, build_web_app
+from node_agent.drivers.wizard import wizard_choices
 from node_agent.journal import atomic_write_text
 from node_agent.library_share import library_path
 from node_agent.protocol import (
@@ -85,6 +87,15 @@ MAX_REGISTRATIONS = 5
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class _Console:
+    """A manual installer step waiting for a person at the server's console."""
+
+    params: RunInstallerParams
+    ctx: OperationContext
+    result: dict[str, Any] | None = None
 
 
 def _at(destination: str) -> BackupParams:
@@ -165,6 +176,7 @@ class SandboxDriver(HostDriver):
         self._sql_agent_task: asyncio.Task[None] | None = None
         self._schema_ready = False
         self.warmup_transport: Any = None  # tests may route the warm-up through an ASGI transport
+        self._console: _Console | None = None
 
     # State ---------------------------------------------------------------------------------------------
     def _save(self) -> None:
@@ -451,12 +463,80 @@ class SandboxDriver(HostDriver):
         return secret_hash(key)
 
     async def run_installer(self, params: RunInstallerParams, ctx: OperationContext) -> dict[str, Any]:
+        if self.settings.sandbox_installer == "manual":
+            return await self._manual_installer(params, ctx)
+        return await self._setup_exe(params, ctx, by_hand=False)
+
+    async def _manual_installer(self, params: RunInstallerParams, ctx: OperationContext) -> dict[str, Any]:
+        """The ``manual`` installer, as on Windows: the step waits for a person to run the wizard
+        (here :meth:`run_wizard_by_hand`) and confirm; then it is verified as usual — the install's
+        version, and an upgrade log written since the step started that names the target."""
+        self._check_key(params.license_key.get_secret_value(), Action.RUN_INSTALLER)
+        started = _now()
+        self.update_state(installer_started_at=started.isoformat(), installer_version=params.version)
+        console = _Console(params, ctx)
+        self._console = console
+        try:
+            note = await ctx.wait_for_operator(
+                wizard_choices(
+                    params,
+                    setup_exe=str(self.base / "CRMSetup" / "Setup.exe"),
+                    install=self.install_name,
+                    backup_folder=params.backup_location,
+                )
+            )
+        finally:
+            self._console = None
+        if self.version != params.version:
+            raise ActionFailed(
+                f"after the wizard {self.install_name} is at {self.version}, not {params.version}: "
+                "was the wizard run to its end?"
+            )
+        if params.mode == "upgrade":
+            log_path = self.tree.upgrade_log
+            written = datetime.fromtimestamp(log_path.stat().st_mtime, UTC) if log_path.is_file() else None
+            if written is None or written < started - timedelta(seconds=2):
+                raise ActionFailed("no upgrade log written since this step started: was the wizard run?")
+            if params.version not in log_path.read_text(encoding="utf-8"):
+                raise ActionFailed(f"Setup/upgradelog.html does not name version {params.version}")
+        return {
+            **(console.result or {"mode": params.mode}),
+            "installer": "manual",
+            "started_at": started.isoformat(),
+            "operator_note": note[:500],
+            "version": self.version,
+        }
+
+    async def run_wizard_by_hand(
+        self, *, backup: bool | None = None, register: bool | None = None
+    ) -> dict[str, Any]:
+        """A person at this server's console runs the install wizard for the step that waits
+        (the ``manual`` installer), with the choices it lists unless told otherwise; the wizard's
+        output goes to that step's log. Raises what the wizard would show (a fault, a key
+        registered five times) — the step then fails its verification once confirmed."""
+        console = self._console
+        if console is None:
+            raise ActionFailed(f"no installer step is waiting for an operator on {self.node}")
+        params = console.params.model_copy(
+            update={
+                **({"backup": backup} if backup is not None else {}),
+                **({"register_install": register} if register is not None else {}),
+            }
+        )
+        console.ctx.log("the wizard is run by hand at the console")
+        console.result = await self._setup_exe(params, console.ctx, by_hand=True)
+        return console.result
+
+    async def _setup_exe(
+        self, params: RunInstallerParams, ctx: OperationContext, *, by_hand: bool
+    ) -> dict[str, Any]:
+        """Sage CRM's setup: replayed from the recorded response file, or run by hand."""
         key_hash = self._check_key(params.license_key.get_secret_value(), Action.RUN_INSTALLER)
         if params.database is not None:
             register_secret(params.database.password)
         self.update_state(installer_started_at=_now().isoformat(), installer_version=params.version)
         response_fault = self.faults.take(Action.RUN_INSTALLER, "response") is not None
-        code = self.setup.replay(ctx, params, fault_code=-3 if response_fault else 0)
+        code = None if by_hand else self.setup.replay(ctx, params, fault_code=-3 if response_fault else 0)
         no_log = self.faults.take(Action.RUN_INSTALLER, "no_log") is not None
         fail = self.faults.take(Action.RUN_INSTALLER, "fail") is not None
         log_error = self.faults.take(Action.RUN_INSTALLER, "log_error") is not None

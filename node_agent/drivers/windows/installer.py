@@ -30,6 +30,7 @@ from config.secrets import register_secret, secret_hash
 from node_agent.drivers.base import ActionFailed, OperationContext
 from node_agent.drivers.windows.files import Registry
 from node_agent.drivers.windows.host import WindowsHost
+from node_agent.drivers.wizard import wizard_choices
 from node_agent.protocol import RunInstallerParams
 
 #: InstallShield's ResultCode values (the setup log's ``[ResponseResult]``).
@@ -202,26 +203,10 @@ class Installer:
         return {"result_code": code, "setup_log": str(log), "exit_code": r.returncode}
 
     async def _manual(self, ctx: OperationContext, params: RunInstallerParams) -> dict[str, Any]:
-        choices = [
-            f"Run {self.setup_exe} and choose 'Upgrade previous version of CRM' for install {self.install}"
-            if params.mode == "upgrade"
-            else f"Run {self.setup_exe} and install Sage CRM {params.version} as install {self.install}",
-            "enter the license key the run was given",
-        ]
-        if params.database is not None:
-            choices.append(
-                f"database server {params.database.server}:{params.database.port}, "
-                f"user {params.database.user}"
-            )
-        choices.append(
-            "select 'Backup existing copy of the database, program files and registry'"
-            + (f" to {self._values(params)['backup_location']}" if params.backup_location else "")
-            if params.backup
-            else "select 'Backup is not required'"
+        location = self._values(params)["backup_location"] if params.backup_location else None
+        note = await ctx.wait_for_operator(
+            wizard_choices(params, setup_exe=self.setup_exe, install=self.install, backup_folder=location)
         )
-        choices.append("complete the Registration page" if params.register_install else "do not register")
-        choices.append("then confirm this step")
-        note = await ctx.wait_for_operator("; ".join(choices))
         return {"operator_note": note[:500]}
 
     async def verify(
