@@ -31,13 +31,13 @@ from node_agent.drivers.base import ActionFailed, ActionHandler, HostDriver, Ope
 from node_agent.drivers.windows import tsql
 from node_agent.drivers.windows.database import SqlServer
 from node_agent.drivers.windows.files import ProgramFiles, Registry, register_dll
-from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost, local_path
+from node_agent.drivers.windows.host import HostFiles, LocalFiles, WindowsHost
 from node_agent.drivers.windows.https import WindowsHttps, tls_handshake
 from node_agent.drivers.windows.iis import Iis
 from node_agent.drivers.windows.installer import Installer
 from node_agent.drivers.windows.license import WindowsLicense
 from node_agent.drivers.windows.prerequisites import WindowsPrerequisites
-from node_agent.drivers.windows.services import ServiceControl
+from node_agent.drivers.windows.services import SERVICE_EXES, ServiceControl
 from node_agent.drivers.windows_maintenance import WindowsMaintenance
 from node_agent.drivers.windows_sql import SqlExecutor as TextSqlExecutor
 from node_agent.drivers.windows_uninstall import WindowsUninstall
@@ -56,19 +56,11 @@ from node_agent.protocol import (
     ServiceParams,
     ServiceStatus,
 )
-from node_agent.runner import CommandResult, CommandRunner
+from node_agent.runner import CommandRunner
 from node_agent.upgrade_log import SCRIPT_LOG_CHARS, linked_logs, parse_upgrade_log
 from node_agent.warmup import warmup_logon
 
 CRM_SERVICES = ("indexer", "escalation", "email_manager", "integration", "quickfind")
-#: The services' own executables under ``Sage\CRM\Services`` (their ``/U`` removes them: the
-#: guide's manual uninstall).
-SERVICE_EXES = {
-    "indexer": "crmindexerservice.exe",
-    "escalation": "crmescalationservice.exe",
-    "email_manager": "crmemailmanagerservice.exe",
-    "integration": "crmintegrationservice.exe",
-}
 
 
 class WindowsDriver(HostDriver):
@@ -594,15 +586,16 @@ class WindowsDriver(HostDriver):
 
 
 class _UninstallView:
-    """What :mod:`node_agent.drivers.windows_uninstall` (the guide's manual uninstall) reads of
-    the driver: local paths, service states, the registry keys."""
+    """What :mod:`node_agent.drivers.windows_uninstall` (the guide's manual uninstall) uses of the
+    driver: its host, paths, services, IIS and registry keys."""
 
     def __init__(self, driver: WindowsDriver) -> None:
         self.d = driver
         self.settings = driver.settings
         self.install = driver.install
-        self.programs_root = local_path(driver.programs_root)
-        self.install_dir = local_path(driver.install_dir)
+        self.programs_root = driver.programs_root
+        self.install_dir = driver.install_dir
+        self.host = driver.host
 
     @property
     def tomcat_service(self) -> str:
@@ -616,26 +609,27 @@ class _UninstallView:
     def mappings_key(self) -> str:
         return self.d.registry.mappings_key
 
+    @property
+    def reg_view(self) -> str:
+        return self.d.registry.view
+
     def service_name(self, service: str) -> str:
         return self.d.service_name(service)
 
-    def _reg_view(self) -> list[str]:
-        return [self.d.registry.view]
+    def programs_path(self, rel: str) -> PureWindowsPath:
+        return self.d._programs_path(rel)
 
-    async def _service_state(self, name: str) -> ServiceStatus:
-        return await self.d.services.state(name)
+    async def service_state(self, name: str, ctx: OperationContext) -> ServiceStatus:
+        return await self.d.services.state(name, ctx)
 
-    async def _control(
-        self, ctx: OperationContext, name: str, verb: str, *, timeout: float = 120
-    ) -> dict[str, Any]:
-        state = await self.d.services.control(ctx, name, verb, timeout=timeout)
-        return {"service": name, "state": state.value}
+    async def control(self, ctx: OperationContext, name: str, verb: str) -> ServiceStatus:
+        return await self.d.services.control(ctx, name, verb)
 
-    async def _quiet(self, argv: list[str]) -> CommandResult:
-        try:
-            return await self.d.host.runner.run(argv, timeout=60)
-        except OSError as exc:
-            return CommandResult(127, str(exc))
+    async def stop_iis(self, ctx: OperationContext) -> None:
+        await self.d.iis.stop(ctx)
+
+    async def start_iis(self, ctx: OperationContext) -> None:
+        await self.d.iis.start(ctx)
 
 
 class _MaintenanceView:

@@ -167,7 +167,14 @@ class LocalFiles:
         await asyncio.to_thread(local_path(path).unlink, missing_ok=True)
 
     async def remove_tree(self, path: WinPath) -> None:
-        await asyncio.to_thread(shutil.rmtree, local_path(path), ignore_errors=True)
+        """Delete the folder and everything under it; a file still in use fails it (the
+        caller says what holds it), a folder already gone is fine."""
+
+        def rmtree(p: Path) -> None:
+            if p.exists():
+                shutil.rmtree(p)
+
+        await asyncio.to_thread(rmtree, local_path(path))
 
     async def listdir(self, path: WinPath) -> list[str]:
         try:
@@ -321,11 +328,19 @@ class WindowsHost:
 
     async def remove(self, ctx: OperationContext, path: WinPath) -> None:
         self._file_op(ctx, f"agent: delete {path}", changes=True)
-        await self.files.remove(path)
+        try:
+            await self.files.remove(path)
+        except OSError as exc:
+            raise ActionFailed(f"cannot delete {path}: {exc.strerror or exc}") from exc
 
     async def remove_tree(self, ctx: OperationContext, path: WinPath) -> None:
         self._file_op(ctx, f"agent: delete folder {path}", changes=True)
-        await self.files.remove_tree(path)
+        try:
+            await self.files.remove_tree(path)
+        except OSError as exc:
+            raise ActionFailed(
+                f"cannot delete {path}: {exc.strerror or exc} (is something still using it?)"
+            ) from exc
 
     async def manifest(self, ctx: OperationContext, path: WinPath) -> dict[str, Any]:
         self._file_op(ctx, f"agent: checksum every file under {path}", changes=False)

@@ -7,7 +7,15 @@ It is as strict as the real server where the driver depends on it: ``BACKUP`` in
 does not exist fails with OS error 3, ``RESTORE`` of a file that was never written fails,
 ``Setup.exe`` writes a ResultCode of -3 for a response file that still holds placeholders,
 ``regsvr32`` fails for a DLL that is not there, ``robocopy`` answers 16 for a missing source, a
-service that is disabled does not start, a folder something still holds cannot be renamed.
+service that is disabled does not start, a folder something still holds cannot be renamed or
+deleted.
+
+The manual uninstall's own programs are modelled too: the CRM services' ``/U``
+(``crmindexerservice.exe /U`` …), procrun's ``tomcat7.exe //DS//<service>`` (it stops a running
+service first, as Apache's procrun does), ``regsvr32 /u``, ``appcmd delete app``, ``net start|stop``
+(``/y`` stops the dependent services; an unknown service is "The service name is invalid", exit
+2, as ``net`` answers), ``reg query`` of a key listing its subkeys — so a whole server removal
+walks through in a dry run.
 
 Nothing here touches this machine: files live in memory, keyed by their Windows path.
 """
@@ -30,6 +38,7 @@ from config.settings import AgentSettings
 from config.vocabulary import Role
 from node_agent.drivers.base import ActionFailed, OperationContext
 from node_agent.drivers.windows.host import FileInfo, program
+from node_agent.drivers.windows.services import SERVICE_EXES
 from node_agent.drivers.windows.tsql import Row, Statement, database_name
 from node_agent.runner import CommandResult, LineSink
 from node_agent.upgrade_log import UPGRADE_SCRIPTS, ScriptOutcome, render_upgrade_log
@@ -59,6 +68,8 @@ class _Service:
     display: str
     state: str = STOPPED
     start: str = "AUTO_START"
+    #: The services this one depends on (lower-cased names): stopping one of them stops it.
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,6 +80,11 @@ class _BackupSet:
     finished: datetime
     uuid: str
     version: str
+
+
+_NET_HELP = "More help is available by typing NET HELPMSG {}."
+#: Keys Sage CRM's setup creates whose values live in their subkeys (one per install).
+_PARENT_KEYS = frozenset({"hklm\\software\\eware\\config", "hklm\\software\\eware\\mappings"})
 
 
 def _key(path: PureWindowsPath | str) -> str:
@@ -88,11 +104,14 @@ class ModelledServer:
         self.sql_files: dict[str, _BackupSet] = {}
         self.backupsets: list[_BackupSet] = []
         self.registry: dict[str, dict[str, str]] = {}
+        #: Registry key names as written (``registry`` is keyed lower-case, as Windows compares).
+        self.key_names: dict[str, str] = {}
         self.services: dict[str, _Service] = {}
         self.db_version = version
         self.db_user_access = "MULTI_USER"
         self.triggers = {("dbo", "Company", "trg_Company_Audit"): True}
         self.app_pool = f"{self.install}AppPool"
+        self.app_exists = True
         self.physical_path = str(PureWindowsPath(settings.windows_programs_root) / self.install / "WWWRoot")
         self.isapi: list[str] = [str(PureWindowsPath(self.physical_path) / "eware.dll")]
         self.w3svc_pid = 4100
@@ -138,8 +157,10 @@ class ModelledServer:
             "<html>the 7.3 install's log</html>",
             modified=datetime(2016, 5, 4, tzinfo=UTC),
         )
-        for name in self.settings.windows_services.values():
-            self.put(self.root / "Services" / f"{name}.exe", name)
+        for exe in SERVICE_EXES.values():
+            self.put(self.root / "Services" / exe, exe)
+        self.put(inst / "tomcat" / "bin" / "tomcat7.exe", "Apache Commons Daemon (procrun)")
+        self.put(PureWindowsPath(self.settings.windows_system_root) / "SysWOW64" / "eware.cpl", "eware.cpl")
         self.put(PureWindowsPath(self.settings.windows_setup_exe), "InstallShield setup")
         self.put(inst / "License Update" / "licensekeyupdate.exe", "License Key Update application")
         for mode in ("upgrade", "add_node"):
@@ -154,22 +175,22 @@ class ModelledServer:
                     else ""
                 ),
             )
-        cfg = f"hklm\\software\\ewareconfig\\/{self.install}".lower()
-        self.registry[self._reg("HKLM\\SOFTWARE\\eWare\\Config\\/" + self.install)] = {
-            "Version": version,
-            "InstallName": self.install,
-            "RootPath": str(inst),
-        }
-        self.registry[self._reg("HKLM\\SOFTWARE\\eWare\\Mappings\\/" + self.install)] = {
-            "Path": f"/{self.install.lower()}"
-        }
-        del cfg
-        placed = {_ROLE_SERVICES[r] for r in self.settings.roles if r in _ROLE_SERVICES}
-        for svc, display in (
-            ("W3SVC", "World Wide Web Publishing Service"),
-            ("WAS", "Windows Process Activation Service"),
+        for key, values in (
+            (
+                "HKLM\\SOFTWARE\\eWare\\Config\\/" + self.install,
+                {"Version": version, "InstallName": self.install, "RootPath": str(inst)},
+            ),
+            ("HKLM\\SOFTWARE\\eWare\\Mappings\\/" + self.install, {"Path": f"/{self.install.lower()}"}),
         ):
-            self.services[svc.lower()] = _Service(svc, display, RUNNING)
+            self.registry[self._reg(key)] = values
+            self.key_names[self._reg(key)] = key
+        placed = {_ROLE_SERVICES[r] for r in self.settings.roles if r in _ROLE_SERVICES}
+        # IIS 7 and later: W3SVC depends on WAS (and HTTP), not on the IIS Admin Service (which
+        # exists only with the "IIS 6 Management Compatibility" role, not modelled here).
+        self.services["was"] = _Service("WAS", "Windows Process Activation Service", RUNNING)
+        self.services["w3svc"] = _Service(
+            "W3SVC", "World Wide Web Publishing Service", RUNNING, depends_on=("was",)
+        )
         tomcat = self.settings.windows_tomcat_service.replace("{install}", self.install)
         self.services[tomcat.lower()] = _Service(tomcat, f"Apache Tomcat {tomcat}", RUNNING)
         for service, name in self.settings.windows_services.items():
@@ -256,6 +277,11 @@ class ModelledServer:
 
     async def remove_tree(self, path: PureWindowsPath) -> None:
         k = _key(path)
+        holder = self._held(str(path)) if k in self.dirs else None
+        if holder is not None:
+            raise PermissionError(
+                32, f"The process cannot access the file because it is being used ({holder})", str(path)
+            )
         for f in self._under(path):
             self.files.pop(_key(f.path))
         self.dirs = {d for d in self.dirs if not (d == k or d.startswith(k + "\\"))}
@@ -305,7 +331,16 @@ class ModelledServer:
             "dism": self._dism,
             "powershell": self._powershell,
             "netsh": self._netsh,
+            "net": self._net,
+            "tomcat7": self._procrun,
+            **dict.fromkeys((exe.removesuffix(".exe") for exe in SERVICE_EXES.values()), self._service_exe),
         }.get(program(argv))
+        if (
+            handler is not None
+            and handler in (self._service_exe, self._procrun)
+            and _key(argv[0]) not in self.files
+        ):
+            handler = None  # CreateProcess: the program is not there
         if handler is None:
             raise FileNotFoundError(2, "The system cannot find the file specified", argv[0])
         result = handler(argv)
@@ -373,6 +408,17 @@ class ModelledServer:
         verb, key = argv[1].lower(), self._reg(argv[2])
         if verb == "query":
             values = self.registry.get(key)
+            subkeys = sorted(k for k in self.registry if k.startswith(key + "\\"))
+            if values is None and (subkeys or key in _PARENT_KEYS):
+                # A key without values of its own: reg.exe lists its subkeys, as the view names them.
+                view = (
+                    "HKEY_LOCAL_MACHINE\\SOFTWARE\\WOW6432Node\\"
+                    if "/reg:32" in argv
+                    else "HKEY_LOCAL_MACHINE\\SOFTWARE\\"
+                )
+                return CommandResult(
+                    0, "\n".join(view + self.key_names.get(k, k).split("\\", 2)[2] for k in subkeys)
+                )
             if values is None:
                 return CommandResult(
                     1, "ERROR: The system was unable to find the specified registry key or value."
@@ -408,7 +454,9 @@ class ModelledServer:
             current: dict[str, str] | None = None
             for line in f.text.splitlines():
                 if line.startswith("["):
-                    current = self.registry.setdefault(self._reg(line.strip("[]")), {})
+                    name = line.strip("[]")
+                    current = self.registry.setdefault(self._reg(name), {})
+                    self.key_names[self._reg(name)] = name
                 elif current is not None and "=" in line:
                     n, v = line.split("=", 1)
                     current[n.strip('"')] = v.strip('"')
@@ -433,12 +481,17 @@ class ModelledServer:
     def _appcmd(self, argv: list[str]) -> CommandResult:
         verb, what = argv[1].lower(), argv[2].lower()
         app = f"{self.settings.windows_site}/{self.install}"
-        if (verb, what) == ("list", "app"):
-            if argv[3].lower() != app.lower():
+        if (verb, what) in (("list", "app"), ("delete", "app")):
+            if argv[3].lower() != app.lower() or not self.app_exists:
                 return CommandResult(
                     1, f'ERROR ( message:Cannot find APP object with identifier "{argv[3]}". )'
                 )
-            return CommandResult(0, self.app_pool)
+            if verb == "delete":
+                self.app_exists = False
+                return CommandResult(0, f'APP object "{argv[3]}" deleted')
+            if "/text:applicationPool" in argv:
+                return CommandResult(0, self.app_pool)
+            return CommandResult(0, f'APP "{argv[3]}" (applicationPool:{self.app_pool})')
         if (verb, what) == ("list", "vdir"):
             return CommandResult(0, self.physical_path)
         if (verb, what) == ("list", "wp"):
@@ -548,9 +601,79 @@ class ModelledServer:
         return CommandResult(1, f"The term '{argv[-1]}' is not recognized")
 
     def _regsvr32(self, argv: list[str]) -> CommandResult:
+        """``regsvr32 [/u] /s <dll>``: 3 when the DLL cannot be loaded (LoadLibrary failed)."""
         return (
             CommandResult(0, "") if _key(argv[-1]) in self.files else CommandResult(3, "LoadLibrary failed")
         )
+
+    # The manual uninstall's programs ------------------------------------------------------------------
+    def _net(self, argv: list[str]) -> CommandResult:
+        """``net start|stop <service> [/y]``: exit 2 for every error, as net.exe does."""
+        verb = argv[1].lower() if len(argv) > 1 else ""
+        name = argv[2] if len(argv) > 2 else ""
+        s = self.services.get(name.lower())
+        if verb not in ("start", "stop") or s is None:
+            return CommandResult(2, "The service name is invalid.\n\n" + _NET_HELP.format(2185))
+        if verb == "start":
+            if s.state == RUNNING:
+                return CommandResult(
+                    2,
+                    "The requested service has already been started.\n\n" + _NET_HELP.format(2182),
+                )
+            for dep in s.depends_on:
+                self.services[dep].state = RUNNING
+            s.state = RUNNING
+            if s.name == "W3SVC":
+                self.w3svc_pid += 1
+            return CommandResult(0, f"The {s.display} service was started successfully.")
+        if s.state != RUNNING:
+            return CommandResult(
+                2,
+                f"The {s.display} service is not started.\n\n" + _NET_HELP.format(3521),
+            )
+        dependents = [
+            d for d in self.services.values() if name.lower() in d.depends_on and d.state == RUNNING
+        ]
+        if dependents and "/y" not in [a.lower() for a in argv]:
+            return CommandResult(
+                2,
+                "The following services are dependent on the service. "
+                "Do you want to continue this operation? (Y/N) [N]: No valid response was provided.",
+            )
+        for d in dependents:
+            d.state = STOPPED
+        s.state = STOPPED
+        if "w3svc" in (name.lower(), *(d.name.lower() for d in dependents)):
+            self.seats.clear()
+        return CommandResult(0, f"The {s.display} service was stopped successfully.")
+
+    def _service_exe(self, argv: list[str]) -> CommandResult:
+        """A CRM service's own program: ``/U`` removes the service (it must be stopped: a running
+        service is only marked for deletion, so the check after it reads it still there)."""
+        exe = PureWindowsPath(argv[0]).name.lower()
+        service = next(k for k, v in SERVICE_EXES.items() if v == exe)
+        name = self.settings.windows_services.get(service, service).lower()
+        if [a.upper() for a in argv[1:]] != ["/U"]:
+            return CommandResult(1, f"{exe}: usage: {exe} [/U]")
+        s = self.services.get(name)
+        if s is None:
+            return CommandResult(1, f"The specified service does not exist as an installed service ({name}).")
+        if s.state == RUNNING:
+            return CommandResult(0, f"The service {s.name} is marked for deletion.")
+        del self.services[name]
+        return CommandResult(0, f"The uninstall has completed: {s.name} was removed.")
+
+    def _procrun(self, argv: list[str]) -> CommandResult:
+        """Apache procrun (``tomcat7.exe``): ``//DS//<service>`` stops the service if it runs, then
+        deletes it."""
+        if len(argv) < 2 or not argv[1].startswith("//DS//"):
+            return CommandResult(1, "procrun: only //DS// is modelled")
+        name = argv[1][6:].lower()
+        s = self.services.get(name)
+        if s is None:
+            return CommandResult(1, f"Failed to open service '{argv[1][6:]}': the service does not exist")
+        del self.services[name]
+        return CommandResult(0, "")
 
     def _icacls(self, argv: list[str]) -> CommandResult:
         if _key(argv[1]) not in self.files:

@@ -23,6 +23,14 @@ from node_agent.drivers.windows.host import WindowsHost
 from node_agent.protocol import ServiceStatus
 
 SC = "sc.exe"
+#: The CRM services' own executables under ``Sage\CRM\Services`` (their ``/U`` removes them: the
+#: guide's manual uninstall; QuickFind has none there).
+SERVICE_EXES = {
+    "indexer": "crmindexerservice.exe",
+    "escalation": "crmescalationservice.exe",
+    "email_manager": "crmemailmanagerservice.exe",
+    "integration": "crmintegrationservice.exe",
+}
 SC_NOT_INSTALLED = 1060
 SC_ALREADY_RUNNING = 1056
 SC_NOT_STARTED = 1062
