@@ -14,10 +14,11 @@ Safety rules this module keeps:
   server and a fixed path; ``Host`` and ``X-Forwarded-*`` are never read. A query string that is
   not plain printable ASCII is refused (400), so nothing can be smuggled into the header.
 - **Forms parsed safely**: a POST body is read up to ``max_form_bytes`` (413 beyond), only
-  ``application/x-www-form-urlencoded`` is looked at, and only the ``User_Logon`` field is
-  decoded (a name that is not printable is routed without stickiness) — the password is never
-  decoded, logged or kept. Garbage gets a 4xx or is simply
-  routed without stickiness; never a 500.
+  ``application/x-www-form-urlencoded`` is looked at, and only the user's logon name is decoded
+  — ``EWARE_USERID``, the field Sage CRM's own logon form posts, or ``User_Logon`` (DESIGN.md's
+  name, the ``Users`` column it matches; a name that is not printable is routed without
+  stickiness) — the password is never decoded, logged or kept.
+  Garbage gets a 4xx or is simply routed without stickiness; never a 500.
 - No per-request logging here; uvicorn's access log is off unless ``access_log`` is set.
 """
 
@@ -41,7 +42,9 @@ Send = Callable[[Message], Awaitable[None]]
 MAX_QUERY_BYTES = 4096
 MAX_FORM_FIELDS = 200
 MAX_USER_LOGON = 255
-_USER_LOGON = "user_logon"
+#: The form fields naming the user, lower-cased: Sage CRM's logon page posts ``EWARE_USERID``
+#: (with ``PASSWORD``); ``User_Logon`` is the name DESIGN.md gives the sticky field.
+_USER_FIELDS = frozenset({"eware_userid", "user_logon"})
 _FORM_TYPE = b"application/x-www-form-urlencoded"
 _UNAVAILABLE_PAGE = (
     b"<!doctype html><html><head><meta charset=utf-8><title>Sage CRM unavailable</title></head>"
@@ -162,7 +165,8 @@ def _printable_ascii(data: bytes) -> bool:
 
 
 def _user_logon(scope: Scope, body: bytes) -> str | None:
-    """The ``User_Logon`` field of an urlencoded form, or None. Other fields are never decoded."""
+    """The user named by an urlencoded logon form (``EWARE_USERID`` or ``User_Logon``, in any
+    case), or None. Other fields are never decoded; two different names are refused."""
     content_type = b""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
@@ -179,15 +183,17 @@ def _user_logon(scope: Scope, body: bytes) -> str | None:
         if len(raw_name) > 64:
             continue
         name = unquote_plus(raw_name.decode("latin-1"), errors="replace")
-        if name.strip().lower() != _USER_LOGON:
+        if name.strip().lower() not in _USER_FIELDS:
             continue
         value = unquote_plus(raw_value.decode("latin-1"), errors="replace").strip()
         if len(value) > MAX_USER_LOGON:
-            raise BadRequest(400, "bad_form", "User_Logon may be 255 characters at most")
+            raise BadRequest(400, "bad_form", f"{name.strip()} may be 255 characters at most")
         if not value.isprintable():
             return None  # no user of Sage's has such a name: routed, without stickiness
-        if found is not None and found != value:
-            raise BadRequest(400, "bad_form", "User_Logon given twice")
+        if not value:
+            continue
+        if found is not None and found.lower() != value.lower():
+            raise BadRequest(400, "bad_form", "the form names two users (EWARE_USERID / User_Logon)")
         found = value
     return found or None
 

@@ -435,10 +435,12 @@ async def log_users_on(plan: DemoPlan, *, count: int, timeout: float = 30.0) -> 
         for user in DEMO_USERS[:count]:
             while True:
                 try:
-                    first = await client.post(url, data={"User_Logon": user})
+                    # Sage CRM's logon form (EWARE_USERID, PASSWORD), re-sent to the 307's Location.
+                    form = {"EWARE_USERID": user, "PASSWORD": ""}
+                    first = await client.post(url, data=form)
                     if first.status_code == 307:
                         server = first.headers.get("x-crm-server", "?")
-                        final = await client.post(first.headers["location"], data={"User_Logon": user})
+                        final = await client.post(first.headers["location"], data=form)
                         if final.status_code < 400:
                             placed[user] = server
                             break

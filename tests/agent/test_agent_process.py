@@ -117,7 +117,7 @@ def test_the_agent_process_crashes_and_restarts_with_its_state(
         assert status["version"] == "7.2" and status["replication_engine"] is True
         web = status["web_url"]
         assert httpx.get(web + "/crm/eware.dll/Logon").status_code == 200
-        assert httpx.post(web + "/crm/eware.dll/Logon", data={"User_Logon": "alice"}).status_code == 200
+        assert httpx.post(web + "/crm/eware.dll/Logon", data={"EWARE_USERID": "alice"}).status_code == 200
         assert c.get("/v1/status", headers={"Authorization": "Bearer nope"}).status_code == 401
         r = c.post("/v1/operations", json={"op_id": "bk-1", "action": "backup_database"})
         assert r.status_code == 202

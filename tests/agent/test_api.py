@@ -151,5 +151,5 @@ async def test_the_agent_works_while_the_crm_database_is_away(tmp_path: Path, to
         assert rec.state == "failed" and rec.error
         assert (await agent.run("w1", "stop_web")).state == "succeeded"
         async with httpx.AsyncClient() as c:
-            r = await c.post(agent.web_url + "/crm/eware.dll/Logon", data={"User_Logon": "x"})
+            r = await c.post(agent.web_url + "/crm/eware.dll/Logon", data={"EWARE_USERID": "x"})
             assert r.status_code == 503

@@ -156,7 +156,13 @@ async def test_the_stand_in_web_server(db_agent: SandboxAgent) -> None:
         assert sage.status_code == 200 and 'title="Log Out"' in sage.text
         await c.get("/crm/eware.dll/Logoff", params={"SID": sage.headers["X-CRM-SID"]})
         assert (await c.get("/crm/")).status_code == 200
-        logon = await c.post("/crm/eware.dll/Logon", data={"User_Logon": "bob", "Password": "hunter2-secret"})
+        # eware.dll knows only its own form's fields: a User_Logon form logs nobody on.
+        other = await c.post("/crm/eware.dll/Logon", data={"User_Logon": "bob", "Password": "hunter2-secret"})
+        assert other.status_code == 400 and 'name="EWARE_USERID"' in other.text
+        assert (await c.get("/crm/eware.dll/Sessions")).json()["logged_on"] == 0
+        logon = await c.post(
+            "/crm/eware.dll/Logon", data={"EWARE_USERID": "bob", "PASSWORD": "hunter2-secret"}
+        )
         assert logon.status_code == 200 and logon.headers["X-CRM-Server"] == "crm1"
         sid = logon.headers["X-CRM-SID"]
         sessions = (await c.get("/crm/eware.dll/Sessions")).json()
@@ -174,7 +180,7 @@ async def test_the_stand_in_web_server(db_agent: SandboxAgent) -> None:
             ("POST", "/crm/eware.dll/Logon"),
             ("GET", "/crm/"),
         ]:
-            r = await c.request(method, path, data={"User_Logon": "carol"} if method == "POST" else None)
+            r = await c.request(method, path, data={"EWARE_USERID": "carol"} if method == "POST" else None)
             assert r.status_code == 503
         await db_agent.run("w2", "stop_tomcat")
         assert (await c.get("/sdata/crmj/sagecrm/-/")).status_code == 503
@@ -188,9 +194,9 @@ async def test_one_user_with_two_open_sessions_is_one_logged_on_user(db_agent: S
     """Sage CRM counts users, not Activity rows: alice in two browsers is one user on crm1."""
     async with httpx.AsyncClient(base_url=db_agent.web_url) as c:
         for _ in range(2):
-            r = await c.post("/crm/eware.dll/Logon", data={"User_Logon": "alice"})
+            r = await c.post("/crm/eware.dll/Logon", data={"EWARE_USERID": "alice"})
             assert r.status_code == 200
-        r = await c.post("/crm/eware.dll/Logon", data={"User_Logon": "bob"})
+        r = await c.post("/crm/eware.dll/Logon", data={"EWARE_USERID": "bob"})
         assert r.status_code == 200
         sessions = (await c.get("/crm/eware.dll/Sessions")).json()
     assert [s["user"] for s in sessions["sessions"]] == ["alice", "alice", "bob"]

@@ -81,7 +81,7 @@ async def test_back_up_upgrade_read_the_log_and_restore(db_agent: SandboxAgent) 
     assert tree_manifest(a.driver.tree.root)["sha256"] == tree_before["sha256"]
     assert a.driver.registry.get("HKEY_LOCAL_MACHINE\\SOFTWARE\\eWare\\Config\\/CRM")["Version"] == "7.3"
     async with httpx.AsyncClient() as c:
-        r = await c.post(a.web_url + "/crm/eware.dll/Logon", data={"User_Logon": "after-restore"})
+        r = await c.post(a.web_url + "/crm/eware.dll/Logon", data={"EWARE_USERID": "after-restore"})
         assert r.status_code == 200 and r.headers["X-CRM-Server"] == "crm1"
     warm = await _ok(a, "warm", "warmup_logon")
     assert warm["logged_on"] is True and warm["logged_off"] == 1

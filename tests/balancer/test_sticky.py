@@ -1,4 +1,5 @@
-"""Sticky logons by User_Logon; passwords never logged, stored or echoed."""
+"""Sticky logons by the user's logon name — ``EWARE_USERID``, as Sage CRM's own logon form posts
+it, or ``User_Logon`` (DESIGN.md's name); passwords never logged, stored or echoed."""
 
 from __future__ import annotations
 
@@ -56,18 +57,41 @@ async def test_sticky_form_field_among_others_and_with_encoding(make_balancer: A
         assert r.headers["x-crm-server"] == "crm2"
 
 
+async def test_sages_own_logon_form_is_sticky(make_balancer: Any, crm: Crm) -> None:
+    """eware.dll's logon page posts EWARE_USERID and PASSWORD (a browser re-sends it to the 307's
+    Location), not User_Logon: the balancer must read the field Sage's form has."""
+    await crm.logon("alice", "crm3")
+    async with make_balancer() as b:
+        for form in (
+            b"EWARE_USERID=alice&PASSWORD=pw-1&HIDDEN_BrowserType=Other",
+            b"eware_userid=ALICE&PASSWORD=pw-1",
+            b"EWARE_USERID=alice&User_Logon=alice&PASSWORD=pw-1",
+        ):
+            r = await b.client.post(
+                LOGON, content=form, headers={"content-type": "application/x-www-form-urlencoded"}
+            )
+            assert r.status_code == 307 and r.headers["x-crm-server"] == "crm3", form
+        two = await b.client.post(LOGON, data={"EWARE_USERID": "alice", "User_Logon": "bob"})
+        assert two.status_code == 400 and "two users" in two.json()["error"]["message"]
+        assert (await b.client.post(LOGON, data={"EWARE_USERID": "", "PASSWORD": "x"})).status_code == 307
+
+
 async def test_passwords_are_never_logged_or_shown(
     make_balancer: Any, crm: Crm, caplog: pytest.LogCaptureFixture
 ) -> None:
     await crm.logon("alice", "crm2")
     password = "Tr0ub4dor-and-3"
     caplog.set_level(logging.DEBUG)
+    pages: list[str] = []
     async with make_balancer(access_log=True) as b:
         r = await b.client.post(LOGON, data={"User_Logon": "alice", "Password": password})
         assert r.status_code == 307
         r2 = await b.client.post(LOGON, data={"User_Logon": "x" * 300, "Password": password})
         assert r2.status_code == 400
-        pages = [r.text, r2.text, str(r.headers), str(r2.headers)]
+        r3 = await b.client.post(LOGON, data={"EWARE_USERID": "alice", "PASSWORD": password})
+        assert r3.status_code == 307 and r3.headers["x-crm-server"] == "crm2"
+        pages += [r3.text, str(r3.headers)]
+        pages += [r.text, r2.text, str(r.headers), str(r2.headers)]
         pages.append((await b.client.get("/metrics")).text)
         pages.append((await b.client.get("/api/v1/servers")).text)
         pool = b.ctx.pool

@@ -46,10 +46,10 @@ class Balancer:
 
     async def logon(self, user: str) -> str:
         """Log ``user`` on the way a browser does: the balancer's 307, then the chosen web server."""
-        first = await self.client.post(LOGON, data={"User_Logon": user})
+        first = await self.client.post(LOGON, data={"EWARE_USERID": user})
         assert first.status_code == 307, first.text
         async with httpx.AsyncClient() as web:
-            final = await web.post(first.headers["location"], data={"User_Logon": user})
+            final = await web.post(first.headers["location"], data={"EWARE_USERID": user})
             assert final.status_code == 200, final.text
         await self.refresh()
         return str(first.headers["x-crm-server"])

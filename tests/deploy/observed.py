@@ -93,7 +93,7 @@ async def observe(tmp_path: Path, tokens: dict[str, str], secret_key: str) -> Ob
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://balancer") as b,
             ):
                 for user in ("bob", "cy", "ann"):
-                    routed = await b.post("/crm/eware.dll/Logon", data={"User_Logon": user})
+                    routed = await b.post("/crm/eware.dll/Logon", data={"EWARE_USERID": user})
                     assert routed.status_code == 307, routed.text
                 # The health loop's first pass (real requests to the stand-in web servers).
                 deadline = asyncio.get_running_loop().time() + 10

@@ -43,7 +43,7 @@ class Site:
 
     async def logon(self, node: str, user: str) -> None:
         async with httpx.AsyncClient(base_url=self.agents[node].web_url) as web:
-            r = await web.post("/crm/eware.dll/Logon", data={"User_Logon": user})
+            r = await web.post("/crm/eware.dll/Logon", data={"EWARE_USERID": user})
             assert r.status_code == 200, r.text
 
 

@@ -6,8 +6,8 @@ HTTP server on its own port (contract: DESIGN.md "Agent contract", the lead's it
                                               ``eware.dll/Logon?SID=<provisional>`` with the fields
                                               ``EWARE_USERID`` and ``PASSWORD`` (the provisional SID
                                               is no logon)
-    POST /{install}/eware.dll/Logon           ``EWARE_USERID`` (``User_Logon``, the balancer's sticky
-                                              field, is read too) and a password, never kept: logs
+    POST /{install}/eware.dll/Logon           ``EWARE_USERID`` and ``PASSWORD`` (never kept), the
+                                              fields of Sage's form and nothing else: logs
                                               the user on — an ``Activity`` row with
                                               ``Acty_ServerName`` = this node, a licence seat taken
                                               until the Log Out link is followed — and answers the
@@ -111,7 +111,7 @@ def build_web_app(host: WebHost) -> Starlette:
         if request.method == "GET":
             return HTMLResponse(_logon_page(host))
         form = await _form(request)
-        user = (form.get("EWARE_USERID") or form.get("User_Logon") or "").strip()
+        user = (form.get("EWARE_USERID") or "").strip()
         if not user or len(user) > 100:
             return HTMLResponse(_logon_page(host, "Enter your user name."), status_code=400)
         try:
