@@ -479,7 +479,7 @@ class BalancerSettings(CommonSettings):
     pending_ttl: float = Field(30.0, gt=0, le=3600)
     slow_start: float = Field(30.0, ge=0, le=3600)
     retry_after: int = Field(5, ge=1, le=3600)
-    #: Largest logon form body read (to find EWARE_USERID / User_Logon for sticky logons); larger ones get 413.
+    #: Largest logon form body read (to find the user for sticky logons); larger ones get 413.
     max_form_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     #: Time-out of one background database read; past it the pool is marked stale.
     db_timeout: float = Field(2.0, gt=0, le=60)
