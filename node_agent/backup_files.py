@@ -65,3 +65,17 @@ def verify_folder(folder: Path) -> dict[str, Any] | None:
     if actual["sha256"] != expected.get("sha256"):
         raise ValueError(f"{folder.name} does not match its manifest")
     return actual
+
+
+def mirror_folder(source: Path, destination: Path) -> dict[str, Any]:
+    """Make ``destination`` hold exactly what ``source`` holds (``robocopy /MIR``): copied via a
+    ``.partial`` folder renamed into place, so what the upgrade added there is gone too."""
+    tmp = destination.with_name(destination.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, tmp, symlinks=True)
+    if destination.exists():
+        shutil.rmtree(destination)
+    os.replace(tmp, destination)
+    return tree_manifest(destination)

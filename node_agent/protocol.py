@@ -444,6 +444,13 @@ class ProgramFilesRestoreResult(Result):
     services_failed_copy: str | None = None
     files: int | None = None
     size: int | None = Field(None, alias="bytes", ge=0)
+    #: Restored into ``<install>_backup`` (the guide's redirect): the Tomcat service's own
+    #: ``webapps`` folder put back too (Tomcat does not follow the website), and what it serves now.
+    tomcat_webapps: str | None = None
+    tomcat_version: str | None = None
+    #: The shared ``Services`` folder put back, and the services' programs' versions after it.
+    services_folder: str | None = None
+    service_versions: dict[str, str] | None = None
 
 
 class RegistryRestoreResult(Result):
@@ -1021,6 +1028,12 @@ class NodeStatus(BaseModel):
     logged_on: int | None = None
     #: Added by the agent: when the agent last did a warm-up logon by itself (after an IIS reset).
     last_warmup_at: datetime | None = None
+    #: The version of the web applications Tomcat serves, read from the Tomcat service's own folder
+    #: (not the website's, which a restore may redirect); None when the driver cannot tell.
+    tomcat_version: str | None = None
+    #: The version of each installed CRM service's program (the shared ``Services`` folder), for
+    #: the services the driver can read; a restore must put them back too.
+    service_versions: dict[str, str] = Field(default_factory=dict)
     driver: str
     protocol: int = PROTOCOL_VERSION
 

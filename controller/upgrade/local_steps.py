@@ -157,6 +157,46 @@ async def _http_ok(ex: RunState, url: str, *, method: str = "GET", data: dict[st
     return "ok" if resp.status_code < 500 else f"HTTP {resp.status_code}"
 
 
+async def sdata_answer(ex: RunState, web_url: str) -> dict[str, Any]:
+    """Tomcat's own answer (``/sdata/``): ``ok`` or what went wrong, and the version it says it
+    serves when it says one."""
+    url = f"{web_url.rstrip('/')}/sdata/"
+    try:
+        async with httpx.AsyncClient(transport=ex.web_transport_for(url), timeout=10.0) as client:
+            resp = await client.get(url, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return {"answer": f"no answer ({type(exc).__name__})", "version": None}
+    if resp.status_code >= 500:
+        return {"answer": f"HTTP {resp.status_code}", "version": None}
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    version = body.get("version") if isinstance(body, dict) else None
+    return {"answer": "ok", "version": str(version) if version is not None else None}
+
+
+def version_differences(
+    name: str, want: str | None, *, tomcat: str | None, sdata: dict[str, Any] | None, services: dict[str, str]
+) -> list[str]:
+    """What of a server is not at ``want``: the web apps Tomcat serves (as the agent reads them and
+    as Tomcat answers) and each CRM service's program."""
+    diffs: list[str] = []
+    if tomcat is not None and tomcat != want:
+        diffs.append(f"{name}: Tomcat's web apps are {tomcat}, not {want}")
+    if sdata is not None:
+        if sdata["answer"] != "ok":
+            diffs.append(f"{name}: Tomcat (SData) {sdata['answer']}")
+        elif sdata.get("version") is not None and sdata["version"] != want:
+            diffs.append(f"{name}: Tomcat answers {sdata['version']}, not {want}")
+    diffs += [
+        f"{name}: the {svc} service's program is {v}, not {want}"
+        for svc, v in sorted(services.items())
+        if v != want
+    ]
+    return diffs
+
+
 def _logon_url(web_url: str, install: str) -> str:
     return f"{web_url.rstrip('/')}/{install.lower()}/eware.dll/Logon"
 
@@ -205,14 +245,23 @@ async def smoke_check(ex: RunState, step: Step) -> Outcome:
         problems.append(f"IIS {st.web.value}")
     if st.tomcat.value != "running":
         problems.append(f"Tomcat {st.tomcat.value}")
+    ev.update(tomcat_version=st.tomcat_version, service_versions=dict(st.service_versions))
     if st.web_url:
         ev["logon"] = await _http_ok(ex, _logon_url(st.web_url, st.install_name))
-        ev["sdata"] = await _http_ok(ex, f"{st.web_url.rstrip('/')}/sdata/")
-        problems += [
-            f"{k}: {v}" for k, v in (("logon page", ev["logon"]), ("SData", ev["sdata"])) if v != "ok"
-        ]
+        sdata = await sdata_answer(ex, st.web_url)
+        ev["sdata"] = sdata["answer"]
+        ev["sdata_version"] = sdata["version"]
+        if ev["logon"] != "ok":
+            problems.append(f"logon page: {ev['logon']}")
     else:
+        sdata = None
         ev["logon"] = "checked by the warm-up logon (no web address reported)"
+    problems += [
+        d.removeprefix(f"{step.node}: ")
+        for d in version_differences(
+            step.node, want, tomcat=st.tomcat_version, sdata=sdata, services=dict(st.service_versions)
+        )
+    ]
     probe = await sub_op(ex, step, step.node, "library", Action.PROBE_LIBRARY.value, {})
     library = probe.result_as(LibraryProbeResult)
     ev["library"] = probe.result

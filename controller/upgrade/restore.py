@@ -8,13 +8,17 @@ a Replication Engine removed). The restore, in waves:
 2. every touched server stopped (IIS, Tomcat, CRM services): the database needs exclusive access;
 3. the database restored **once**, on the database server, from the verified pre-upgrade backup
    (the guide's "Restoring the database backup") — when the database server was touched;
-4. on each touched server: program files put back (the guide's ``<install>_backup`` folder),
-   the website redirected to them ("Redirecting the website"), the registry restored ("Restoring
-   the registry backup") and eware.dll re-registered ("Reregistering the installation");
+4. on each touched server: program files put back (the guide's ``<install>_backup`` folder, or on
+   Windows by renaming), Tomcat's web apps and the shared ``Services`` folder with them (the
+   guide's website redirect alone leaves Tomcat and the CRM services on the new version), the
+   website redirected ("Redirecting the website"), the registry restored ("Restoring the registry
+   backup") and eware.dll re-registered ("Reregistering the installation");
 5. IIS, Tomcat and the CRM services started on every server ("Stopping and restarting IIS"), and a
    warm-up logon on each;
-6. verified: every server on the old version, the old schema, the 20 records equal to the baseline,
-   logons served — a verification that fails says exactly what differs;
+6. verified: every server on the old version — eware.dll (the agent's reported version), the web
+   apps Tomcat serves (as the agent reads its folder and as Tomcat answers on ``/sdata/``) and each
+   CRM service's program —, the old schema, the 20 records equal to the baseline, logons served — a
+   verification that fails says exactly what differs;
 7. the balancer back in service.
 """
 
@@ -27,7 +31,7 @@ from pydantic import ValidationError
 from controller.agents.client import AgentError
 from controller.agents.follow import StepFailed
 from controller.upgrade.evidence import baseline_ids, baseline_of, compare_fingerprints
-from controller.upgrade.local_steps import logons_served
+from controller.upgrade.local_steps import logons_served, sdata_answer, version_differences
 from controller.upgrade.model import Local, Phase, Run, Step
 from controller.upgrade.plan import PlannedNode, StepBuilder, database_server, start_actions, stop_actions
 from controller.upgrade.run_state import RunState, sub_op
@@ -133,11 +137,22 @@ async def verify(ex: RunState, step: Step) -> tuple[dict[str, Any], list[str]]:
         except (AgentError, ValidationError) as exc:
             diffs.append(f"{name}: agent did not answer ({type(exc).__name__})")
             continue
-        ev["nodes"][name] = {"version": st.version, "web": st.web.value, "tomcat": st.tomcat.value}
+        sdata = await sdata_answer(ex, st.web_url) if st.web_url else None
+        ev["nodes"][name] = {
+            "version": st.version,
+            "web": st.web.value,
+            "tomcat": st.tomcat.value,
+            "tomcat_version": st.tomcat_version,
+            "sdata": sdata,
+            "service_versions": dict(st.service_versions),
+        }
         if st.version != old:
             diffs.append(f"{name} runs {st.version}, not {old}")
         if st.web.value != "running":
             diffs.append(f"{name}: IIS is {st.web.value}")
+        diffs += version_differences(
+            name, old, tomcat=st.tomcat_version, sdata=sdata, services=dict(st.service_versions)
+        )
     baseline = baseline_of(ex.run.context)
     if ex.db is not None and baseline is not None:
         rec = await sub_op(

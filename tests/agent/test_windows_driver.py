@@ -243,12 +243,26 @@ async def test_the_redirect_restore_allows_the_backup_eware_dll_in_iis(
         ) as client:
             a = Agent(client, app.state.driver, app)
             await a.ok("p1", "backup_program_files")
+            await a.ok("i1", "run_installer", UPGRADE)  # eware.dll, Tomcat's web apps, Services: 2017 R1
+            webapps = PureWindowsPath(PROGRAMS) / "CRM" / "tomcat" / "webapps"
+            a.model.put(webapps / "added-by-2017.war", "new")
             for i, action in enumerate(("stop_web", "stop_tomcat")):
                 await a.ok(f"s{i}", action)
             await a.ok("s3", "stop_service", {"service": "indexer"})
             res = await a.ok("x1", "restore_program_files", {"source": "program_files/p1"})
             dll = rf"{PROGRAMS}\CRM_backup\WWWRoot\eware.dll"
             assert res["path"] == "CRM_backup"
+            # The guide redirects the website only: Tomcat (run from CRM\tomcat) and the services
+            # (run from Services) are put back as well.
+            assert res["tomcat_webapps"] == "CRM/tomcat/webapps" and res["services_folder"] == "Services"
+            assert (
+                rf'robocopy D:\CRMBackups\program_files\p1\CRM\tomcat\webapps "{webapps}" /MIR /COPY:DATSO '
+                "/DCOPY:DAT /R:2 /W:5 /NP /NFL /NDL"
+            ) in res["commands"]
+            assert await a.model.read_text(webapps / "sdata.war") == "sdata 7.3"
+            assert not await a.model.exists(webapps / "added-by-2017.war")
+            services = PureWindowsPath(PROGRAMS) / "Services"
+            assert await a.model.read_text(services / "crmindexerservice.exe") == "crmindexerservice.exe 7.3"
             assert (
                 r"C:\Windows\System32\inetsrv\appcmd.exe set config /section:system.webServer/security/isapiCgiRestriction "  # noqa: E501
                 f"\"/+[path='{dll}',allowed='True',description='Sage CRM CRM_backup']\" /commit:apphost"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 from sqlalchemy import select
 
 from config.state_schema import nodes
@@ -125,6 +127,61 @@ async def test_failure_on_a_later_server_is_restored(
         assert await _states(h) == {"crm1": "up", "crm2": "up", "crm3": "up"}
         routed = await h.balancer_logon("after-restore")  # the balancer serves again
         assert routed.status_code == 307 and routed.headers["x-crm-server"] in h.agents
+
+
+async def _tomcat_and_services(h: SandboxHarness) -> dict[str, Any]:
+    """Per server: what it reports (eware.dll, Tomcat's web apps, each CRM service's program) and
+    what Tomcat answers over HTTP."""
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient() as web:
+        for name, agent in h.agents.items():
+            st = (await agent.client.get("/v1/status")).json()
+            sdata = (await web.get(st["web_url"] + "/sdata/")).json()
+            out[name] = {
+                "version": st["version"],
+                "tomcat": st["tomcat_version"],
+                "tomcat_answers": sdata["version"],
+                "services": st["service_versions"],
+            }
+    return out
+
+
+async def test_a_restore_puts_tomcat_and_the_crm_services_back_too(
+    db_url: str, crm_db_url: str, tokens: dict[str, str], secret_key: str, tmp_path: Path
+) -> None:
+    """DESIGN.md's restore: the program files backup put back, "Tomcat's webapps and the CRM
+    services with it" — not only the website the guide redirects. crm3's installer fails after
+    the new program files were laid down everywhere: every server must be back on 7.3, as its
+    status, Tomcat's own answer and the services' programs say."""
+    async with sandbox_cluster(
+        db_url=db_url,
+        crm_db_url=crm_db_url,
+        tokens=tokens,
+        secret_key=secret_key,
+        tmp_path=tmp_path,
+        faults={"crm3": "run_installer:fail"},
+    ) as h:
+        old = {
+            "crm1": {"services": {"email_manager": "7.3"}},
+            "crm2": {"services": {"indexer": "7.3"}},
+            "crm3": {"services": {"escalation": "7.3"}},
+        }
+        want = {n: {"version": "7.3", "tomcat": "7.3", "tomcat_answers": "7.3", **v} for n, v in old.items()}
+        assert await _tomcat_and_services(h) == want
+        run = await h.plan(database=DATABASE, batch_size=2)
+        await h.command(run["id"], "start")
+        done = await h.wait(run["id"], "restored", "failed", "succeeded", timeout=90)
+        assert done["status"] == "restored", (done["message"], [s for s in done["plan"] if s["message"]])
+        assert done["touched"] == ["crm1", "crm2", "crm3"]
+        assert await _tomcat_and_services(h) == want
+        verify = next(s for s in done["plan"] if s["action"] == "verify_restore")
+        for name in h.agents:
+            checked = verify["result"]["nodes"][name]
+            assert checked["tomcat_version"] == "7.3" and checked["sdata"] == {
+                "answer": "ok",
+                "version": "7.3",
+            }
+            assert set(checked["service_versions"].values()) == {"7.3"}
 
 
 async def test_preflight_failures_block_start_unless_overridden(

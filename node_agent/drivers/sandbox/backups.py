@@ -1,7 +1,14 @@
-"""The sandbox's manual backups and the guide's "Restoring a Live Environment": program files,
+r"""The sandbox's manual backups and the guide's "Restoring a Live Environment": program files,
 registry, database and customised views backed up under the backup root; restored from there —
 the program files into the guide's ``<install>_backup`` folder with the website redirected to it,
-the registry imported, the database put back with every session dropped, eware.dll re-registered.
+and (DESIGN.md: "Tomcat's webapps and the CRM services with it") Tomcat's web apps put back in the
+folder the Tomcat service runs from and the shared ``Services`` folder put back, which the guide's
+website redirect alone leaves on the new version; the registry imported, the database put back
+with every session dropped, eware.dll re-registered.
+
+A program files backup holds, as on Windows, ``<install>\`` (the whole install folder, Tomcat
+included) and ``Services\`` (the CRM services' programs, shared by every install), each with its
+manifest.
 
 Every backup answers a :class:`~node_agent.protocol.BackupResult` (``path`` relative to the backup
 root, size, sha256 of what was written, read back); ``path`` is what the matching restore takes as
@@ -15,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from node_agent.backup_files import tree_manifest, verify_folder
+from node_agent.backup_files import copy_folder, mirror_folder, tree_manifest, verify_folder
 from node_agent.drivers.base import ActionFailed, OperationContext, resolve_under
 from node_agent.drivers.sandbox import database_backup
 from node_agent.drivers.sandbox.install_tree import InstallTree
@@ -23,6 +30,8 @@ from node_agent.drivers.sandbox.node import SandboxNode
 from node_agent.drivers.sandbox.registry import config_key, mappings_key
 from node_agent.journal import atomic_write_text
 from node_agent.protocol import BackupParams, DllPathParams, RestoreParams
+
+RUNNING = "running"
 
 
 def _done() -> dict[str, Any]:
@@ -53,8 +62,16 @@ class SandboxBackups:
     async def backup_program_files(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
         dest, rel = self._destination(params.destination, "program_files", ctx)
         tree = self.host.tree
-        ctx.log(f"copying {tree.root.name} (Tomcat included) to {rel}")
-        manifest = await asyncio.to_thread(tree.copy_to, dest)
+        services = self.host.services_folder
+        ctx.log(f"copying {tree.root.name} (Tomcat included) and Services to {rel}")
+
+        def copy() -> dict[str, Any]:
+            tree.copy_to(dest / self.host.install_name)
+            if services.exists():
+                copy_folder(services.root, dest / "Services")
+            return tree_manifest(dest)
+
+        manifest = await asyncio.to_thread(copy)
         return {"path": rel, "version": tree.version, **manifest, **_done()}
 
     async def backup_registry(self, params: BackupParams, ctx: OperationContext) -> dict[str, Any]:
@@ -96,19 +113,54 @@ class SandboxBackups:
     # Restores --------------------------------------------------------------------------------------------
     async def restore_program_files(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         source = self._source(params.source)
-        backup_tree = InstallTree(source, self.host.install_name)
+        install = self.host.install_name
+        backup_tree = InstallTree(source / install, install)
+        services_backup = source / "Services"
         if not backup_tree.exists():
-            raise ActionFailed(f"{params.source} is not a program files backup (no WWWRoot/eware.dll)")
+            raise ActionFailed(
+                f"{params.source} is not a program files backup (no {install}/WWWRoot/eware.dll)"
+            )
         try:
-            await asyncio.to_thread(verify_folder, source)
+            for kept in (backup_tree.root, services_backup):
+                if kept.exists():
+                    await asyncio.to_thread(verify_folder, kept)
         except ValueError as exc:
             raise ActionFailed(f"{params.source}: the backup is damaged ({exc})") from exc
-        folder = f"{self.host.install_name}_backup"
-        ctx.log(f"copying {params.source} to {folder}")
+        # Tomcat and the CRM services hold their files while they run (as on Windows).
+        if self.host.state.get("tomcat") == RUNNING:
+            raise ActionFailed(
+                f"the process cannot access the file because it is being used: {install}Tomcat7 runs "
+                "from its web apps; stop Tomcat first"
+            )
+        running = sorted(n for n, st in self.host.state.get("services", {}).items() if st == RUNNING)
+        if running and services_backup.exists():
+            raise ActionFailed(
+                "the process cannot access the file because it is being used: the CRM services "
+                f"{', '.join(running)} run from Services; stop them first"
+            )
+        folder = f"{install}_backup"
+        ctx.log(f"copying {params.source}\\{install} to {folder}")
         await asyncio.to_thread(backup_tree.copy_to, self.host.programs_root / folder)
         self.host.update_state(website_path=f"{folder}/WWWRoot")
         ctx.log(f"website physical path -> {folder}\\WWWRoot")
-        return {"path": folder, "website_path": f"{folder}/WWWRoot", "version": self.host.version}
+        # The guide redirects the website only; Tomcat's service still runs from its own folder
+        # and the services from the shared one: both go back too.
+        webapps = self.host.tomcat_home / "webapps"
+        ctx.log(f"Tomcat's web apps put back in {webapps.relative_to(self.host.programs_root)}")
+        await asyncio.to_thread(mirror_folder, backup_tree.webapps, webapps)
+        out: dict[str, Any] = {
+            "path": folder,
+            "website_path": f"{folder}/WWWRoot",
+            "version": self.host.version,
+            "tomcat_webapps": webapps.relative_to(self.host.programs_root).as_posix(),
+            "tomcat_version": self.host.tomcat_version,
+        }
+        if services_backup.exists():
+            ctx.log("Services: put back from the backup")
+            await asyncio.to_thread(mirror_folder, services_backup, self.host.services_folder.root)
+            out["services_folder"] = "Services"
+        out["service_versions"] = self.host.service_versions()
+        return out
 
     async def restore_registry(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         source = self._source(params.source)

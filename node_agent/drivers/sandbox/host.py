@@ -47,7 +47,7 @@ from node_agent.drivers.sandbox.backups import SandboxBackups
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
 from node_agent.drivers.sandbox.faults import Faults
 from node_agent.drivers.sandbox.https import SandboxHttps
-from node_agent.drivers.sandbox.install_tree import InstallTree
+from node_agent.drivers.sandbox.install_tree import InstallTree, ServicesFolder
 from node_agent.drivers.sandbox.installer import InstallerFault, SandboxInstaller, new_install
 from node_agent.drivers.sandbox.license import SandboxLicense
 from node_agent.drivers.sandbox.license import decode as decode_license
@@ -213,6 +213,30 @@ class SandboxDriver(HostDriver):
         return self.tree.version
 
     @property
+    def tomcat_home(self) -> Path:
+        """The Tomcat service's own folder (where Sage's setup registered it)."""
+        return self.programs_root / str(self.state.get("tomcat_home") or f"{self.install_name}/tomcat")
+
+    @property
+    def tomcat_version(self) -> str | None:
+        """The version of the web apps the Tomcat service serves: its own folder's, not the
+        website's (the guide's restore redirects the website only)."""
+        return InstallTree(self.tomcat_home.parent, self.install_name).tomcat_version
+
+    @property
+    def services_folder(self) -> ServicesFolder:
+        return ServicesFolder(self.programs_root / "Services")
+
+    def service_versions(self) -> dict[str, str]:
+        """Each installed CRM service's program version (the shared Services folder)."""
+        out: dict[str, str] = {}
+        for name, state in self.state.get("services", {}).items():
+            version = self.services_folder.version(name) if state != NOT_INSTALLED else None
+            if version is not None:
+                out[name] = version
+        return out
+
+    @property
     def web_url(self) -> str:
         return self._web.url
 
@@ -230,6 +254,8 @@ class SandboxDriver(HostDriver):
         if self._state_path.exists():
             self.state = json.loads(self._state_path.read_text(encoding="utf-8"))
             log.info("sandbox %s: using the existing install under %s", self.node, self.base)
+            if not self.services_folder.exists() and self.version:  # a data dir from before
+                self.services_folder.write(self.version)
         else:
             self._bootstrap()
         self.faults.already_used(dict(self.state.get("faults_used", {})))
@@ -350,6 +376,8 @@ class SandboxDriver(HostDriver):
             web_url=self.web_url,
             logged_on=logged_on,
             last_warmup_at=datetime.fromisoformat(warm) if warm else None,
+            tomcat_version=self.tomcat_version if self.state.get("tomcat") != NOT_INSTALLED else None,
+            service_versions=self.service_versions(),
             driver=self.kind,
         )
 

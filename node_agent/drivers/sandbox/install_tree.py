@@ -5,7 +5,9 @@ the node that holds it, ``Setup`` for the upgrade log — and copies of it (the 
 the guide's ``<install>_backup`` folder).
 
 The tree's version is written into ``eware.dll`` (a text stand-in for the DLL's file version), so a
-restored tree reports the version it was backed up at.
+restored tree reports the version it was backed up at; Tomcat's web apps carry theirs
+(``tomcat/webapps/sdata.war``), and so do the CRM services' programs in the shared
+``Sage\\CRM\\Services`` folder (:class:`ServicesFolder`) — each put back, or not, by a restore.
 """
 
 from __future__ import annotations
@@ -17,6 +19,26 @@ from node_agent.backup_files import copy_folder
 from node_agent.journal import atomic_write_text
 
 DLL_MARK = "Sage CRM eware.dll stand-in; version="
+SDATA_MARK = "sdata "
+SERVICE_MARK = "Sage CRM service stand-in; version="
+#: The services' programs in ``Sage\CRM\Services`` (the guide: ``crmindexerservice.exe /U``).
+SERVICE_EXES = {
+    "indexer": "crmindexerservice.exe",
+    "escalation": "crmescalationservice.exe",
+    "email_manager": "crmemailmanagerservice.exe",
+    "integration": "crmintegrationservice.exe",
+}
+
+
+def _marked(path: Path, mark: str) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(mark):
+            return line[len(mark) :].strip()
+    return None
 
 
 class InstallTree:
@@ -59,14 +81,15 @@ class InstallTree:
     # Version -----------------------------------------------------------------------------------------
     @property
     def version(self) -> str | None:
-        try:
-            text = self.dll.read_text(encoding="utf-8")
-        except OSError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(DLL_MARK):
-                return line[len(DLL_MARK) :].strip()
-        return None
+        return _marked(self.dll, DLL_MARK)
+
+    @property
+    def tomcat_version(self) -> str | None:
+        """The version of the web apps in this tree's Tomcat (``sdata.war``)."""
+        return _marked(self.webapps / "sdata.war", SDATA_MARK)
+
+    def write_webapps(self, version: str) -> None:
+        atomic_write_text(self.webapps / "sdata.war", f"{SDATA_MARK}{version}\n")
 
     def write_dll(self, version: str) -> None:
         atomic_write_text(self.dll, f"{DLL_MARK}{version}\n")
@@ -80,7 +103,7 @@ class InstallTree:
         atomic_write_text(self.wwwroot / "HELP" / "EN" / "default.htm", f"<p>Sage CRM {version} help</p>\n")
         atomic_write_text(self.root / "tomcat" / "conf" / "server.xml", '<Server port="8005"/>\n')
         self.webapps.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.webapps / "sdata.war", f"sdata {version}\n")
+        self.write_webapps(version)
         self.setup.mkdir(parents=True, exist_ok=True)
         if replication_engine:
             self.add_replication_engine(version)
@@ -107,3 +130,27 @@ class InstallTree:
     def copy_to(self, destination: Path) -> dict[str, object]:
         """Copy the whole install folder (Tomcat included) and write a manifest; returns it."""
         return copy_folder(self.root, destination)
+
+
+class ServicesFolder:
+    """``Program Files (x86)\\Sage\\CRM\\Services``: the CRM services' programs, shared by every
+    install on the server (the installer upgrades them; the program files backup copies them)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def exe(self, service: str) -> Path | None:
+        name = SERVICE_EXES.get(service)
+        return self.root / name if name else None
+
+    def version(self, service: str) -> str | None:
+        exe = self.exe(service)
+        return _marked(exe, SERVICE_MARK) if exe is not None else None
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def write(self, version: str) -> None:
+        """Every service's program at ``version`` (what the installer lays down)."""
+        for name in SERVICE_EXES.values():
+            atomic_write_text(self.root / name, f"{SERVICE_MARK}{version}\n")

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from config.vocabulary import Role
 from node_agent.drivers.base import ActionFailed, OperationContext
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase, captions, edits
-from node_agent.drivers.sandbox.install_tree import InstallTree
+from node_agent.drivers.sandbox.install_tree import InstallTree, ServicesFolder
 from node_agent.drivers.sandbox.registry import SandboxRegistry, config_key, mappings_key
 from node_agent.journal import atomic_write_text
 from node_agent.upgrade_log import UPGRADE_SCRIPTS, ScriptOutcome, render_upgrade_log
@@ -170,7 +170,9 @@ class SandboxInstaller:
 
         def lay_down() -> None:
             self.tree.write_dll(TARGET)
-            atomic_write_text(self.tree.webapps / "sdata.war", f"sdata {TARGET}\n")
+            self.tree.write_webapps(TARGET)
+            # The shared Services folder: the CRM services' programs are upgraded too.
+            ServicesFolder(self.tree.root.parent / "Services").write(TARGET)
             if self.tree.has_replication_engine:
                 self.tree.add_replication_engine(TARGET)
 
@@ -273,6 +275,7 @@ def new_install(
     install = tree.install
     replication = Role.REPLICATION_ENGINE.value in roles
     tree.create(version=version, replication_engine=replication)
+    ServicesFolder(tree.root.parent / "Services").write(version)
     services = {name: "not_installed" for name in SERVICES}
     for role, name in _ROLE_SERVICES.items():
         if role.value in roles:
@@ -297,6 +300,9 @@ def new_install(
         "iis_started_at": datetime.now(UTC).isoformat(),
         "exchange_integration": replication,
         "website_path": f"{install}/WWWRoot",
+        # Where Sage's setup registered the Tomcat service (its CATALINA_BASE): the install
+        # folder's own Tomcat, whatever the website's physical path says later.
+        "tomcat_home": f"{install}/tomcat",
         "dll_registered": f"{install}/WWWRoot/eware.dll",
         "registrations": {},
         "license_hash": None,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config.settings import AgentSettings
 from node_agent.drivers.sandbox.crm_database import SandboxCrmDatabase
-from node_agent.drivers.sandbox.install_tree import InstallTree
+from node_agent.drivers.sandbox.install_tree import InstallTree, ServicesFolder
 from node_agent.drivers.sandbox.registry import SandboxRegistry
 
 
@@ -44,6 +44,19 @@ class SandboxNode(Protocol):
 
     @property
     def version(self) -> str | None: ...
+
+    @property
+    def tomcat_home(self) -> Path:
+        """The folder the Tomcat service runs from (its web apps are under it)."""
+        ...
+
+    @property
+    def tomcat_version(self) -> str | None: ...
+
+    @property
+    def services_folder(self) -> ServicesFolder: ...
+
+    def service_versions(self) -> dict[str, str]: ...
 
     def update_state(self, **changes: Any) -> None: ...
 

@@ -15,18 +15,12 @@ import shutil
 from typing import Any
 
 from node_agent.drivers.base import ActionFailed, OperationContext, resolve_under
+from node_agent.drivers.sandbox.install_tree import SERVICE_EXES
 from node_agent.drivers.sandbox.node import SandboxNode
 from node_agent.drivers.sandbox.registry import config_key, mappings_key
 from node_agent.protocol import DllPathParams, NoParams
 
 NOT_INSTALLED, STOPPED, RUNNING = "not_installed", "stopped", "running"
-#: The services' programs in ``Sage\\CRM\\Services`` (the guide: ``crmindexerservice.exe /U``).
-SERVICE_EXES = {
-    "indexer": "crmindexerservice.exe",
-    "escalation": "crmescalationservice.exe",
-    "email_manager": "crmemailmanagerservice.exe",
-    "integration": "crmintegrationservice.exe",
-}
 
 
 class SandboxUninstall:

@@ -14,7 +14,9 @@ HTTP server on its own port (contract: DESIGN.md "Agent contract", the lead's it
                                               logged-on page with the session id (``SID``)
     GET|POST /{install}/eware.dll/Logoff      ``SID`` or ``User_Logon``: closes the session
     GET  /{install}/eware.dll/Sessions        this server's open sessions (JSON)
-    GET  /sdata/...                           Tomcat (SData): 200 while Tomcat runs, else 503
+    GET  /sdata/...                           Tomcat (SData): 200 while Tomcat runs, else 503; the
+                                              version it answers is its web apps' (Tomcat's own
+                                              folder), not the website's
 
 While IIS is stopped every ``/{install}/`` route answers 503 (never below 500); while Tomcat is
 stopped ``/sdata/`` answers 503. The install name in the URL is lower-cased, as Sage does.
@@ -58,6 +60,11 @@ class WebHost(Protocol):
     def tomcat_running(self) -> bool: ...
     @property
     def version(self) -> str | None: ...
+    @property
+    def tomcat_version(self) -> str | None:
+        """The version of the web apps Tomcat serves (its own folder's)."""
+        ...
+
     @property
     def crm_db(self) -> SandboxCrmDatabase: ...
     @property
@@ -168,7 +175,7 @@ def build_web_app(host: WebHost) -> Starlette:
         if not host.tomcat_running:
             return _unavailable("Tomcat")
         return JSONResponse(
-            {"sdata": True, "server": host.node, "install": host.install_name, "version": host.version}
+            {"sdata": True, "server": host.node, "install": host.install_name, "version": host.tomcat_version}
         )
 
     async def not_found(request: Request) -> Response:

@@ -335,7 +335,12 @@ class WindowsDriver(HostDriver):
             return await self.program_files.restore_by_rename(ctx, source)
         folder = await self.program_files.restore_to_backup_folder(ctx, source)
         await self.iis.redirect(ctx, folder / "WWWRoot")
-        return {"path": folder.name, "website_path": f"{folder.name}/WWWRoot"}
+        return {
+            "path": folder.name,
+            "website_path": f"{folder.name}/WWWRoot",
+            "tomcat_webapps": f"{self.install}/tomcat/webapps",
+            "services_folder": "Services" if await self.host.files.is_dir(source / "Services") else None,
+        }
 
     async def restore_registry(self, params: RestoreParams, ctx: OperationContext) -> dict[str, Any]:
         source = await self._source(params.source)

@@ -12,6 +12,10 @@ Restore (the guide's "Restoring a Live Environment"), ``windows_restore_by``:
   same way: Tomcat's service, the CRM services and the registry keep pointing at valid paths;
 - ``redirect``: the guide's way — the backup copied to ``CRM_backup``, the website redirected to
   it, and its eware.dll added to IIS's ``isapiCgiRestriction`` list (else IIS answers 404.2).
+  The website is all the guide redirects: the Tomcat service still runs from ``CRM\tomcat`` and the
+  CRM services from ``Services``, so Tomcat's ``webapps`` is mirrored back from the backup
+  (``robocopy … /MIR``: what the upgrade added goes too) and ``Services`` put back as with
+  ``rename``.
 
 Registry (``HKLM\\SOFTWARE\\eWare\\Config\\/<install>`` and ``…\\Mappings\\/<install>``, in the
 32-bit view: Sage CRM is a 32-bit program): ``reg export … /y /reg:32``; restore deletes each key
@@ -110,11 +114,13 @@ class ProgramFiles:
             "path": self.install,
             "website_path": f"{self.install}/WWWRoot",
             "failed_copy": failed.name if failed else None,
+            "tomcat_webapps": f"{self.install}/tomcat/webapps",  # back with the folder
         }
         if await self.host.files.is_dir(source / "Services"):
             services_failed = await self._aside(ctx, self.services_dir)
             await self.robocopy(ctx, source / "Services", self.services_dir)
             out["services_failed_copy"] = services_failed.name if services_failed else None
+            out["services_folder"] = "Services"
         return {**out, "bytes": manifest.get("bytes"), "files": manifest.get("files")}
 
     async def restore_to_backup_folder(
@@ -124,6 +130,19 @@ class ProgramFiles:
         await self.verify(ctx, source)
         folder = self.root / f"{self.install}_backup"
         await self.robocopy(ctx, source / self.install, folder)
+        webapps = self.install_dir / "tomcat" / "webapps"
+        await self.host.run(
+            ctx,
+            [
+                "robocopy",
+                str(source / self.install / "tomcat" / "webapps"),
+                str(webapps),
+                "/MIR",
+                *ROBOCOPY_FLAGS[1:],
+            ],
+            ok=ROBOCOPY_OK,
+            timeout=4 * 3600,
+        )
         if await self.host.files.is_dir(source / "Services"):
             await self._aside(ctx, self.services_dir)
             await self.robocopy(ctx, source / "Services", self.services_dir)

@@ -158,7 +158,7 @@ class ModelledServer:
             modified=datetime(2016, 5, 4, tzinfo=UTC),
         )
         for exe in SERVICE_EXES.values():
-            self.put(self.root / "Services" / exe, exe)
+            self.put(self.root / "Services" / exe, f"{exe} {version}")
         self.put(inst / "tomcat" / "bin" / "tomcat7.exe", "Apache Commons Daemon (procrun)")
         self.put(PureWindowsPath(self.settings.windows_system_root) / "SysWOW64" / "eware.cpl", "eware.cpl")
         self.put(PureWindowsPath(self.settings.windows_setup_exe), "InstallShield setup")
@@ -550,15 +550,23 @@ class ModelledServer:
                 f"ERROR 2 (0x00000002) Accessing Source Directory {src}\\\n"
                 "The system cannot find the file specified.",
             )
-        copied = 0
+        copied = extra = 0
+        wanted = set()
         for f in self._under(src):
             target = PureWindowsPath(dst + f.path[len(src) :])
+            wanted.add(_key(target))
             old = self.files.get(_key(target))
             if old is None or old.text != f.text:
                 self.put(target, f.text, modified=f.modified)
                 copied += 1
+        if "/mir" in [a.lower() for a in argv]:  # /MIR: what the source does not hold goes
+            for f in self._under(dst):
+                if _key(f.path) not in wanted:
+                    del self.files[_key(f.path)]
+                    extra += 1
         self.dirs.add(_key(dst))
-        return CommandResult(1 if copied else 0, f"   Files :  {copied}  copied")
+        code = (1 if copied else 0) | (2 if extra else 0)
+        return CommandResult(code, f"   Files :  {copied}  copied, {extra} extra")
 
     def _dism(self, argv: list[str]) -> CommandResult:
         if "/get-features" not in (a.lower() for a in argv):
@@ -707,6 +715,9 @@ class ModelledServer:
         inst = self.root / self.install
         from_version = self.registry[self._reg("HKLM\\SOFTWARE\\eWare\\Config\\/" + self.install)]["Version"]
         self.put(inst / "WWWRoot" / "eware.dll", f"eware.dll {version}")
+        self.put(inst / "tomcat" / "webapps" / "sdata.war", f"sdata {version}")
+        for exe in SERVICE_EXES.values():  # the shared Services folder is upgraded too
+            self.put(self.root / "Services" / exe, f"{exe} {version}")
         self.registry[self._reg("HKLM\\SOFTWARE\\eWare\\Config\\/" + self.install)]["Version"] = version
         database = Role.DATABASE.value in self.settings.roles
         if mode == "upgrade" and database:
