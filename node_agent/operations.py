@@ -18,7 +18,10 @@ Invariants:
   ``running`` in the journal at start reads ``interrupted``, never ``succeeded``;
 - actions that change the server hold the node's lock (one at a time); read-only actions
   (:data:`~node_agent.drivers.base.READ_ONLY_ACTIONS`) run beside them;
-- cancel reaches the running work: the task is cancelled, subprocesses are terminated;
+- cancel reaches the running work: SQL statements are interrupted, the task is cancelled,
+  subprocesses are terminated — and the operation keeps the node's lock, and reads ``running``,
+  until what it left in worker threads has ended (:mod:`node_agent.cancellation`): only then
+  does it read ``cancelled``, and the next operation start;
 - a succeeded operation's ``result`` fits its action's result model
   (:data:`~node_agent.protocol.ACTION_RESULTS`): a driver returning another shape fails the
   operation, naming the field.
@@ -36,6 +39,8 @@ from typing import Any
 
 from config import logs
 from config.secrets import redact, redact_mapping
+from node_agent import cancellation
+from node_agent.cancellation import OperationWork
 from node_agent.drivers.base import READ_ONLY_ACTIONS, DriverError, HostDriver, OperationContext
 from node_agent.journal import JournalWriter, OperationJournal
 from node_agent.protocol import (
@@ -92,6 +97,7 @@ class _Operation:
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    work: OperationWork | None = None
 
 
 class OperationManager:
@@ -227,9 +233,10 @@ class OperationManager:
             params=shown_params(params),
             created_at=self.clock(),
         )
-        op = _Operation(rec)
+        op = _Operation(rec, work=OperationWork(op_id))
         self._ops[op_id] = op
         self._save(op)
+        cancellation.install(asyncio.get_running_loop())
         op.task = asyncio.create_task(self._run(op, params), name=f"op:{op_id}")
         return self._snapshot(op)
 
@@ -238,8 +245,13 @@ class OperationManager:
         if op is None:
             raise UnknownOperation(op_id)
         if not op.record.state.finished and op.task is not None and not op.task.done():
-            op.cancel_requested = True
-            op.task.cancel()
+            if not op.cancel_requested:
+                op.cancel_requested = True
+                # SQL statements first: a cancelled task cannot reach them.
+                interrupted = op.work.cancel() if op.work is not None else 0
+                if interrupted and op.ctx is not None:
+                    op.ctx.log(f"interrupted {interrupted} running statement(s)")
+                op.task.cancel()
         return self._snapshot(op)
 
     def confirm(self, op_id: str, note: str) -> OperationRecord:
@@ -275,9 +287,26 @@ class OperationManager:
         if self.on_finish is not None:
             self.on_finish(rec)
 
+    async def _stop_work(self, op: _Operation) -> None:
+        """The task is cancelled; what it left running is not: interrupt its SQL statements and
+        wait for its worker threads, so the node is free once the lock is given back."""
+        assert op.ctx is not None
+        work = op.work
+        if work is None:
+            return
+        interrupted = work.cancel()
+        if interrupted:
+            op.ctx.log(f"interrupted {interrupted} running statement(s)")
+        waiting = len(work.pending())
+        if waiting:
+            op.ctx.log(f"waiting for {waiting} worker thread(s) of the stopped work to end")
+            await work.join()
+            op.ctx.log("the stopped work has ended")
+
     async def _run(self, op: _Operation, params: Params) -> None:
         # This task's own context (a copy of the submitting request's): its lines name the op.
         logs.bind(op_id=op.record.op_id, action=op.record.action.value)
+        cancellation.CURRENT.set(op.work)  # this task's threads and statements are this operation's
         action = op.record.action
         op.ctx = OperationContext(
             op_id=op.record.op_id, action=action, runner=self.runner, on_change=lambda: self._save(op)
@@ -290,7 +319,11 @@ class OperationManager:
                 )
                 self._save(op)
                 log.info("operation %s (%s) started", op.record.op_id, action.value)
-                result = await self.driver.perform(action, params, op.ctx)
+                try:
+                    result = await self.driver.perform(action, params, op.ctx)
+                except asyncio.CancelledError:
+                    await self._stop_work(op)  # still holding the lock
+                    raise
         except asyncio.CancelledError:
             if op.cancel_requested:
                 op.ctx.log("cancelled on request")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import URL
 
 from config.database import parse_url
+from node_agent.cancellation import cancellable
 from node_agent.drivers.base import ActionFailed
 
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_@$#\- ]{0,127}$")
@@ -153,8 +154,12 @@ class OdbcSql:
         conn = await aioodbc.connect(dsn=odbc_connection_string(self.url, database=database), autocommit=True)
         try:
             cur = await conn.cursor()
+            # A cancelled operation interrupts the statement: pyodbc's Cursor.cancel (SQLCancel)
+            # on the cursor aioodbc runs in its worker thread.
+            raw = getattr(cur, "_impl", None)
             try:
-                await cur.execute(sql, *params)
+                with cancellable(raw.cancel if raw is not None else (lambda: None)):
+                    await cur.execute(sql, *params)
                 rows: list[Row] = []
                 while True:
                     if cur.description is not None:

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from config.database import parse_url
+from node_agent.cancellation import cancellable, cancelled
 from node_agent.drivers.base import ActionFailed
 
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_@$#\- ]{0,127}$")
@@ -326,9 +327,11 @@ class OdbcSql:
             out: list[list[Row]] = []
             try:
                 for st in statements:
+                    if cancelled():  # the operation was cancelled: start nothing more
+                        raise ActionFailed(f"cancelled before {st.name}")
                     out.append(self._run(conn, st))
             finally:
-                for st in always:
+                for st in always:  # SET MULTI_USER after a RESTORE: even after a cancel
                     self._run(conn, st)
             return out
         finally:
@@ -339,13 +342,15 @@ class OdbcSql:
         conn.timeout = st.timeout
         cur = conn.cursor()
         try:
-            cur.execute(st.text, *st.params)
-            rows: list[Row] = []
-            while True:
-                if cur.description is not None:
-                    rows.extend(tuple(r) for r in cur.fetchall())
-                if not cur.nextset():
-                    break
+            # A cancelled operation interrupts the statement (ODBC's SQLCancel, thread-safe).
+            with cancellable(cur.cancel):
+                cur.execute(st.text, *st.params)
+                rows: list[Row] = []
+                while True:
+                    if cur.description is not None:
+                        rows.extend(tuple(r) for r in cur.fetchall())
+                    if not cur.nextset():
+                        break
             return rows
         finally:
             cur.close()
