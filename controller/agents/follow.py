@@ -33,13 +33,22 @@ from node_agent.protocol import OperationRecord, OperationState, ResultError
 
 
 class StepFailed(Exception):
+    """``given_up``: the operation was left (time-out, a silent agent) while it may still run on
+    the agent — its cancel was sent, but nobody knows it stopped."""
+
     def __init__(
-        self, message: str, *, record: OperationRecord | None = None, evidence: dict[str, Any] | None = None
+        self,
+        message: str,
+        *,
+        record: OperationRecord | None = None,
+        evidence: dict[str, Any] | None = None,
+        given_up: bool = False,
     ) -> None:
         super().__init__(redact(message))
         self.message = redact(message)
         self.record = record
         self.evidence = evidence
+        self.given_up = given_up
 
 
 @dataclass
@@ -178,6 +187,7 @@ async def carry_out(
             raise StepFailed(
                 f"{action}: the agent did not answer for {now - silent_since:.0f}s ({last_error})",
                 record=last,
+                given_up=sent,
             )
         if deadline is not None and now >= deadline:
             if sent:
@@ -186,9 +196,66 @@ async def carry_out(
             state = f"last seen {last.state.value}" if last is not None else "never seen"
             why = f"; {last_error}" if last_error else ""
             raise StepFailed(
-                f"{action} timed out after {now - start:.0f}s on this attempt ({state}{why})", record=last
+                f"{action} timed out after {now - start:.0f}s on this attempt ({state}{why})",
+                record=last,
+                given_up=sent,
             )
         wait = polling.interval(now - start, action)
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - now))
+        await asyncio.sleep(wait)
+
+
+async def stop_operation(
+    client: AgentClient,
+    op_id: str,
+    *,
+    deadline: float | None,
+    clock: Callable[[], float] = time.time,
+    interval: float = 0.1,
+    max_interval: float = 5.0,
+    on_retry: Callable[[int, str], Any] | None = None,
+) -> OperationRecord | None:
+    """Cancel ``op_id`` and follow it until its agent says it has ended; that record, or None
+    when the agent has never seen it (it cannot run). A cancel that does not get through (refused,
+    unanswered) is tried again, each failure given to ``on_retry(attempt, error)`` first; looks
+    back off from ``interval`` to ``max_interval``. Raises :class:`StepFailed` at ``deadline``
+    (a ``clock()`` time) while the operation still runs, or its agent still does not answer."""
+    accepted = False
+    failures = 0
+    last: OperationRecord | None = None
+    looks = 0
+    while True:
+        try:
+            if not accepted:
+                last = await client.cancel(op_id)
+                accepted = True
+            else:
+                last = await client.operation(op_id)
+                if last is None:
+                    return None
+            if last.state.finished:
+                return last
+        except AgentRejected as exc:
+            if exc.status == 404:
+                return None
+            failures += 1
+            if on_retry is not None:
+                res = on_retry(failures, str(exc))
+                if asyncio.iscoroutine(res):
+                    await res
+        except AgentUnreachable as exc:
+            failures += 1
+            if on_retry is not None:
+                res = on_retry(failures, str(exc))
+                if asyncio.iscoroutine(res):
+                    await res
+        now = clock()
+        if deadline is not None and now >= deadline:
+            seen = f"it still reads {last.state.value}" if last is not None else "its agent does not answer"
+            raise StepFailed(f"{op_id} has not ended: {seen}", record=last)
+        looks += 1
+        wait = min(max_interval, interval * 2 ** min(looks, 8))
         if deadline is not None:
             wait = max(0.0, min(wait, deadline - now))
         await asyncio.sleep(wait)

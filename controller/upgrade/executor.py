@@ -35,7 +35,7 @@ from config.secrets import SecretBox, redact
 from config.vocabulary import NodeState
 from controller.agents.client import AgentPool
 from controller.agents.follow import Polling, StepFailed, carry_out
-from controller.upgrade import acceptance, local_steps, restore
+from controller.upgrade import acceptance, cancel, local_steps, restore
 from controller.upgrade.evidence import (
     backup_evidence,
     baseline_ids,
@@ -135,6 +135,8 @@ class RunExecutor:
         self.secrets: dict[str, str] = {}
         self._ctx_lock = asyncio.Lock()
         self.aborting = asyncio.Event()
+        #: step id -> {op id: node}: operations sent for a running step and not yet seen ended.
+        self.in_flight: dict[str, dict[str, str]] = {}
         self._stop_new = False
         self.wake = asyncio.Event()
 
@@ -349,6 +351,7 @@ class RunExecutor:
             self.run.requested = None
             return
         await self.emit("decision", {"decision": "restore", "reason": reason, "final": final})
+        await self._give_up_left_running(reason)
         existing = [s for s in self.steps if s.phase == Phase.RESTORE.value]
         if existing:
             for s in existing:  # a restore driven again: its failed steps run again
@@ -508,9 +511,8 @@ class RunExecutor:
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await work
-            await self._cancel_on_agent(step)
-            step.status = StepStatus.CANCELLED
-            step.message = "cancelled: the run was aborted"
+            # Recorded cancelled only once the agent says the work stopped (controller/upgrade/cancel.py).
+            await cancel.give_up(self, step, self.in_flight.pop(step.id, {}), why="the run was aborted")
         else:
             try:
                 outcome = work.result()
@@ -528,12 +530,33 @@ class RunExecutor:
             else:
                 step.status = StepStatus.SUCCEEDED
                 step.result, step.message = outcome
-        step.finished_at = self.now()
+        self.in_flight.pop(step.id, None)
+        step.finished_at = self.now() if step.status != StepStatus.RUNNING else None
         if any(s.status == StepStatus.AWAITING_OPERATOR for s in self.steps) or (
             self.run.status == RunStatus.AWAITING_OPERATOR
         ):
             await self._sync_awaiting()
         self._step_ended(step)
+
+    async def _give_up_left_running(self, reason: str) -> None:
+        """Upgrade steps still ``running`` that nobody follows any more (a controller stopped
+        between the abort and its cancel): cancelled the same way, so the restore waits for them."""
+        known = cancel.unfinished(self)
+        for s in self.steps:
+            left = (
+                s.phase != Phase.RESTORE.value
+                and s.status in (StepStatus.RUNNING, StepStatus.AWAITING_OPERATOR)
+                and not s.is_local
+                and s.node is not None
+                and s.op_id is not None
+                and s.op_id not in known
+            )
+            if left:
+                assert s.node is not None and s.op_id is not None
+                await cancel.give_up(self, s, {s.op_id: s.node}, why=f"restoring: {reason}")
+                if s.status != StepStatus.RUNNING:
+                    s.finished_at = self.now()
+                await self.store.save_step(s)
 
     def _step_ended(self, step: Step) -> None:
         took = (
@@ -555,12 +578,6 @@ class RunExecutor:
         )
         if self.on_step_finished is not None:
             self.on_step_finished(step.action, step.status.value, took)
-
-    async def _cancel_on_agent(self, step: Step) -> None:
-        if step.is_local or not step.node or step.op_id is None:
-            return
-        with contextlib.suppress(Exception):
-            await self.agents.client(self.nodes[step.node].agent_url).cancel(step.op_id)
 
     async def before(self, step: Step) -> None:
         """Mark the node *touched* before a change is sent (when the wave did not already)."""
@@ -586,6 +603,8 @@ class RunExecutor:
     async def _perform(
         self, step: Step, deadline: float | None, *, fresh: bool = False
     ) -> tuple[dict[str, Any] | None, str | None]:
+        # Nothing runs on a node while an operation given up on there may still run.
+        await cancel.wait_for_node(self, step, deadline)
         if step.action == Local.VERIFY_RESTORE.value:
             return await restore.perform_verify(self, step)
         if step.is_local:
@@ -632,18 +651,28 @@ class RunExecutor:
             if op_id == step.op_id:
                 await self._follow_awaiting(step, record)
 
-        return await carry_out(
-            client,
-            op_id=op_id,
-            action=action,
-            params=params,
-            deadline=deadline,
-            polling=self.polling,
-            clock=self.epoch_now,
-            on_log=on_log,
-            on_record=on_record,
-            fresh=fresh,
-        )
+        sent = self.in_flight.setdefault(step.id, {})
+        sent[op_id] = node
+        try:
+            record = await carry_out(
+                client,
+                op_id=op_id,
+                action=action,
+                params=params,
+                deadline=deadline,
+                polling=self.polling,
+                clock=self.epoch_now,
+                on_log=on_log,
+                on_record=on_record,
+                fresh=fresh,
+            )
+        except StepFailed as exc:
+            sent.pop(op_id, None)
+            if exc.given_up:  # timed out, or its agent went silent: it may still run there
+                await cancel.remember(self, step, op_id, node, why=exc.message)
+            raise
+        sent.pop(op_id, None)
+        return record
 
     # A step that waits for a person -----------------------------------------------------------------
     async def _follow_awaiting(self, step: Step, record: OperationRecord) -> None:

@@ -6,6 +6,11 @@ company records. Backups are snapshots; restores put them back. Every ``POST /v1
 counted per op id, so a test can prove no operation was sent twice. Faults per (node, action):
 ``fail``, ``hang`` (never finishes), ``interrupt`` (reads ``interrupted``), ``log_error`` (the
 upgrade log lists a failed script and an "NB must be fixed" line), ``invalid`` (license).
+
+Cancels, as a real agent answers them: ``refuse_cancels`` makes that many cancel requests answer
+503 (the agent busy, a proxy failing); ``cancel_takes`` seconds pass between an accepted cancel
+and the record reading ``cancelled`` (the agent joins the cancelled work's threads meanwhile, the
+record reads ``running``). Each operation keeps when it was sent and when it ended (monotonic).
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class Op:
     log: list[str] = field(default_factory=list)
     created_at: str = field(default_factory=_now)
     finished_at: str | None = None
+    cancel_at: float | None = None
+    ended: float | None = None
 
 
 class FakeCluster:
@@ -101,6 +108,9 @@ class FakeCluster:
         self.durations = durations or {}
         self.installer_log: list[tuple[str, float, float]] = []  # (node, started, finished)
         self._seq = itertools.count(1)
+        self.refuse_cancels = 0
+        self.cancel_takes = 0.0
+        self.cancel_requests: list[tuple[str, int]] = []  # (op id, status answered)
 
     # Observations ----------------------------------------------------------------------------------
     @property
@@ -141,9 +151,14 @@ class FakeCluster:
             op = self.ops.get(op_id)
             if op is None:
                 return httpx.Response(404, json={"error": {"code": "not_found", "message": "no such op"}})
-            if cancel == "cancel" and op.state == "running":
-                op.state = "cancelled"
-                op.finished_at = _now()
+            if cancel == "cancel":
+                if self.refuse_cancels > 0:
+                    self.refuse_cancels -= 1
+                    self.cancel_requests.append((op_id, 503))
+                    return httpx.Response(503, json={"error": {"code": "unavailable", "message": "busy"}})
+                self.cancel_requests.append((op_id, 200))
+                if op.state == "running" and op.cancel_at is None:
+                    op.cancel_at = time.monotonic() + self.cancel_takes
             self._advance(op)
             return httpx.Response(200, json=self._record(op))
         return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
@@ -196,8 +211,13 @@ class FakeCluster:
         return op
 
     def _advance(self, op: Op) -> None:
+        if op.state == "running" and op.cancel_at is not None and time.monotonic() >= op.cancel_at:
+            op.state, op.error, op.finished_at = "cancelled", "cancelled on request", _now()
+            op.ended = time.monotonic()
+            return
         if op.state != "running" or op.finish_at is None or time.monotonic() < op.finish_at:
             return
+        op.ended = time.monotonic()
         node = self.nodes[op.node]
         fault = self.faults.get((node.name, op.action))
         op.finished_at = _now()
