@@ -121,9 +121,12 @@ class OperationContext:
         self.commands.append(redact(line))
         self._on_change()
 
-    async def wait_for_operator(self, choices: list[str]) -> str:
+    async def wait_for_operator(self, choices: list[str] | str) -> str:
         """Wait until a person confirms (``POST /v1/operations/{op_id}/confirm``); returns the
-        note they gave. The record reads ``awaiting: operator`` and lists ``choices`` meanwhile."""
+        note they gave. The record reads ``awaiting: operator`` and lists ``choices`` (what to do,
+        in order; one string is one item) meanwhile."""
+        if isinstance(choices, str):
+            choices = [choices]
         loop = asyncio.get_running_loop()
         self._confirmed = loop.create_future()
         self.choices = list(choices)
