@@ -70,6 +70,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/upgrades/{run_id}/steps/{step_id}/retry"): "admin",
     ("POST", "/api/v1/upgrades/{run_id}/accept"): "operator",
     ("POST", "/api/v1/upgrades/{run_id}/steps/{step_id}/resolve"): "operator",
+    ("POST", "/api/v1/upgrades/{run_id}/steps/{step_id}/confirm"): "operator",
     ("GET", "/api/v1/upgrades/{run_id}/events"): "viewer",
     ("GET", "/api/v1/upgrades/{run_id}/checklist"): "viewer",
     # The dashboard signs in by itself (its session, its CSRF header).
